@@ -1,0 +1,55 @@
+# `make bench` and `make test` set up everything they need on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+comma  := ,
+# GPU builds (and NVML bindings) are installed where nvidia-smi finds a GPU.
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+EXTRAS  := torch,dev$(if $(HAS_GPU),$(comma)gpu)
+STAMP   := $(VENV)/.setup-$(if $(HAS_GPU),gpu,cpu)
+SUITE  ?= quick
+OUT    ?= out/gpu-check
+
+.PHONY: help setup bench test lint format overhead gpu-check clean
+
+help:
+	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
+	@echo "make test       set up, then run the test suite"
+	@echo "make lint       ruff check and format check"
+	@echo "make format     ruff format and autofix"
+	@echo "make overhead   measure the harness's overhead against a bare loop"
+	@echo "make gpu-check  GPU checks (workshop suite fp32 + bf16, gpu tests) into OUT=$(OUT)"
+	@echo "make clean      remove the environment and caches (results/runs stays)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.setup-*
+	touch $@
+
+bench: setup
+	$(BIN)/bench suite $(SUITE)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+overhead: setup
+	$(BIN)/python -m bench.overhead
+
+# Runs with whatever Python holds PyTorch on the GPU machine (no set-up, no network there).
+gpu-check:
+	bash bench/gpu_check.sh $(OUT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

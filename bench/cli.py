@@ -1,0 +1,181 @@
+"""The ``bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bench import envinfo, registry, runner, suites, table
+from bench.devices import default_gpus, resolve_device
+from bench.results import ResultError, load_record, result_files
+from bench.spec import BACKENDS, MODES, PRECISIONS, WORKLOADS, RunSpec, SpecError
+
+EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input on one line, with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=None if suite else "fp32")
+    p.add_argument(
+        "--device", default=None if suite else "auto", help="auto, cpu, cuda or cuda:N"
+    )
+    p.add_argument("--warmup", type=int, default=None if suite else 5, help="warm-up iterations")
+    window = p.add_mutually_exclusive_group()
+    window.add_argument("--iters", type=int, help="measured iterations (default 20)")
+    window.add_argument("--duration", type=float, help="measure for this many seconds instead")
+    p.add_argument("--include-h2d", action="store_true", default=None if suite else False,
+                   help="time the host-to-device copy of the batch in every step")
+    p.add_argument("--out", type=Path, default=runner.DEFAULT_OUT,
+                   help="directory for result files (default: results/runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="kill a run's worker after this many seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bench",
+        description="Benchmark SSD-ResNet50 and BERT-base training and inference on a GPU or CPU.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run one benchmark", description="Run one benchmark.")
+    p.add_argument("--workload", required=True, choices=WORKLOADS)
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--mode", default="infer", choices=MODES)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length")
+    p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch and weights")
+    p.add_argument("--pretrained", help="load weights from this local directory")
+    _add_common(p, suite=False)
+
+    p = sub.add_parser(
+        "suite",
+        help="run a named list of benchmarks",
+        description="Run a named suite. "
+        + " ".join(f"{s.name}: {s.description}." for s in suites.SUITES.values()),
+    )
+    p.add_argument("name", choices=sorted(suites.SUITES))
+    p.add_argument("--backend", action="append", choices=BACKENDS,
+                   help="only these backends (repeatable; default: all available)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
+    _add_common(p, suite=True)
+
+    sub.add_parser("env", help="print the environment record as JSON",
+                   description="Print the environment record stored with each result.")
+
+    p = sub.add_parser("show", help="print stored results as a table",
+                       description="Print result files (or directories of them) as a table.")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ResultError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("workload", "backend", "mode", "batch", "precision", "device", "warmup",
+                     "seq_len", "image_size", "include_h2d", "seed", "pretrained")
+    }
+    if args.duration is not None:
+        fields.update(iters=None, duration_s=args.duration)
+    elif args.iters is not None:
+        fields["iters"] = args.iters
+    spec = RunSpec(**fields)
+    spec = runner.prepare(spec)
+    record, path = runner.run(spec, args.out, progress=not args.no_progress, timeout_s=args.timeout)
+    print(table.render([record]))
+    print(f"result: {path}")
+    return EXIT_OK if record["outcome"]["status"] == "ok" else EXIT_FAILED_RUN
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    gpus = default_gpus()
+    device = resolve_device(args.device or "auto", gpus)
+    overrides: dict[str, Any] = {"device": device}
+    for key, value in (("precision", args.precision), ("warmup", args.warmup),
+                       ("iters", args.iters), ("duration_s", args.duration),
+                       ("include_h2d", args.include_h2d)):
+        if value is not None:
+            overrides[key] = value
+    backends = tuple(args.backend) if args.backend else None
+    specs = [runner.prepare(s, gpus) for s in suites.suite_specs(
+        args.name, gpu=device.startswith("cuda"), backends=backends, **overrides)]
+    if args.dry_run:
+        for s in specs:
+            print(s.label)
+        return EXIT_OK
+    records = []
+    for i, spec in enumerate(specs, 1):
+        print(f"[{i}/{len(specs)}] {spec.label}", file=sys.stderr, flush=True)
+        record, _ = runner.run(spec, args.out, progress=not args.no_progress,
+                               timeout_s=args.timeout)
+        status = record["outcome"]["status"]
+        if status != "ok":
+            print(f"  {status}: {record['outcome']['message']}", file=sys.stderr)
+        records.append(record)
+    print(table.render(records))
+    failed = sum(r["outcome"]["status"] != "ok" for r in records)
+    print(f"{len(records) - failed} of {len(records)} runs ok; results in {args.out}")
+    return EXIT_OK if not failed else EXIT_FAILED_RUN
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    gpus = default_gpus()
+    device = resolve_device("auto", gpus)
+    record = envinfo.collect(gpus)
+    record["frameworks"] = {}
+    for backend, env in sorted({(b, e.env) for (_, b), e in registry.REGISTRY.items()}):
+        try:
+            python = runner.python_for(env)
+        except SpecError as exc:
+            record["frameworks"][backend] = {"available": False, "reason": str(exc)}
+            continue
+        out = subprocess.run(
+            [str(python), "-m", "bench.worker", "info", backend, device],
+            capture_output=True, text=True, cwd=envinfo.PROJECT_ROOT,
+        )
+        record["frameworks"][backend] = (
+            json.loads(out.stdout) if out.returncode == 0
+            else {"available": False, "reason": out.stderr.strip().splitlines()[-1:]}
+        )
+    print(json.dumps(record, indent=2))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    records = [load_record(p) for p in result_files(args.paths)]
+    if not records:
+        raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
+    print(table.render(records, fmt=args.format))
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "suite": cmd_suite, "env": cmd_env, "show": cmd_show}
+

@@ -1,0 +1,103 @@
+"""The environment record stored with every result. No framework is imported here:
+package versions come from installed metadata, GPUs from nvidia-smi, and what only a
+framework knows (CUDA runtime, cuDNN) is added by the workload in the worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.devices import GpuInfo
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Distributions whose versions matter for a result, when installed.
+TRACKED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "numpy",
+    "mxnet",
+    "mxnet-cu117",
+    "gluoncv",
+    "gluonnlp",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "nvidia-ml-py",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def memory_total_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The project's commit and whether the work tree had local changes."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def collect(gpus: list[GpuInfo]) -> dict[str, Any]:
+    """What can be known without importing a framework."""
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_executable_env": Path(sys.prefix).name,
+        "cpu_model": cpu_model(),
+        "cpu_count_logical": os.cpu_count(),
+        "cpu_count_usable": len(affinity) if affinity is not None else None,
+        "memory_total_bytes": memory_total_bytes(),
+        "gpu_count": len(gpus),
+        "gpus": [dataclasses.asdict(g) for g in gpus],
+        "driver_version": gpus[0].driver_version if gpus else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "packages": package_versions(),
+        "project": git_commit(),
+    }

@@ -1,0 +1,126 @@
+"""The parent side: validate a spec, start its worker in the right environment, collect
+and store the record. A crashed or killed worker becomes an ``error`` record, never a
+crash of the caller."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from bench import envinfo, registry
+from bench.devices import GpuInfo, check_precision, default_gpus, gpu_for, resolve_device
+from bench.results import new_record, write_record
+from bench.spec import RunSpec, SpecError
+
+DEFAULT_OUT = Path("results/runs")
+
+
+def prepare(spec: RunSpec, gpus: list[GpuInfo] | None = None) -> RunSpec:
+    """Check what the spec alone cannot (registry, device, precision) and resolve the device.
+
+    Raises :class:`SpecError` before anything runs or is written.
+    """
+    entry = registry.lookup(spec.workload, spec.backend, spec.mode)
+    if spec.precision not in entry.precisions:
+        raise SpecError(
+            f"{spec.workload} on {spec.backend} does not support {spec.precision}: "
+            f"choose from {', '.join(sorted(entry.precisions))}"
+        )
+    gpus = default_gpus() if gpus is None else gpus
+    device = resolve_device(spec.device, gpus)
+    check_precision(spec.precision, device, gpu_for(device, gpus))
+    if spec.pretrained is not None and not Path(spec.pretrained).is_dir():
+        raise SpecError(f"--pretrained directory {spec.pretrained} does not exist")
+    python_for(entry.env)
+    return spec.replace(device=device)
+
+
+def python_for(env: str) -> Path:
+    """The interpreter of environment ``env``; ``main`` is the one running this code."""
+    if env == "main":
+        return Path(sys.executable)
+    directory = registry.ENVIRONMENTS.get(env)
+    if directory is None:
+        raise SpecError(f"unknown environment {env!r}")
+    python = envinfo.PROJECT_ROOT / directory / "bin" / "python"
+    if not python.exists():
+        raise SpecError(f"the {env} environment is not set up ({directory}): run `make setup`")
+    return python
+
+
+def run(
+    spec: RunSpec,
+    out_dir: Path = DEFAULT_OUT,
+    *,
+    progress: bool = True,
+    timeout_s: float | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Run a prepared spec in a worker process; store and return its record and path."""
+    entry = registry.lookup(spec.workload, spec.backend, spec.mode)
+    python = python_for(entry.env)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        spec_file, result_file = Path(tmp, "spec.json"), Path(tmp, "result.json")
+        spec_file.write_text(json.dumps(spec.to_dict()))
+        cmd = [str(python), "-m", "bench.worker", "run", str(spec_file), str(result_file)]
+        if not progress:
+            cmd.append("--no-progress")
+        code, tail = _run_worker(cmd, timeout_s)
+        if result_file.exists():
+            record = json.loads(result_file.read_text())
+        else:
+            record = new_record(spec, envinfo.collect(default_gpus()))
+            record["outcome"] = {"status": "error", "message": _crash_message(code, tail)}
+    return record, write_record(record, out_dir)
+
+
+def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, str]:
+    """Run the worker, passing its stderr through live (progress bars) and keeping a tail."""
+    env = dict(os.environ)
+    root = str(envinfo.PROJECT_ROOT)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd=root)
+    tail: collections.deque[bytes] = collections.deque(maxlen=64)
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+            tail.append(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code: int | None = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    reader.join(timeout=5)
+    return code, b"".join(tail).decode(errors="replace")
+
+
+def _crash_message(code: int | None, tail: str) -> str:
+    if code is None:
+        why = "the worker ran past its time limit and was killed"
+    elif code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+        why = f"the worker was killed by signal {name}"
+        if code == -signal.SIGKILL:
+            why += " (out of host memory?)"
+    else:
+        why = f"the worker exited with code {code} without writing a result"
+    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
+    return why + (f": {lines[-1][:300]}" if lines else "")

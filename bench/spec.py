@@ -1,0 +1,115 @@
+"""The run specification: one frozen record, validated on creation, stored whole in results."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+WORKLOADS = ("ssd", "bert", "null")
+BACKENDS = ("torch", "mxnet", "onnxruntime")
+MODES = ("train", "infer")
+PRECISIONS = ("fp32", "fp16", "bf16")
+SCENARIOS = ("loop",)
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+#: Largest batch accepted; far above any GPU's memory for these models, it only catches typos.
+MAX_BATCH = 65536
+#: BERT-base has 512 learned positions.
+MAX_SEQ_LEN = 512
+
+
+class SpecError(ValueError):
+    """Bad input in a run specification; the CLI turns it into exit code 2."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one benchmark run.
+
+    ``device`` may be ``auto`` or ``cuda`` here; the runner resolves it to ``cpu`` or
+    ``cuda:N`` before the run starts, and the stored spec holds the resolved value.
+    Exactly one of ``iters`` and ``duration_s`` bounds the measured window.
+    """
+
+    workload: str
+    backend: str = "torch"
+    mode: str = "infer"
+    batch: int = 1
+    precision: str = "fp32"
+    device: str = "auto"
+    warmup: int = 5
+    iters: int | None = 20
+    duration_s: float | None = None
+    seq_len: int = 128
+    image_size: int = 512
+    include_h2d: bool = False
+    seed: int = 0
+    pretrained: str | None = None
+    scenario: str = "loop"
+
+    def __post_init__(self) -> None:
+        _choice("workload", self.workload, WORKLOADS)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("mode", self.mode, MODES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("scenario", self.scenario, SCENARIOS)
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise SpecError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        _int_range("batch", self.batch, 1, MAX_BATCH)
+        _int_range("warmup", self.warmup, 0, 1_000_000)
+        _int_range("seq_len", self.seq_len, 1, MAX_SEQ_LEN)
+        _int_range("image_size", self.image_size, 64, 2048)
+        if self.image_size % 32:
+            raise SpecError(f"image_size must be a multiple of 32, not {self.image_size}")
+        _int_range("seed", self.seed, 0, 2**32 - 1)
+        if (self.iters is None) == (self.duration_s is None):
+            raise SpecError("give exactly one of iters and duration_s")
+        if self.iters is not None:
+            _int_range("iters", self.iters, 1, 10_000_000)
+        if self.duration_s is not None and not (
+            isinstance(self.duration_s, (int, float)) and 0 < self.duration_s <= 86_400
+        ):
+            raise SpecError(f"duration_s must be in (0, 86400] seconds, not {self.duration_s!r}")
+        if not isinstance(self.include_h2d, bool):
+            raise SpecError("include_h2d must be true or false")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            raise SpecError("pretrained must be a directory path")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown spec field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        """A short name for file names and progress lines."""
+        shape = f"s{self.seq_len}" if self.workload == "bert" else ""
+        if self.workload == "ssd":
+            shape = f"i{self.image_size}"
+        dev = self.device.replace(":", "")
+        parts = [self.workload, self.backend, self.mode, f"b{self.batch}", shape, self.precision, dev]
+        return "_".join(p for p in parts if p)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(f"unknown {name} {value!r}: choose from {', '.join(allowed)}")
+
+
+def _int_range(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{name} must be an integer, not {value!r}")
+    if not low <= value <= high:
+        raise SpecError(f"{name} must be between {low} and {high}, not {value}")

@@ -1,0 +1,86 @@
+"""Named lists of runs. Sizes depend on the device kind: the same suite name means
+"small and quick" or "the workshop's settings" on a CPU and on a GPU alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench import registry
+from bench.spec import RunSpec, SpecError
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    build: Callable[[bool], list[dict[str, Any]]]
+
+
+def _quick(gpu: bool) -> list[dict[str, Any]]:
+    """Every workload and mode once, full-size models, small batches and few iterations."""
+    if gpu:
+        warm, iters = {"warmup": 5}, {"iters": 30}
+        ssd_b, bert_b = 8, 32
+    else:
+        warm, iters = {"warmup": 1}, {"iters": 3}
+        ssd_b, bert_b = 1, 4
+    return [
+        {"workload": "null", "mode": "infer", "batch": 1, "warmup": 10, "iters": 1000},
+        {"workload": "ssd", "mode": "infer", "batch": ssd_b, **warm, **iters},
+        {"workload": "ssd", "mode": "train", "batch": ssd_b, **warm, **iters},
+        {"workload": "bert", "mode": "infer", "batch": bert_b * 2, **warm, **iters},
+        {"workload": "bert", "mode": "train", "batch": bert_b, **warm, **iters},
+    ]
+
+
+def _workshop(gpu: bool) -> list[dict[str, Any]]:
+    """The two labs: SSD batch 16 at 512x512 and BERT batch 32 at seq 128, train and infer."""
+    warm, iters = ({"warmup": 10}, {"iters": 50}) if gpu else ({"warmup": 1}, {"iters": 3})
+    runs = []
+    for workload, batch in (("ssd", 16), ("bert", 32)):
+        for mode in ("train", "infer"):
+            runs.append({"workload": workload, "mode": mode, "batch": batch, **warm, **iters})
+    return runs
+
+
+SUITES = {
+    s.name: s
+    for s in (
+        Suite("quick", "each workload and mode once, small batches (the `make bench` default)", _quick),
+        Suite("workshop", "the labs' settings: SSD b16 @512, BERT b32 @128, train and infer", _workshop),
+    )
+}
+
+
+def suite_specs(
+    name: str,
+    *,
+    gpu: bool,
+    backends: tuple[str, ...] | None = None,
+    **overrides: Any,
+) -> list[RunSpec]:
+    """The specs of suite ``name``, one per available backend of each workload.
+
+    ``overrides`` (precision, device, iters, ...) apply to every run except the null
+    workload's iteration settings, which measure overhead and stay as they are.
+    """
+    suite = SUITES.get(name)
+    if suite is None:
+        raise SpecError(f"unknown suite {name!r}: choose from {', '.join(SUITES)}")
+    specs = []
+    for run in suite.build(gpu):
+        for (workload, backend), entry in registry.REGISTRY.items():
+            if workload != run["workload"] or (backends and backend not in backends):
+                continue
+            if run["mode"] not in entry.modes:
+                continue
+            fields = {**run, "backend": backend, **overrides}
+            if workload == "null":
+                fields.update({k: run[k] for k in ("warmup", "iters", "batch")})
+                fields.update(precision="fp32", duration_s=None)
+            elif "duration_s" in overrides and overrides["duration_s"] is not None:
+                fields["iters"] = None
+            specs.append(RunSpec(**fields))
+    return specs

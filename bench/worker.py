@@ -1,0 +1,126 @@
+"""The worker process: runs one spec in the Python environment its backend needs.
+
+Started by :mod:`bench.runner` as ``python -m bench.worker run SPEC.json RESULT.json``. It
+always tries to write a result record, also when the run fails or runs out of memory; the
+parent treats a missing record as a crash of the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import envinfo, registry
+from bench.devices import default_gpus
+from bench.loop import Measurement, measure
+from bench.results import new_record
+from bench.spec import RunSpec
+from bench.stats import latency_summary, throughput
+
+#: Training does a forward and a backward pass, counted as twice the forward's FLOPs.
+TRAIN_FLOPS_FACTOR = 3
+
+
+def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
+    """Run ``spec`` (device already resolved) in this process and return its record."""
+    record = new_record(spec, envinfo.collect(default_gpus()))
+    entry = registry.lookup(spec.workload, spec.backend, spec.mode)
+    workload = None
+    try:
+        cls = registry.load(entry.target)
+        workload = cls(spec)
+        record["environment"]["framework"] = workload.framework_info(spec.device)
+        workload.setup()
+        flops, flops_source = workload.flops_per_sample()
+        record["workload"] = {
+            "implementation": entry.target,
+            "step_description": workload.step_description,
+            "samples_per_step": workload.samples_per_step,
+            "flops_forward_per_sample": flops,
+            "flops_source": flops_source,
+            "flops_factor": TRAIN_FLOPS_FACTOR if spec.mode == "train" else 1,
+            "details": workload.details(),
+        }
+        measurement = measure(
+            workload.step,
+            workload.sync,
+            warmup=spec.warmup,
+            iters=spec.iters,
+            duration_s=spec.duration_s,
+            label=spec.label,
+            progress=progress,
+        )
+        fill_measurement(record, measurement, workload.samples_per_step)
+        record["outcome"] = {"status": "ok", "message": None}
+    except Exception as exc:
+        oom = workload is not None and workload.is_oom(exc)
+        record["outcome"] = {
+            "status": "oom" if oom else "error",
+            "message": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+            "traceback": traceback.format_exc(limit=20),
+        }
+    finally:
+        if workload is not None:
+            try:
+                workload.teardown()
+            except Exception:  # noqa: BLE001 - teardown must not mask the run's outcome
+                pass
+    return record
+
+
+def fill_measurement(record: dict[str, Any], m: Measurement, samples_per_step: int) -> None:
+    """Put timings, throughput and latency statistics of ``m`` into ``record``."""
+    samples = samples_per_step * m.iterations
+    tput: dict[str, Any] = throughput(samples, m.iterations, m.window_s)
+    work = record["workload"]
+    flops = work["flops_forward_per_sample"] if work else None
+    tput["tflops_per_s"] = (
+        flops * work["flops_factor"] * tput["samples_per_s"] / 1e12 if flops is not None else None
+    )
+    record["timing"] = {
+        "warmup_iters": record["spec"]["warmup"],
+        "warmup_s": m.warmup_s,
+        "measured_iters": m.iterations,
+        "measured_samples": samples,
+        "window_s": m.window_s,
+        "marks_unix_s": m.marks,
+    }
+    record["throughput"] = tput
+    record["latency"] = latency_summary(m.latencies_s)
+    record["latencies_ms"] = [x * 1000.0 for x in m.latencies_s]
+
+
+def framework_info(backend: str, device: str) -> dict[str, Any]:
+    target = registry.FRAMEWORK_INFO.get(backend)
+    if target is None:
+        return {}
+    return registry.load(target)(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one spec and write its record")
+    run.add_argument("spec", type=Path)
+    run.add_argument("result", type=Path)
+    run.add_argument("--no-progress", action="store_true")
+    info = sub.add_parser("info", help="print a backend's framework facts as JSON")
+    info.add_argument("backend")
+    info.add_argument("device")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        json.dump(framework_info(args.backend, args.device), sys.stdout)
+        return 0
+    spec = RunSpec.from_dict(json.loads(args.spec.read_text()))
+    record = execute(spec, progress=not args.no_progress)
+    args.result.write_text(json.dumps(record, allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

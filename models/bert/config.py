@@ -1,0 +1,57 @@
+"""BERT-base facts shared by every framework path: sizes, the lab's hyperparameters, FLOPs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BertShape:
+    vocab_size: int = 30522
+    hidden: int = 768
+    layers: int = 12
+    heads: int = 12
+    intermediate: int = 3072
+    max_positions: int = 512
+    type_vocab: int = 2
+    num_labels: int = 2
+
+
+#: BERT-base uncased, as the workshop's BERT lab fine-tunes it.
+BERT_BASE = BertShape()
+
+#: The lab's fine-tuning settings (BERTAdam): lr, weight decay, warm-up steps, grad clip.
+LEARNING_RATE = 5e-5
+WEIGHT_DECAY = 0.01
+WARMUP_STEPS = 50
+GRAD_CLIP = 1.0
+#: IMDB training reviews: one epoch of the lab sets the length of the linear decay.
+EPOCH_SAMPLES = 25_000
+
+
+def forward_flops_per_sample(seq_len: int, shape: BertShape = BERT_BASE) -> float:
+    """Matrix-multiply FLOPs (2 per multiply-add) of one sequence's forward pass.
+
+    Per layer: Q, K, V and output projections (4 * 2*L*H*H), the feed-forward pair
+    (2 * 2*L*H*I), attention scores and the weighted sum of values (2 * 2*L*L*H). Then the
+    pooler (2*H*H) and classifier (2*H*C). Embedding look-ups, softmax, layer norms and
+    activations are not matrix work and are left out, as is usual for MFU accounting.
+    """
+    length, hidden = seq_len, shape.hidden
+    per_layer = (
+        8 * length * hidden * hidden
+        + 4 * length * hidden * shape.intermediate
+        + 4 * length * length * hidden
+    )
+    head = 2 * hidden * hidden + 2 * hidden * shape.num_labels
+    return float(shape.layers * per_layer + head)
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then linear
+    decay to 0 at ``total`` steps (and 0 after)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    return max(0.0, (total - step) / (total - warmup))
