@@ -26,20 +26,27 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=None if suite else "fp32")
-    p.add_argument(
-        "--device", default=None if suite else "auto", help="auto, cpu, cuda or cuda:N"
-    )
+    p.add_argument("--device", default=None if suite else "auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--warmup", type=int, default=None if suite else 5, help="warm-up iterations")
     window = p.add_mutually_exclusive_group()
     window.add_argument("--iters", type=int, help="measured iterations (default 20)")
     window.add_argument("--duration", type=float, help="measure for this many seconds instead")
-    p.add_argument("--include-h2d", action="store_true", default=None if suite else False,
-                   help="time the host-to-device copy of the batch in every step")
-    p.add_argument("--out", type=Path, default=runner.DEFAULT_OUT,
-                   help="directory for result files (default: results/runs)")
+    p.add_argument(
+        "--include-h2d",
+        action="store_true",
+        default=None if suite else False,
+        help="time the host-to-device copy of the batch in every step",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=runner.DEFAULT_OUT,
+        help="directory for result files (default: results/runs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="kill a run's worker after this many seconds")
+    p.add_argument(
+        "--timeout", type=float, default=None, help="kill a run's worker after this many seconds"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,16 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
         + " ".join(f"{s.name}: {s.description}." for s in suites.SUITES.values()),
     )
     p.add_argument("name", choices=sorted(suites.SUITES))
-    p.add_argument("--backend", action="append", choices=BACKENDS,
-                   help="only these backends (repeatable; default: all available)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        help="only these backends (repeatable; default: all available)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
     _add_common(p, suite=True)
 
-    sub.add_parser("env", help="print the environment record as JSON",
-                   description="Print the environment record stored with each result.")
+    sub.add_parser(
+        "env",
+        help="print the environment record as JSON",
+        description="Print the environment record stored with each result.",
+    )
 
-    p = sub.add_parser("show", help="print stored results as a table",
-                       description="Print result files (or directories of them) as a table.")
+    p = sub.add_parser(
+        "show",
+        help="print stored results as a table",
+        description="Print result files (or directories of them) as a table.",
+    )
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
     return parser
@@ -100,8 +117,20 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     fields: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("workload", "backend", "mode", "batch", "precision", "device", "warmup",
-                     "seq_len", "image_size", "include_h2d", "seed", "pretrained")
+        for name in (
+            "workload",
+            "backend",
+            "mode",
+            "batch",
+            "precision",
+            "device",
+            "warmup",
+            "seq_len",
+            "image_size",
+            "include_h2d",
+            "seed",
+            "pretrained",
+        )
     }
     if args.duration is not None:
         fields.update(iters=None, duration_s=args.duration)
@@ -119,14 +148,22 @@ def cmd_suite(args: argparse.Namespace) -> int:
     gpus = default_gpus()
     device = resolve_device(args.device or "auto", gpus)
     overrides: dict[str, Any] = {"device": device}
-    for key, value in (("precision", args.precision), ("warmup", args.warmup),
-                       ("iters", args.iters), ("duration_s", args.duration),
-                       ("include_h2d", args.include_h2d)):
+    for key, value in (
+        ("precision", args.precision),
+        ("warmup", args.warmup),
+        ("iters", args.iters),
+        ("duration_s", args.duration),
+        ("include_h2d", args.include_h2d),
+    ):
         if value is not None:
             overrides[key] = value
     backends = tuple(args.backend) if args.backend else None
-    specs = [runner.prepare(s, gpus) for s in suites.suite_specs(
-        args.name, gpu=device.startswith("cuda"), backends=backends, **overrides)]
+    specs = [
+        runner.prepare(s, gpus)
+        for s in suites.suite_specs(
+            args.name, gpu=device.startswith("cuda"), backends=backends, **overrides
+        )
+    ]
     if args.dry_run:
         for s in specs:
             print(s.label)
@@ -134,8 +171,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
     records = []
     for i, spec in enumerate(specs, 1):
         print(f"[{i}/{len(specs)}] {spec.label}", file=sys.stderr, flush=True)
-        record, _ = runner.run(spec, args.out, progress=not args.no_progress,
-                               timeout_s=args.timeout)
+        record, _ = runner.run(
+            spec, args.out, progress=not args.no_progress, timeout_s=args.timeout
+        )
         status = record["outcome"]["status"]
         if status != "ok":
             print(f"  {status}: {record['outcome']['message']}", file=sys.stderr)
@@ -159,10 +197,13 @@ def cmd_env(args: argparse.Namespace) -> int:
             continue
         out = subprocess.run(
             [str(python), "-m", "bench.worker", "info", backend, device],
-            capture_output=True, text=True, cwd=envinfo.PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            cwd=envinfo.PROJECT_ROOT,
         )
         record["frameworks"][backend] = (
-            json.loads(out.stdout) if out.returncode == 0
+            json.loads(out.stdout)
+            if out.returncode == 0
             else {"available": False, "reason": out.stderr.strip().splitlines()[-1:]}
         )
     print(json.dumps(record, indent=2))
@@ -178,4 +219,3 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "suite": cmd_suite, "env": cmd_env, "show": cmd_show}
-

@@ -66,7 +66,11 @@ def memory_total_bytes() -> int | None:
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """The project's commit and whether the work tree had local changes."""
+    """The project's commit and whether the work tree had local changes.
+
+    A copy of the tree without ``.git`` (shipped to a GPU machine) may carry the commit in
+    a ``COMMIT`` file at its root instead; ``dirty`` is then unknown.
+    """
 
     def git(*args: str) -> str | None:
         try:
@@ -78,6 +82,8 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and (root / "COMMIT").is_file():
+        return {"commit": (root / "COMMIT").read_text().strip() or None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

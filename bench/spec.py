@@ -99,7 +99,15 @@ class RunSpec:
         if self.workload == "ssd":
             shape = f"i{self.image_size}"
         dev = self.device.replace(":", "")
-        parts = [self.workload, self.backend, self.mode, f"b{self.batch}", shape, self.precision, dev]
+        parts = [
+            self.workload,
+            self.backend,
+            self.mode,
+            f"b{self.batch}",
+            shape,
+            self.precision,
+            dev,
+        ]
         return "_".join(p for p in parts if p)
 
 

@@ -48,8 +48,14 @@ def _workshop(gpu: bool) -> list[dict[str, Any]]:
 SUITES = {
     s.name: s
     for s in (
-        Suite("quick", "each workload and mode once, small batches (the `make bench` default)", _quick),
-        Suite("workshop", "the labs' settings: SSD b16 @512, BERT b32 @128, train and infer", _workshop),
+        Suite(
+            "quick", "each workload and mode once, small batches (the `make bench` default)", _quick
+        ),
+        Suite(
+            "workshop",
+            "the labs' settings: SSD b16 @512, BERT b32 @128, train and infer",
+            _workshop,
+        ),
     )
 }
 

@@ -69,7 +69,9 @@ def render(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
     records = list(records)
     text = tabulate([row(r) for r in records], headers=HEADERS, tablefmt=fmt, disable_numparse=True)
     notes = []
-    if any("p99" in ((r.get("latency") or {}).get("unreliable_percentiles") or []) for r in records):
+    if any(
+        "p99" in ((r.get("latency") or {}).get("unreliable_percentiles") or []) for r in records
+    ):
         notes.append("* p99 from fewer than 100 iterations: an interpolation, not a tail estimate")
     failed = [r for r in records if r["outcome"]["status"] != "ok"]
     for r in failed:

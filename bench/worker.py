@@ -8,6 +8,7 @@ parent treats a missing record as a crash of the worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
@@ -65,10 +66,8 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         }
     finally:
         if workload is not None:
-            try:
+            with contextlib.suppress(Exception):  # teardown must not mask the run's outcome
                 workload.teardown()
-            except Exception:  # noqa: BLE001 - teardown must not mask the run's outcome
-                pass
     return record
 
 

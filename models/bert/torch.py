@@ -48,9 +48,17 @@ class BertTorch(TorchWorkload):
     )
     grad_clip = bert.GRAD_CLIP
 
-    def __init__(self, spec: RunSpec, shape: bert.BertShape = bert.BERT_BASE) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        shape: bert.BertShape = bert.BERT_BASE,
+        learning_rate: float = bert.LEARNING_RATE,
+        warmup_steps: int = bert.WARMUP_STEPS,
+    ) -> None:
         super().__init__(spec)
         self.shape = shape
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
         self.model: BertForSequenceClassification | None = None
 
     def setup(self) -> None:
@@ -81,13 +89,13 @@ class BertTorch(TorchWorkload):
             self.model.train()
             self.optimizer = torch.optim.AdamW(
                 _decay_groups(self.model, bert.WEIGHT_DECAY),
-                lr=bert.LEARNING_RATE,
+                lr=self.learning_rate,
                 fused=self.device.type == "cuda",
             )
             total = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer,
-                lambda step: bert.linear_warmup_decay(step, bert.WARMUP_STEPS, total),
+                lambda step: bert.linear_warmup_decay(step, self.warmup_steps, total),
             )
         else:
             self.model.eval()

@@ -1,0 +1,173 @@
+"""The command line end to end: real worker processes, real result files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.results import SCHEMA_VERSION, load_record
+from bench.runner import _crash_message, _run_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--workload", "resnet"], "invalid choice: 'resnet'"),
+        (["run", "--workload", "ssd", "--backend", "tf"], "invalid choice: 'tf'"),
+        (["run", "--workload", "ssd", "--batch", "0"], "batch must be between 1"),
+        (["run", "--workload", "ssd", "--device", "cpu", "--precision", "fp16"], "fp16"),
+        (["run", "--workload", "ssd", "--device", "cuda:3"], "cuda:3"),
+        (["run", "--workload", "ssd", "--iters", "3", "--duration", "2"], "not allowed with"),
+        (["run", "--workload", "bert", "--pretrained", "no/such/dir"], "does not exist"),
+        (["suite", "nightly"], "invalid choice: 'nightly'"),
+        (["show", "no/such/file.json"], "no such file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "runs"
+    extra = ["--out", str(out)] if args[0] == "run" else []
+    proc = bench(*args, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
+
+
+def test_help_everywhere():
+    for args in ([], ["run"], ["suite"], ["env"], ["show"]):
+        proc = bench(*args, "--help")
+        assert proc.returncode == 0 and "usage: bench" in proc.stdout
+
+
+def test_run_null_writes_a_valid_result_and_show_reads_it(tmp_path):
+    proc = bench(
+        "run",
+        "--workload",
+        "null",
+        "--device",
+        "cpu",
+        "--iters",
+        "50",
+        "--warmup",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and str(files[0]) in proc.stdout
+    record = load_record(files[0])
+    assert record["schema_version"] == SCHEMA_VERSION
+    assert record["outcome"]["status"] == "ok"
+    assert record["spec"]["device"] == "cpu" and record["spec"]["iters"] == 50
+    assert len(record["latencies_ms"]) == 50
+    assert record["latency"]["count"] == 50
+    assert record["latency"]["min_ms"] <= record["latency"]["p50_ms"] <= record["latency"]["max_ms"]
+    assert (
+        record["environment"]["project"]["commit"] is None
+        or len(record["environment"]["project"]["commit"]) == 40
+    )
+    shown = bench("show", str(tmp_path))
+    assert shown.returncode == 0 and "| null" in shown.stdout
+
+
+@pytest.mark.slow
+def test_run_bert_end_to_end_on_cpu(tmp_path):
+    """Full-size BERT-base through the CLI and a worker, at a tiny batch and sequence."""
+    proc = bench(
+        "run",
+        "--workload",
+        "bert",
+        "--mode",
+        "train",
+        "--device",
+        "cpu",
+        "--batch",
+        "1",
+        "--seq-len",
+        "16",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["outcome"]["status"] == "ok"
+    assert record["workload"]["details"]["parameters"] == 109_483_778
+    assert record["throughput"]["tflops_per_s"] > 0
+    assert record["environment"]["framework"]["torch_version"]
+
+
+def test_failed_run_is_recorded_with_exit_1(tmp_path):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    proc = bench(
+        "run",
+        "--workload",
+        "bert",
+        "--device",
+        "cpu",
+        "--pretrained",
+        str(empty),
+        "--iters",
+        "1",
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    )
+    assert proc.returncode == 1
+    record = load_record(next((tmp_path / "runs").glob("*.json")))
+    assert record["outcome"]["status"] == "error"
+    assert "no BERT checkpoint" in record["outcome"]["message"]
+
+
+def test_suite_dry_run_lists_runs():
+    proc = bench("suite", "workshop", "--device", "cpu", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [
+        "ssd_torch_train_b16_i512_fp32_cpu",
+        "ssd_torch_infer_b16_i512_fp32_cpu",
+        "bert_torch_train_b32_s128_fp32_cpu",
+        "bert_torch_infer_b32_s128_fp32_cpu",
+    ]
+
+
+def test_a_killed_worker_becomes_an_error_message():
+    code, tail = _run_worker(
+        [
+            sys.executable,
+            "-c",
+            "import os,sys; print('dying', file=sys.stderr); os.kill(os.getpid(), 9)",
+        ],
+        timeout_s=30,
+    )
+    assert code == -9
+    assert _crash_message(code, tail) == (
+        "the worker was killed by signal SIGKILL (out of host memory?): dying"
+    )
+    code, tail = _run_worker([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
+    assert code is None
+    assert _crash_message(code, tail).startswith("the worker ran past its time limit")
+
+
+def test_env_prints_a_record():
+    proc = bench("env")
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(proc.stdout)
+    assert env["python"] and env["cpu_count_logical"] >= 1
+    assert env["frameworks"]["torch"]["torch_version"]

@@ -1,0 +1,56 @@
+import pytest
+
+from bench.spec import RunSpec, SpecError
+
+
+def test_defaults_are_valid_and_round_trip():
+    spec = RunSpec(workload="bert")
+    assert spec.iters == 20 and spec.duration_s is None
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"workload": "resnet"}, "unknown workload"),
+        ({"backend": "tensorflow"}, "unknown backend"),
+        ({"mode": "serve"}, "unknown mode"),
+        ({"precision": "int8"}, "unknown precision"),
+        ({"batch": 0}, "batch must be between 1"),
+        ({"batch": 2.5}, "batch must be an integer"),
+        ({"batch": True}, "batch must be an integer"),
+        ({"warmup": -1}, "warmup must be between 0"),
+        ({"seq_len": 513}, "seq_len must be between 1 and 512"),
+        ({"image_size": 500}, "multiple of 32"),
+        ({"image_size": 32}, "image_size must be between 64"),
+        ({"device": "gpu"}, "device must be"),
+        ({"device": "cuda:x"}, "device must be"),
+        ({"iters": None}, "exactly one of iters and duration_s"),
+        ({"duration_s": 5.0}, "exactly one of iters and duration_s"),
+        ({"iters": 0}, "iters must be between 1"),
+    ],
+)
+def test_bad_specs_are_refused(changes, message):
+    with pytest.raises(SpecError, match=message):
+        RunSpec(**{"workload": "ssd", **changes})
+
+
+def test_duration_instead_of_iters():
+    spec = RunSpec(workload="ssd", iters=None, duration_s=2.5)
+    assert spec.duration_s == 2.5
+    with pytest.raises(SpecError, match="duration_s"):
+        RunSpec(workload="ssd", iters=None, duration_s=-1)
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(SpecError, match="unknown spec field"):
+        RunSpec.from_dict({"workload": "ssd", "batchsize": 4})
+
+
+def test_label_names_the_shape():
+    spec = RunSpec(workload="bert", mode="train", batch=32, device="cuda:0", precision="bf16")
+    assert spec.label == "bert_torch_train_b32_s128_bf16_cuda0"
+    assert (
+        RunSpec(workload="ssd", batch=16, device="cpu").label == "ssd_torch_infer_b16_i512_fp32_cpu"
+    )
+    assert RunSpec(workload="null", device="cpu").label == "null_torch_infer_b1_fp32_cpu"
