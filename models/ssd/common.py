@@ -1,0 +1,66 @@
+"""SSD-512 ResNet-50 v1 facts shared by every framework path (no framework import here):
+the workshop's hyperparameters, GluonCV's anchor and NMS settings, and FLOPs."""
+
+from __future__ import annotations
+
+NUM_CLASSES = 20
+#: The workshop's SSD settings (SageMaker object detection lab).
+LEARNING_RATE = 0.001
+MOMENTUM = 0.9
+WEIGHT_DECAY = 0.0005
+IOU_THRESHOLD = 0.5
+NMS_THRESHOLD = 0.45
+NMS_TOPK = 400
+POST_NMS = 100
+NEGATIVE_MINING_RATIO = 3
+BOX_STDS = (0.1, 0.1, 0.2, 0.2)
+#: VOC07+12 trainval images: one epoch of the lab.
+EPOCH_SAMPLES = 16_551
+
+#: ResNet-50 v1: (blocks, output channels, stride of the first block) per stage.
+RESNET50_STAGES = ((3, 256, 1), (4, 512, 2), (6, 1024, 2), (3, 2048, 2))
+EXPANDER_FILTERS = (512, 512, 256, 256)
+#: Anchors per position on each of the six feature maps (2 sizes + extra ratios).
+ANCHORS_PER_POSITION = (4, 6, 6, 6, 4, 4)
+
+
+def _conv(cin: int, cout: int, k: int, out_hw: int) -> int:
+    return 2 * cin * cout * k * k * out_hw * out_hw
+
+
+def _down(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def forward_flops_per_sample(image_size: int) -> tuple[float, str]:
+    """Convolution FLOPs (2 per multiply-add) of one image's forward pass, by walking the
+    architecture. Batch norm, ReLU, pooling, bias adds, decoding and NMS are left out."""
+    flops = 0
+    size = _down(image_size, 7, 2, 3)
+    flops += _conv(3, 64, 7, size)
+    size = _down(size, 3, 2, 1)  # max pool
+    channels = 64
+    features = []
+    for blocks, out, stride in RESNET50_STAGES:
+        mid = out // 4
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            size_out = _down(size, 1, s, 0)
+            flops += _conv(channels, mid, 1, size_out)  # stride on the first 1x1 (v1)
+            flops += _conv(mid, mid, 3, size_out)
+            flops += _conv(mid, out, 1, size_out)
+            if b == 0:
+                flops += _conv(channels, out, 1, size_out)  # projection shortcut
+            channels, size = out, size_out
+        features.append((channels, size))
+    features = features[2:]  # stage 3 and stage 4 outputs
+    for f in EXPANDER_FILTERS:
+        flops += _conv(channels, f, 1, size)
+        size = _down(size, 3, 2, 1)
+        flops += _conv(f, f, 3, size)
+        channels = f
+        features.append((channels, size))
+    for (ch, hw), anchors in zip(features, ANCHORS_PER_POSITION, strict=True):
+        flops += _conv(ch, anchors * (NUM_CLASSES + 1), 3, hw)
+        flops += _conv(ch, anchors * 4, 3, hw)
+    return float(flops), f"analytic: convolutions of the network at {image_size}x{image_size}"

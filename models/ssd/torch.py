@@ -1,0 +1,148 @@
+"""GluonCV ``ssd_512_resnet50_v1_voc`` in PyTorch: the benchmark workload."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from data.synthetic import detection_batch
+from models.ssd import common as ssd
+from models.ssd.torch_box import detect, multibox_loss, ssd_targets
+from models.ssd.torch_net import (
+    SSD512ResNet50,
+    build_ssd512_resnet50,
+    feature_shapes,
+    gluon_param_counts,
+)
+from models.torch_common import TorchWorkload
+
+#: File name expected in the ``--pretrained`` directory: a ``state_dict`` of SSD512ResNet50.
+PRETRAINED_FILE = "ssd_512_resnet50_v1_voc.pt"
+
+
+class SsdTorch(TorchWorkload):
+    step_description = (
+        "train: forward (autocast when fp16/bf16), GluonCV SSDMultiBoxLoss in fp32 (softmax CE "
+        "with 3:1 hard negative mining + smooth-L1), backward, SGD update; anchor matching and "
+        "box targets are computed once in setup, as GluonCV's data loader workers do, and are "
+        "not timed. infer: forward + softmax, box decoding, class-wise NMS (IoU 0.45, top 400 "
+        "in, 100 out). With include_h2d the host->device copy of the images (and, when "
+        "training, of the targets) is inside the step."
+    )
+
+    def setup(self) -> None:
+        spec = self.spec
+        net = build_ssd512_resnet50(self.device)
+        if spec.pretrained:
+            net.load_state_dict(load_pretrained(spec.pretrained))
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net: SSD512ResNet50 = net
+        self.training = spec.mode == "train"
+        net.train(self.training)
+
+        batch = detection_batch(spec.batch, spec.image_size, seed=spec.seed)
+        self.image_hw = (spec.image_size, spec.image_size)
+        if spec.include_h2d:
+            # Keep the inputs on the host; step() copies them, like a data loader's output.
+            self.host_images = self._host(torch.from_numpy(batch.images))
+        else:
+            self.images = self._layout(self.to_device(batch.images))
+
+        anchors = net.anchors(feature_shapes(spec.image_size), self.device)
+        self.num_anchors = int(anchors.shape[1])
+        self.positive_anchors: int | None = None
+        if self.training:
+            # GluonCV computes targets in its data loader workers: once here, outside the step.
+            boxes, labels = self.to_device(batch.boxes), self.to_device(batch.labels)
+            with torch.no_grad():
+                self.cls_targets, self.box_targets = ssd_targets(anchors, boxes, labels)
+            self.positive_anchors = int((self.cls_targets > 0).sum().item())
+            if spec.include_h2d:
+                self.host_cls_targets = self._host(self.cls_targets)
+                self.host_box_targets = self._host(self.box_targets)
+            self.optimizer = torch.optim.SGD(
+                net.parameters(),
+                lr=ssd.LEARNING_RATE,
+                momentum=ssd.MOMENTUM,
+                weight_decay=ssd.WEIGHT_DECAY,
+            )
+
+    def details(self) -> dict[str, Any]:
+        counts = gluon_param_counts(self.net)
+        return {
+            "parameters": counts["trainable"],
+            "gluoncv_param_counts": counts,
+            "anchors_per_image": self.num_anchors,
+            "positive_anchors_in_batch": self.positive_anchors,
+            "channels_last": self.channels_last,
+            "pretrained": self.spec.pretrained is not None,
+        }
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _host(self, tensor: torch.Tensor) -> torch.Tensor:
+        host = self._layout(tensor.detach().cpu()) if tensor.dim() == 4 else tensor.cpu()
+        return host.pin_memory() if self.device.type == "cuda" else host
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        return host.to(self.device, non_blocking=True)
+
+    def _inputs(self) -> torch.Tensor:
+        if not self.spec.include_h2d:
+            return self.images
+        return self._layout(self._to_device(self.host_images))
+
+    def step(self) -> Any:
+        if self.training:
+            images = self._inputs()
+            if self.spec.include_h2d:
+                cls_t = self._to_device(self.host_cls_targets)
+                box_t = self._to_device(self.host_box_targets)
+            else:
+                cls_t, box_t = self.cls_targets, self.box_targets
+            with self.autocast():
+                cls_preds, box_preds, _ = self.net(images)
+            loss, _, _ = multibox_loss(cls_preds, box_preds, cls_t, box_t)
+            self.backward_and_step(loss, self.optimizer)
+            return loss.detach()
+        with torch.inference_mode():
+            images = self._inputs()
+            with self.autocast():
+                cls_preds, box_preds, anchors = self.net(images)
+                return detect(cls_preds, box_preds, anchors, self.image_hw)
+
+    def flops_per_sample(self) -> tuple[float | None, str]:
+        return ssd.forward_flops_per_sample(self.spec.image_size)
+
+
+def count_forward_flops(image_size: int) -> float:
+    """Forward FLOPs of the network for one image, counted on the meta device (a check on
+    the analytic count that every path reports)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = SSD512ResNet50().eval()
+        x = torch.empty(1, 3, image_size, image_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    return float(counter.get_total_flops())
+
+
+def load_pretrained(directory: str) -> dict[str, torch.Tensor]:
+    """The state dict at ``directory/PRETRAINED_FILE``; FileNotFoundError naming it if absent."""
+    path = os.path.join(directory, PRETRAINED_FILE)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"pretrained directory {directory!r} does not exist; expected the PyTorch state "
+            f"dict {path!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained weights not found: expected the state dict {path!r}")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,243 @@
+"""SSD box operations as GluonCV 0.10 defines them, in PyTorch.
+
+Boxes are corner boxes (xmin, ymin, xmax, ymax) in pixels unless a name says ``center``
+(cx, cy, w, h). Everything is batched and free of host synchronisation except :func:`detect`,
+whose NMS returns a data-dependent number of boxes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+#: GluonCV ``NormalizedBoxCenterEncoder``/``Decoder`` defaults (means are all 0).
+BOX_STDS = (0.1, 0.1, 0.2, 0.2)
+IOU_THRESH = 0.5
+NEG_RATIO = 3.0
+#: GluonCV SSD inference defaults.
+SCORE_THRESH = 0.01
+NMS_THRESH = 0.45
+NMS_TOPK = 400
+POST_NMS = 100
+#: MXNet ``bipartite_matching`` threshold and GluonCV's tie epsilon.
+_MATCH_EPS = 1e-12
+
+
+def center_to_corner(boxes: torch.Tensor) -> torch.Tensor:
+    cxcy, wh = boxes[..., :2], boxes[..., 2:]
+    return torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=-1)
+
+
+def corner_to_center(boxes: torch.Tensor) -> torch.Tensor:
+    wh = boxes[..., 2:] - boxes[..., :2]
+    return torch.cat([boxes[..., :2] + wh / 2, wh], dim=-1)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of corner boxes ``a [..., P, 4]`` and ``b [..., Q, 4]`` -> ``[..., P, Q]``.
+
+    Leading dimensions broadcast. Areas are ``(x1 - x0) * (y1 - y0)`` without GluonCV's
+    optional +1; a pair with no union (two empty boxes) has IoU 0.
+    """
+    a = a.unsqueeze(-2)
+    b = b.unsqueeze(-3)
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def match_anchors(
+    anchors: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_valid: torch.Tensor,
+    iou_thresh: float = IOU_THRESH,
+) -> torch.Tensor:
+    """GluonCV's SSD matcher: ``CompositeMatcher([BipartiteMatcher(share_max=False),
+    MaximumMatcher(iou_thresh)])``.
+
+    anchors: [A, 4] corner boxes; gt_boxes: [B, M, 4] corner boxes; gt_valid: [B, M] bool
+    (False for padding rows). Returns matches [B, A] int64: the matched ground truth index,
+    or -1.
+
+    1. Greedy bipartite matching: repeatedly take the largest remaining IoU pair, so every
+       ground truth gets its own best anchor (a second ground truth whose best anchor is taken
+       gets its next best free one).
+    2. An unmatched anchor whose best ground truth ``g`` has no better anchor than it
+       (IoU ties with ``g``'s best, within 1e-12) is matched to ``g``.
+    3. An anchor still unmatched is matched to its best ground truth if IoU >= ``iou_thresh``.
+    """
+    ious = box_iou(anchors, gt_boxes)  # [B, A, M]
+    ious = torch.where(gt_valid.unsqueeze(1), ious, torch.full_like(ious, -1.0))
+    batch, num_anchors, num_gt = ious.shape
+    matches = torch.full((batch, num_anchors), -1, dtype=torch.long, device=ious.device)
+    if num_gt == 0:
+        return matches
+    anchor_ids = torch.arange(num_anchors, device=ious.device)
+    gt_ids = torch.arange(num_gt, device=ious.device)
+    rows = torch.arange(batch, device=ious.device)
+    work = ious.clone()
+    for _ in range(num_gt):  # each round assigns at most one pair per image
+        best, flat = work.reshape(batch, -1).max(dim=1)
+        anchor, gt = flat // num_gt, flat % num_gt
+        ok = best > _MATCH_EPS
+        current = matches[rows, anchor]
+        matches[rows, anchor] = torch.where(ok, gt, current)
+        taken_anchor = (anchor_ids.unsqueeze(0) == anchor.unsqueeze(1)) & ok.unsqueeze(1)
+        taken_gt = (gt_ids.unsqueeze(0) == gt.unsqueeze(1)) & ok.unsqueeze(1)
+        work = work.masked_fill(taken_anchor.unsqueeze(2), -2.0)
+        work = work.masked_fill(taken_gt.unsqueeze(1), -2.0)
+
+    best_iou, best_gt = ious.max(dim=2)  # per anchor: [B, A]
+    gt_best = ious.max(dim=1).values  # per ground truth: [B, M]
+    ties = (best_iou + _MATCH_EPS >= gt_best.gather(1, best_gt)) & (best_iou > _MATCH_EPS)
+    matches = torch.where((matches < 0) & ties, best_gt, matches)
+    return torch.where((matches < 0) & (best_iou >= iou_thresh), best_gt, matches)
+
+
+def encode_boxes(
+    boxes: torch.Tensor, anchors: torch.Tensor, stds: tuple[float, ...] = BOX_STDS
+) -> torch.Tensor:
+    """Corner boxes [..., A, 4] -> GluonCV's normalised center offsets against center
+    anchors [A, 4]: ``((gx - ax) / aw / s0, (gy - ay) / ah / s1, log(gw / aw) / s2, ...)``."""
+    g = corner_to_center(boxes)
+    std = anchors.new_tensor(stds)
+    xy = (g[..., :2] - anchors[..., :2]) / anchors[..., 2:]
+    wh = torch.log(g[..., 2:] / anchors[..., 2:])
+    return torch.cat([xy, wh], dim=-1) / std
+
+
+def decode_boxes(
+    codes: torch.Tensor, anchors: torch.Tensor, stds: tuple[float, ...] = BOX_STDS
+) -> torch.Tensor:
+    """Inverse of :func:`encode_boxes`: offsets [..., A, 4] -> corner boxes [..., A, 4]."""
+    std = codes.new_tensor(stds)
+    codes = codes * std
+    xy = codes[..., :2] * anchors[..., 2:] + anchors[..., :2]
+    wh = torch.exp(codes[..., 2:]) * anchors[..., 2:]
+    return torch.cat([xy - wh / 2, xy + wh / 2], dim=-1)
+
+
+def ssd_targets(
+    anchors: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    iou_thresh: float = IOU_THRESH,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training targets as GluonCV's ``SSDDefaultTrainTransform`` makes them.
+
+    anchors: [1, A, 4] or [A, 4] center anchors; gt_boxes [B, M, 4] corner boxes and
+    gt_labels [B, M] with -1 padding. Returns ``cls_targets [B, A]`` int64 (0 background,
+    label + 1 for a match: no anchor is ignored, negatives are mined in the loss) and
+    ``box_targets [B, A, 4]`` (zeros where unmatched).
+    """
+    anchors = anchors.reshape(-1, 4).float()
+    gt_boxes = gt_boxes.float()
+    matches = match_anchors(center_to_corner(anchors), gt_boxes, gt_labels >= 0, iou_thresh)
+    positive = matches >= 0
+    index = matches.clamp(min=0)
+    labels = gt_labels.gather(1, index)
+    cls_targets = torch.where(positive, labels + 1, torch.zeros_like(labels))
+    matched = gt_boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+    # Unmatched anchors may pick a padding box (-1s); mask before the log sees it.
+    matched = torch.where(positive.unsqueeze(-1), matched, center_to_corner(anchors))
+    codes = encode_boxes(matched, anchors)
+    box_targets = torch.where(positive.unsqueeze(-1), codes, torch.zeros_like(codes))
+    return cls_targets, box_targets
+
+
+def multibox_loss(
+    cls_preds: torch.Tensor,
+    box_preds: torch.Tensor,
+    cls_targets: torch.Tensor,
+    box_targets: torch.Tensor,
+    neg_ratio: float = NEG_RATIO,
+    rho: float = 1.0,
+    lambd: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GluonCV ``SSDMultiBoxLoss``: returns ``(total, cls_loss, box_loss)`` scalars.
+
+    Softmax cross-entropy on positives and on the ``neg_ratio`` x positives hardest negatives
+    of each image, smooth-L1 (``rho``) on positive box offsets, both summed and divided by the
+    number of positives in the whole batch (at least 1). GluonCV returns one value per image
+    and back-propagates all of them, which equals back-propagating their sum returned here.
+    Computed in float32 whatever the prediction dtype.
+    """
+    cls_preds = cls_preds.float()
+    box_preds = box_preds.float()
+    positive = cls_targets > 0
+    ce = F.cross_entropy(cls_preds.transpose(1, 2), cls_targets, reduction="none")  # [B, A]
+    with torch.no_grad():
+        # Rank negatives by loss, largest first; positives rank after every negative.
+        hardness = torch.where(positive, torch.full_like(ce, -1.0), ce)
+        rank = hardness.argsort(dim=1, descending=True).argsort(dim=1)
+        num_neg = positive.sum(dim=1, keepdim=True) * neg_ratio
+        selected = positive | (rank < num_neg)
+    num_pos = positive.sum().clamp(min=1).to(ce.dtype)
+    cls_loss = (ce * selected).sum() / num_pos
+    box = F.smooth_l1_loss(box_preds, box_targets, reduction="none", beta=rho)
+    box_loss = (box * positive.unsqueeze(-1)).sum() / num_pos
+    return cls_loss + lambd * box_loss, cls_loss, box_loss
+
+
+def detect(
+    cls_preds: torch.Tensor,
+    box_preds: torch.Tensor,
+    anchors: torch.Tensor,
+    image_size: tuple[int, int] | None = None,
+    score_thresh: float = SCORE_THRESH,
+    nms_thresh: float = NMS_THRESH,
+    nms_topk: int = NMS_TOPK,
+    post_nms: int = POST_NMS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GluonCV SSD inference post-processing.
+
+    Softmax, decode, then per image: every (anchor, foreground class) pair with score
+    > ``score_thresh``, the ``nms_topk`` best of them, class-wise NMS at ``nms_thresh``, the
+    ``post_nms`` best survivors. ``image_size`` (height, width), when given, clips the boxes
+    to the image (GluonCV does not). Returns ``ids [N, K]`` int64, ``scores [N, K]`` and
+    ``boxes [N, K, 4]`` float32 with K = ``post_nms``, sorted by score, padded with -1.
+    """
+    batch, num_anchors, num_classes = cls_preds.shape
+    fg = num_classes - 1
+    scores = torch.softmax(cls_preds.float(), dim=-1)[..., 1:]  # [B, A, C]
+    boxes = decode_boxes(box_preds.float(), anchors.reshape(1, -1, 4).float())
+    if image_size is not None:
+        height, width = image_size
+        limit = boxes.new_tensor([width, height, width, height])
+        boxes = torch.minimum(boxes.clamp(min=0), limit)
+
+    k = min(nms_topk, num_anchors * fg)
+    flat = scores.reshape(batch, -1)
+    top_scores, top_index = flat.topk(k, dim=1)  # sorted, descending
+    valid = top_scores > score_thresh
+    cand_boxes = boxes.gather(1, (top_index // fg).unsqueeze(-1).expand(-1, -1, 4))
+    cand_ids = top_index % fg
+    # Invalid candidates stay in (their score is lowest, so they never suppress a valid box):
+    # it keeps every shape fixed up to the NMS.
+    group = torch.arange(batch, device=flat.device).unsqueeze(1) * fg + cand_ids
+    keep = batched_nms(
+        cand_boxes.reshape(-1, 4),
+        torch.where(valid, top_scores, top_scores - 2.0).reshape(-1),
+        group.reshape(-1),
+        nms_thresh,
+    )
+    kept = torch.zeros(batch * k, dtype=torch.bool, device=flat.device)
+    kept[keep] = True
+    kept = kept.reshape(batch, k) & valid
+    # Candidates are score-sorted per image, so the survivors' order is their rank.
+    slot = kept.cumsum(dim=1) - 1
+    take = kept & (slot < post_nms)
+    slot = torch.where(take, slot, torch.full_like(slot, post_nms))  # extra column, dropped
+    out_ids = torch.full((batch, post_nms + 1), -1, dtype=torch.long, device=flat.device)
+    out_scores = torch.full((batch, post_nms + 1), -1.0, device=flat.device)
+    out_boxes = torch.full((batch, post_nms + 1, 4), -1.0, device=flat.device)
+    out_ids.scatter_(1, slot, torch.where(take, cand_ids, -1))
+    out_scores.scatter_(1, slot, torch.where(take, top_scores, -1.0))
+    box_slot = slot.unsqueeze(-1).expand(-1, -1, 4)
+    out_boxes.scatter_(1, box_slot, torch.where(take.unsqueeze(-1), cand_boxes, -1.0))
+    return out_ids[:, :post_nms], out_scores[:, :post_nms], out_boxes[:, :post_nms]
