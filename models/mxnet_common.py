@@ -1,0 +1,95 @@
+"""What every MXNet/Gluon workload shares: context, AMP, synchronization, OOM detection.
+
+This module only imports in the MXNet environment (``.venv-mxnet``): MXNet 1.9 needs
+numpy < 1.24, and gluoncv refuses to import beside torch >= 2.0.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import mxnet as mx
+
+from bench.spec import RunSpec
+from models.base import Workload
+
+#: The newest CUDA build of MXNet 1.9.1 on PyPI; it carries no Hopper (sm_90) or Ada
+#: (sm_89) kernels. Newer GPUs can only try PTX JIT compilation, which MXNet 1.9 does not
+#: ship for every operator, so such runs are refused up front with this message.
+NEWEST_MXNET_CUDA = "cu117"
+MXNET_MAX_COMPUTE_CAPABILITY = (8, 6)
+
+
+class MxnetWorkload(Workload):
+    """Base for the MXNet path."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        super().__init__(spec)
+        if spec.device == "cpu":
+            self.ctx = mx.cpu()
+        else:
+            ordinal = int(spec.device.split(":")[1])
+            if mx.context.num_gpus() <= ordinal:
+                raise RuntimeError(
+                    f"this MXNet build sees {mx.context.num_gpus()} GPU(s); install the CUDA "
+                    f"build (mxnet-{NEWEST_MXNET_CUDA}) with `make setup` on the GPU machine"
+                )
+            self.ctx = mx.gpu(ordinal)
+        if spec.precision == "bf16":
+            raise ValueError("MXNet 1.9 has no bf16 mixed precision on this path: use fp16")
+        if spec.precision == "fp16":
+            if self.ctx.device_type == "cpu":
+                raise ValueError("fp16 needs a GPU on the MXNet path")
+            from mxnet.contrib import amp
+
+            amp.init()
+            self.amp = amp
+        else:
+            self.amp = None
+        mx.random.seed(spec.seed)
+
+    def sync(self) -> None:
+        mx.nd.waitall()
+
+    def is_oom(self, exc: BaseException) -> bool:
+        text = str(exc)
+        return isinstance(exc, mx.base.MXNetError) and (
+            "out of memory" in text.lower() or "cudaMalloc" in text
+        )
+
+    def to_device(self, array: Any) -> mx.nd.NDArray:
+        return mx.nd.array(array, ctx=self.ctx, dtype=array.dtype)
+
+    @staticmethod
+    def framework_info(device: str) -> dict[str, Any]:
+        return mxnet_info(device)
+
+
+def mxnet_info(device: str) -> dict[str, Any]:
+    features = mx.runtime.Features()
+    info: dict[str, Any] = {
+        "framework": "mxnet",
+        "mxnet_version": mx.__version__,
+        "mxnet_cuda": features.is_enabled("CUDA"),
+        "mxnet_cudnn": features.is_enabled("CUDNN"),
+        "mxnet_mkldnn": features.is_enabled("MKLDNN"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpus_seen": mx.context.num_gpus() if features.is_enabled("CUDA") else 0,
+    }
+    try:
+        import gluoncv
+
+        info["gluoncv_version"] = gluoncv.__version__
+    except Exception as exc:  # noqa: BLE001 - record why, do not fail the run
+        info["gluoncv_version"] = None
+        info["gluoncv_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import gluonnlp
+
+        info["gluonnlp_version"] = gluonnlp.__version__
+    except Exception as exc:  # noqa: BLE001
+        info["gluonnlp_version"] = None
+        info["gluonnlp_error"] = f"{type(exc).__name__}: {exc}"
+    return info

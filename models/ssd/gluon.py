@@ -1,0 +1,114 @@
+"""GluonCV's own ``ssd_512_resnet50_v1_voc`` on MXNet, trained as GluonCV's train_ssd.py does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mxnet as mx
+from gluoncv import model_zoo
+from gluoncv.loss import SSDMultiBoxLoss
+from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+from mxnet import autograd, gluon
+
+from data.synthetic import detection_batch
+from models.mxnet_common import MxnetWorkload
+from models.ssd import common as ssd
+
+MODEL_NAME = "ssd_512_resnet50_v1_voc"
+
+
+def build_network(image_size: int, pretrained: str | None, ctx: mx.Context) -> gluon.HybridBlock:
+    """The GluonCV model, randomly initialised, or with weights from a local model cache.
+
+    ``pretrained`` is a directory like GluonCV's ``~/.mxnet/models``; the file must be named
+    ``ssd_512_resnet50_v1_voc-<hash>.params`` or ``ssd_512_resnet50_v1_voc.params``.
+    Nothing is downloaded.
+    """
+    net = model_zoo.get_model(MODEL_NAME, pretrained=False, pretrained_base=False)
+    if pretrained:
+        net.load_parameters(str(_find_params(Path(pretrained))), ctx=ctx)
+    else:
+        net.initialize(mx.init.Xavier(), ctx=ctx)
+    net.collect_params().reset_ctx(ctx)
+    return net
+
+
+def _find_params(directory: Path) -> Path:
+    found = sorted(directory.glob(f"{MODEL_NAME}*.params"))
+    if not found:
+        raise FileNotFoundError(
+            f"no {MODEL_NAME}*.params in {directory}: put GluonCV's model file there "
+            "(it is not downloaded)"
+        )
+    return found[0]
+
+
+class SsdGluon(MxnetWorkload):
+    step_description = (
+        "train: forward, GluonCV SSDMultiBoxLoss (hard negatives 3:1, smooth L1; it reads "
+        "the positive count back to the host), backward, SGD lr 0.001 momentum 0.9 wd 0.0005; "
+        "matching targets precomputed once with SSDTargetGenerator (GluonCV computes them in "
+        "the data loader). infer: forward with GluonCV's box decoding and class-wise NMS 0.45, "
+        "top 100. Hybridized with static_alloc/static_shape."
+    )
+
+    def setup(self) -> None:
+        spec = self.spec
+        self.net = build_network(spec.image_size, spec.pretrained, self.ctx)
+        self.net.hybridize(static_alloc=True, static_shape=True)
+        host = detection_batch(spec.batch, spec.image_size, seed=spec.seed)
+        self.host_images = host.images
+        self.images = self.to_device(host.images)
+        if spec.mode == "train":
+            self._setup_training(host)
+
+    def _setup_training(self, host: Any) -> None:
+        with autograd.train_mode():
+            _, _, anchors = self.net(mx.nd.zeros((1, 3, *self.images.shape[2:]), ctx=self.ctx))
+        gt_boxes = mx.nd.array(host.boxes, ctx=self.ctx)
+        gt_ids = mx.nd.array(host.labels[..., None].astype("float32"), ctx=self.ctx)
+        generator = SSDTargetGenerator(
+            iou_thresh=ssd.IOU_THRESHOLD, stds=ssd.BOX_STDS, negative_mining_ratio=-1
+        )
+        cls_targets, box_targets = [], []
+        for i in range(host.boxes.shape[0]):
+            ct, bt, _ = generator(anchors, None, gt_boxes[i : i + 1], gt_ids[i : i + 1])
+            cls_targets.append(ct)
+            box_targets.append(bt)
+        self.cls_targets = mx.nd.concat(*cls_targets, dim=0)
+        self.box_targets = mx.nd.concat(*box_targets, dim=0)
+        self.loss_fn = SSDMultiBoxLoss(negative_mining_ratio=ssd.NEGATIVE_MINING_RATIO)
+        self.trainer = gluon.Trainer(
+            self.net.collect_params(),
+            "sgd",
+            {"learning_rate": ssd.LEARNING_RATE, "wd": ssd.WEIGHT_DECAY, "momentum": ssd.MOMENTUM},
+        )
+        if self.amp is not None:
+            self.amp.init_trainer(self.trainer)
+
+    def _input(self) -> mx.nd.NDArray:
+        if self.spec.include_h2d:
+            return self.to_device(self.host_images)
+        return self.images
+
+    def step(self) -> Any:
+        x = self._input()
+        if self.spec.mode == "infer":
+            return self.net(x)
+        with autograd.record():
+            cls_preds, box_preds, _ = self.net(x)
+            sum_loss, _, _ = self.loss_fn(cls_preds, box_preds, self.cls_targets, self.box_targets)
+            if self.amp is not None:
+                with self.amp.scale_loss(sum_loss, self.trainer) as scaled:
+                    autograd.backward(scaled)
+            else:
+                autograd.backward(sum_loss)
+        self.trainer.step(1)
+        return sum_loss
+
+    def flops_per_sample(self) -> tuple[float | None, str]:
+        return ssd.forward_flops_per_sample(self.spec.image_size)
+
+    def details(self) -> dict[str, Any]:
+        return {"parameters": ssd.gluon_parameter_count(self.net)}
