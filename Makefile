@@ -6,7 +6,12 @@ comma  := ,
 # GPU builds (and NVML bindings) are installed where nvidia-smi finds a GPU.
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 EXTRAS  := torch,dev$(if $(HAS_GPU),$(comma)gpu)
-STAMP   := $(VENV)/.setup-$(if $(HAS_GPU),gpu,cpu)
+KIND    := $(if $(HAS_GPU),gpu,cpu)
+STAMP   := $(VENV)/.setup-$(KIND)
+# The MXNet path's own environment (see pyproject.toml's mxnet extras for why).
+MX_VENV  := .venv-mxnet
+MX_BIN   := $(MX_VENV)/bin
+MX_STAMP := $(MX_VENV)/.setup-$(KIND)
 SUITE  ?= quick
 OUT    ?= out/gpu-check
 
@@ -21,7 +26,7 @@ help:
 	@echo "make gpu-check  GPU checks (workshop suite fp32 + bf16, gpu tests) into OUT=$(OUT)"
 	@echo "make clean      remove the environment and caches (results/runs stays)"
 
-setup: $(STAMP)
+setup: $(STAMP) $(MX_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +35,19 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.setup-*
 	touch $@
 
+$(MX_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MX_VENV)
+	$(MX_BIN)/python -m pip install -q --upgrade pip
+	$(MX_BIN)/python -m pip install -q -e ".[mxnet-$(KIND),dev]"
+	rm -f $(MX_VENV)/.setup-*
+	touch $@
+
 bench: setup
 	$(BIN)/bench suite $(SUITE)
 
 test: setup
 	$(BIN)/python -m pytest
+	$(MX_BIN)/python -m pytest tests/mxnet
 
 lint: setup
 	$(BIN)/ruff check .
@@ -52,4 +65,4 @@ gpu-check:
 	bash bench/gpu_check.sh $(OUT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info
+	rm -rf $(VENV) $(MX_VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

@@ -157,13 +157,19 @@ def cmd_suite(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             overrides[key] = value
-    backends = tuple(args.backend) if args.backend else None
-    specs = [
-        runner.prepare(s, gpus)
-        for s in suites.suite_specs(
-            args.name, gpu=device.startswith("cuda"), backends=backends, **overrides
-        )
-    ]
+    backends = tuple(args.backend or (b for b in BACKENDS if runner.backend_available(b)))
+    specs, skipped = [], []
+    for spec in suites.suite_specs(
+        args.name, gpu=device.startswith("cuda"), backends=backends, **overrides
+    ):
+        try:
+            specs.append(runner.prepare(spec, gpus))
+        except SpecError as exc:  # e.g. a precision or GPU one backend cannot do
+            skipped.append(f"skipped {spec.label}: {exc}")
+    if not specs:
+        raise SpecError(skipped[0] if skipped else f"suite {args.name} has no runnable runs")
+    for line in skipped:
+        print(line, file=sys.stderr)
     if args.dry_run:
         for s in specs:
             print(s.label)
@@ -181,6 +187,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
     print(table.render(records))
     failed = sum(r["outcome"]["status"] != "ok" for r in records)
     print(f"{len(records) - failed} of {len(records)} runs ok; results in {args.out}")
+    for line in skipped:
+        print(line)
     return EXIT_OK if not failed else EXIT_FAILED_RUN
 
 

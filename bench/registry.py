@@ -13,7 +13,7 @@ from bench.spec import SpecError
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.
-ENVIRONMENTS = {"main": ".venv"}
+ENVIRONMENTS = {"main": ".venv", "mxnet": ".venv-mxnet"}
 
 ALL_PRECISIONS = frozenset({"fp32", "fp16", "bf16"})
 
@@ -24,16 +24,37 @@ class Entry:
     env: str = "main"
     modes: frozenset[str] = frozenset({"train", "infer"})
     precisions: frozenset[str] = ALL_PRECISIONS
+    #: Newest GPU architecture the backend's build has kernels for; newer GPUs are refused.
+    max_compute_capability: tuple[int, int] | None = None
+    #: Why, shown when a GPU is refused.
+    gpu_limit_reason: str = ""
+
+
+#: MXNet 1.9.1's newest CUDA build, mxnet-cu117, was compiled for GPUs up to Ampere (8.6):
+#: V100 (7.0), T4 (7.5), A100 (8.0), A10G (8.6). It has no kernels for Ada (L4, L40S: 8.9)
+#: or Hopper (H100, H200: 9.0).
+_MXNET = {
+    "env": "mxnet",
+    "precisions": frozenset({"fp32", "fp16"}),
+    "max_compute_capability": (8, 6),
+    "gpu_limit_reason": "mxnet-cu117, the newest CUDA build of MXNet 1.9.1, has kernels up to "
+    "compute capability 8.6",
+}
 
 
 REGISTRY: dict[tuple[str, str], Entry] = {
     ("null", "torch"): Entry("models.null:NullWorkload"),
     ("ssd", "torch"): Entry("models.ssd.torch:SsdTorch"),
     ("bert", "torch"): Entry("models.bert.torch:BertTorch"),
+    ("ssd", "mxnet"): Entry("models.ssd.gluon:SsdGluon", **_MXNET),
+    ("bert", "mxnet"): Entry("models.bert.gluon:BertGluon", **_MXNET),
 }
 
 #: Per backend, where to ask for framework versions (``bench env``).
-FRAMEWORK_INFO = {"torch": "models.torch_common:torch_info"}
+FRAMEWORK_INFO = {
+    "torch": "models.torch_common:torch_info",
+    "mxnet": "models.mxnet_common:mxnet_info",
+}
 
 
 def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:

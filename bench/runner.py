@@ -36,11 +36,30 @@ def prepare(spec: RunSpec, gpus: list[GpuInfo] | None = None) -> RunSpec:
         )
     gpus = default_gpus() if gpus is None else gpus
     device = resolve_device(spec.device, gpus)
-    check_precision(spec.precision, device, gpu_for(device, gpus))
+    gpu = gpu_for(device, gpus)
+    check_precision(spec.precision, device, gpu)
+    limit = entry.max_compute_capability
+    if gpu is not None and limit and gpu.compute_capability and gpu.compute_capability > limit:
+        major, minor = gpu.compute_capability
+        raise SpecError(
+            f"{spec.backend} cannot run on {gpu.name} (compute capability {major}.{minor}): "
+            f"{entry.gpu_limit_reason}; use --backend torch"
+        )
     if spec.pretrained is not None and not Path(spec.pretrained).is_dir():
         raise SpecError(f"--pretrained directory {spec.pretrained} does not exist")
     python_for(entry.env)
     return spec.replace(device=device)
+
+
+def backend_available(backend: str) -> bool:
+    """Whether every environment that ``backend``'s workloads need is set up."""
+    envs = {e.env for (_, b), e in registry.REGISTRY.items() if b == backend}
+    try:
+        for env in envs:
+            python_for(env)
+    except SpecError:
+        return False
+    return bool(envs)
 
 
 def python_for(env: str) -> Path:

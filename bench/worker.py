@@ -44,7 +44,7 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
             "flops_forward_per_sample": flops,
             "flops_source": flops_source,
             "flops_factor": TRAIN_FLOPS_FACTOR if spec.mode == "train" else 1,
-            "details": workload.details(),
+            "details": None,
         }
         measurement = measure(
             workload.step,
@@ -56,6 +56,8 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
             progress=progress,
         )
         fill_measurement(record, measurement, workload.samples_per_step)
+        # after the run: some frameworks only know parameter shapes after a forward pass
+        record["workload"]["details"] = workload.details()
         record["outcome"] = {"status": "ok", "message": None}
     except Exception as exc:
         oom = workload is not None and workload.is_oom(exc)

@@ -11,3 +11,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# The MXNet path's tests run in its own environment (`make test` runs both).
+collect_ignore = [] if _importable("mxnet") else ["mxnet"]

@@ -137,7 +137,7 @@ def test_failed_run_is_recorded_with_exit_1(tmp_path):
 
 
 def test_suite_dry_run_lists_runs():
-    proc = bench("suite", "workshop", "--device", "cpu", "--dry-run")
+    proc = bench("suite", "workshop", "--device", "cpu", "--backend", "torch", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
         "ssd_torch_train_b16_i512_fp32_cpu",

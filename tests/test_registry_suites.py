@@ -8,7 +8,10 @@ from models.base import Workload
 
 
 def test_every_registry_entry_names_a_workload_class():
+    """Entries of this environment; tests/mxnet checks the MXNet environment's."""
     for (workload, backend), entry in registry.REGISTRY.items():
+        if entry.env != "main":
+            continue
         cls = registry.load(entry.target)
         assert isinstance(cls, type) and issubclass(cls, Workload), (workload, backend)
 
@@ -22,12 +25,15 @@ def test_lookup_refuses_missing_implementations():
 def test_prepare_resolves_the_device_without_gpus():
     spec = prepare(RunSpec(workload="bert", device="auto"), gpus=[])
     assert spec.device == "cpu"
-    with pytest.raises(SpecError):
-        prepare(RunSpec(workload="bert", backend="mxnet"), gpus=[])
+    with pytest.raises(SpecError, match="no onnxruntime implementation"):
+        prepare(RunSpec(workload="bert", backend="onnxruntime"), gpus=[])
 
 
 def test_quick_suite_covers_every_workload_and_mode():
     specs = suite_specs("quick", gpu=False, device="cpu")
+    assert {(s.workload, s.mode, s.backend) for s in specs if s.workload != "null"} == {
+        (w, m, b) for w in ("ssd", "bert") for m in ("train", "infer") for b in ("torch", "mxnet")
+    }
     assert {(s.workload, s.mode) for s in specs} == {
         ("null", "infer"),
         ("ssd", "infer"),
@@ -39,7 +45,9 @@ def test_quick_suite_covers_every_workload_and_mode():
 
 
 def test_suite_overrides_apply_except_to_the_null_workload():
-    specs = suite_specs("workshop", gpu=True, device="cuda:0", precision="bf16", iters=7)
+    specs = suite_specs(
+        "workshop", gpu=True, backends=("torch",), device="cuda:0", precision="bf16", iters=7
+    )
     assert [(s.workload, s.mode, s.batch) for s in specs] == [
         ("ssd", "train", 16),
         ("ssd", "infer", 16),
@@ -56,3 +64,13 @@ def test_suite_overrides_apply_except_to_the_null_workload():
 def test_unknown_suite():
     with pytest.raises(SpecError, match="unknown suite"):
         suite_specs("nightly", gpu=False)
+
+
+def test_mxnet_refuses_bf16_and_gpus_newer_than_its_cuda_build():
+    from bench.devices import parse_gpu_query
+
+    with pytest.raises(SpecError, match="does not support bf16"):
+        prepare(RunSpec(workload="ssd", backend="mxnet", precision="bf16", device="cpu"), gpus=[])
+    h100 = parse_gpu_query("0, NVIDIA H100 80GB HBM3, GPU-1, 0:19:0.0, 81559, 580.1, 9.0\n")
+    with pytest.raises(SpecError, match=r"compute capability 9.0.*up to compute capability 8.6"):
+        prepare(RunSpec(workload="bert", backend="mxnet", device="cuda"), gpus=h100)

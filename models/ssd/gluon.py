@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
 from mxnet import autograd, gluon
 
+from bench.spec import RunSpec
 from data.synthetic import detection_batch
 from models.mxnet_common import MxnetWorkload
 from models.ssd import common as ssd
@@ -29,7 +31,7 @@ def build_network(image_size: int, pretrained: str | None, ctx: mx.Context) -> g
     if pretrained:
         net.load_parameters(str(_find_params(Path(pretrained))), ctx=ctx)
     else:
-        net.initialize(mx.init.Xavier(), ctx=ctx)
+        net.initialize(ctx=ctx)  # GluonCV's defaults, as train_ssd.py uses for new layers
     net.collect_params().reset_ctx(ctx)
     return net
 
@@ -52,6 +54,10 @@ class SsdGluon(MxnetWorkload):
         "the data loader). infer: forward with GluonCV's box decoding and class-wise NMS 0.45, "
         "top 100. Hybridized with static_alloc/static_shape."
     )
+
+    def __init__(self, spec: RunSpec, learning_rate: float = ssd.LEARNING_RATE) -> None:
+        super().__init__(spec)
+        self.learning_rate = learning_rate
 
     def setup(self) -> None:
         spec = self.spec
@@ -82,7 +88,7 @@ class SsdGluon(MxnetWorkload):
         self.trainer = gluon.Trainer(
             self.net.collect_params(),
             "sgd",
-            {"learning_rate": ssd.LEARNING_RATE, "wd": ssd.WEIGHT_DECAY, "momentum": ssd.MOMENTUM},
+            {"learning_rate": self.learning_rate, "wd": ssd.WEIGHT_DECAY, "momentum": ssd.MOMENTUM},
         )
         if self.amp is not None:
             self.amp.init_trainer(self.trainer)
@@ -105,10 +111,33 @@ class SsdGluon(MxnetWorkload):
             else:
                 autograd.backward(sum_loss)
         self.trainer.step(1)
-        return sum_loss
+        return sum_loss[0]
 
     def flops_per_sample(self) -> tuple[float | None, str]:
         return ssd.forward_flops_per_sample(self.spec.image_size)
 
     def details(self) -> dict[str, Any]:
-        return {"parameters": ssd.gluon_parameter_count(self.net)}
+        return {
+            "parameters": trainable_parameters(self.net),
+            "gluoncv_param_counts": parameter_counts(self.net),
+        }
+
+
+def parameter_counts(net: gluon.Block) -> dict[str, int]:
+    """``collect_params()`` split as the PyTorch port reports it. Shapes are only known
+    after the first forward (deferred initialisation)."""
+    counts = {"trainable": 0, "running_stats": 0, "anchors": 0}
+    for name, param in net.collect_params().items():
+        size = int(math.prod(param.shape))
+        if param.grad_req != "null":
+            counts["trainable"] += size
+        elif "anchor" in name:
+            counts["anchors"] += size
+        else:
+            counts["running_stats"] += size
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def trainable_parameters(net: gluon.Block) -> int:
+    return parameter_counts(net)["trainable"]

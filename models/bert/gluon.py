@@ -1,0 +1,162 @@
+"""GluonNLP ``bert_12_768_12`` with a classification head, fine-tuned as in the BERT lab."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import gluonnlp as nlp
+import mxnet as mx
+from mxnet import autograd, gluon
+
+from bench.spec import RunSpec
+from data.synthetic import text_batch
+from models.bert import config as bert
+from models.mxnet_common import MxnetWorkload
+
+MODEL_NAME = "bert_12_768_12"
+
+
+def uncased_vocab(size: int = bert.BERT_BASE.vocab_size) -> nlp.vocab.BERTVocab:
+    """A BERTVocab of ``size`` entries (its five special tokens plus placeholder words),
+    built locally so that nothing is downloaded. Synthetic batches feed token ids directly,
+    so only the size matters: it sets the embedding table."""
+    words = nlp.data.count_tokens(f"word{i}" for i in range(size - 5))
+    vocab = nlp.vocab.BERTVocab(words)
+    if len(vocab) != size:
+        raise ValueError(f"vocabulary has {len(vocab)} entries, expected {size}")
+    return vocab
+
+
+class BertGluon(MxnetWorkload):
+    step_description = (
+        "train: forward, softmax cross-entropy, backward, global-norm grad clip 1.0 "
+        "(no finiteness check, so no host sync), BERTAdam lr 5e-5 wd 0.01 (none on LayerNorm "
+        "and biases), warm-up then linear decay; infer: forward to logits. Hybridized "
+        "with static_alloc/static_shape. Batch staged on the device before timing."
+    )
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        shape: bert.BertShape = bert.BERT_BASE,
+        learning_rate: float = bert.LEARNING_RATE,
+        warmup_steps: int = bert.WARMUP_STEPS,
+    ) -> None:
+        super().__init__(spec)
+        self.shape = shape
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
+
+    def setup(self) -> None:
+        spec, shape = self.spec, self.shape
+        encoder, _ = nlp.model.get_model(
+            MODEL_NAME,
+            dataset_name=None,
+            vocab=uncased_vocab(shape.vocab_size),
+            pretrained=False,
+            use_pooler=True,
+            use_decoder=False,
+            use_classifier=False,
+            **_shape_kwargs(shape),
+        )
+        self.model = nlp.model.BERTClassifier(encoder, num_classes=shape.num_labels, dropout=0.1)
+        if spec.pretrained:
+            self.model.load_parameters(str(_find_params(Path(spec.pretrained))), ctx=self.ctx)
+        else:
+            self.model.initialize(init=mx.init.Normal(0.02), ctx=self.ctx)
+        self.model.hybridize(static_alloc=True, static_shape=True)
+
+        host = text_batch(
+            spec.batch,
+            spec.seq_len,
+            vocab_size=shape.vocab_size,
+            num_labels=shape.num_labels,
+            seed=spec.seed,
+        )
+        self.host = host
+        self.inputs = (
+            self.to_device(host.input_ids.astype("float32")),
+            self.to_device(host.token_type_ids.astype("float32")),
+            self.to_device(host.valid_length.astype("float32")),
+        )
+        self.labels = self.to_device(host.labels.astype("float32"))
+        if spec.mode == "train":
+            for _, param in self.model.collect_params(".*beta|.*gamma|.*bias").items():
+                param.wd_mult = 0.0
+            self.params = [p for p in self.model.collect_params().values() if p.grad_req != "null"]
+            self.trainer = gluon.Trainer(
+                self.model.collect_params(),
+                "bertadam",
+                {"learning_rate": self.learning_rate, "epsilon": 1e-6, "wd": bert.WEIGHT_DECAY},
+            )
+            if self.amp is not None:
+                self.amp.init_trainer(self.trainer)
+            self.loss_fn = gluon.loss.SoftmaxCELoss()
+            self.total_steps = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
+            self.step_count = 0
+
+    def _inputs(self) -> tuple[mx.nd.NDArray, ...]:
+        if not self.spec.include_h2d:
+            return self.inputs
+        h = self.host
+        return tuple(
+            self.to_device(a.astype("float32"))
+            for a in (h.input_ids, h.token_type_ids, h.valid_length)
+        )
+
+    def step(self) -> mx.nd.NDArray:
+        inputs = self._inputs()
+        if self.spec.mode == "infer":
+            return self.model(*inputs)
+        scale = bert.linear_warmup_decay(self.step_count, self.warmup_steps, self.total_steps)
+        self.trainer.set_learning_rate(self.learning_rate * scale)
+        self.step_count += 1
+        with autograd.record():
+            loss = self.loss_fn(self.model(*inputs), self.labels).mean()
+            if self.amp is not None:
+                with self.amp.scale_loss(loss, self.trainer) as scaled:
+                    autograd.backward(scaled)
+            else:
+                loss.backward()
+        self.trainer.allreduce_grads()
+        nlp.utils.clip_grad_global_norm(self.params, bert.GRAD_CLIP, check_isfinite=False)
+        self.trainer.update(1)
+        return loss
+
+    def flops_per_sample(self) -> tuple[float | None, str]:
+        flops = bert.forward_flops_per_sample(self.spec.seq_len, self.shape)
+        return flops, f"analytic: matrix multiplies of BERT at seq_len {self.spec.seq_len}"
+
+    def details(self) -> dict[str, Any]:
+        params = self.model.collect_params().values()
+        return {
+            "parameters": sum(int(math.prod(p.shape)) for p in params),
+            "pretrained": self.spec.pretrained is not None,
+        }
+
+
+def _shape_kwargs(shape: bert.BertShape) -> dict[str, Any]:
+    """Overrides of GluonNLP's predefined bert_12_768_12 hyperparameters for other shapes."""
+    if shape == bert.BERT_BASE:
+        return {}
+    return {
+        "hparam_allow_override": True,
+        "num_layers": shape.layers,
+        "units": shape.hidden,
+        "hidden_size": shape.intermediate,
+        "num_heads": shape.heads,
+        "max_length": shape.max_positions,
+        "embed_size": shape.hidden,
+    }
+
+
+def _find_params(directory: Path) -> Path:
+    found = sorted(directory.glob("*.params"))
+    if not found:
+        raise FileNotFoundError(
+            f"no .params file in {directory}: save the BERTClassifier's parameters there "
+            "with save_parameters() (nothing is downloaded)"
+        )
+    return found[0]
