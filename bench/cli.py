@@ -11,6 +11,8 @@ from typing import Any, NoReturn
 
 from bench import envinfo, registry, runner, suites, table
 from bench.devices import default_gpus, resolve_device
+from bench.ec2 import instance_facts
+from bench.gpu_sampling import DEFAULT_INTERVAL_S
 from bench.results import ResultError, load_record, result_files
 from bench.spec import BACKENDS, MODES, PRECISIONS, WORKLOADS, RunSpec, SpecError
 
@@ -47,6 +49,14 @@ def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
     p.add_argument(
         "--timeout", type=float, default=None, help="kill a run's worker after this many seconds"
     )
+    p.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help=f"seconds between GPU telemetry samples (default {DEFAULT_INTERVAL_S})",
+    )
+    p.add_argument("--no-telemetry", action="store_true", help="do not sample the GPU or host")
+    p.add_argument("--instance", help="EC2 instance type to record (default: asked of IMDS on EC2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "monitor",
+        help="live view of the GPUs (like watch nvidia-smi)",
+        description="Show GPU utilization, memory, power, clocks, temperature and throttle "
+        "reasons, refreshed in place, until Ctrl-C.",
+    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--count", type=int, help="stop after this many refreshes")
+
+    p = sub.add_parser(
         "show",
         help="print stored results as a table",
         description="Print result files (or directories of them) as a table.",
@@ -114,7 +133,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _check_run_options(args: argparse.Namespace) -> None:
+    if args.telemetry_interval <= 0:
+        raise SpecError("--telemetry-interval must be positive (use --no-telemetry to turn off)")
+    if args.timeout is not None and args.timeout <= 0:
+        raise SpecError("--timeout must be positive")
+    if args.instance is not None:
+        try:
+            instance_facts(override=args.instance)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from exc
+
+
+def _run(spec: RunSpec, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    return runner.run(
+        spec,
+        args.out,
+        progress=not args.no_progress,
+        timeout_s=args.timeout,
+        telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
+        instance=args.instance,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_run_options(args)
     fields: dict[str, Any] = {
         name: getattr(args, name)
         for name in (
@@ -138,13 +181,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         fields["iters"] = args.iters
     spec = RunSpec(**fields)
     spec = runner.prepare(spec)
-    record, path = runner.run(spec, args.out, progress=not args.no_progress, timeout_s=args.timeout)
+    record, path = _run(spec, args)
     print(table.render([record]))
     print(f"result: {path}")
     return EXIT_OK if record["outcome"]["status"] == "ok" else EXIT_FAILED_RUN
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
+    _check_run_options(args)
     gpus = default_gpus()
     device = resolve_device(args.device or "auto", gpus)
     overrides: dict[str, Any] = {"device": device}
@@ -177,9 +221,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     records = []
     for i, spec in enumerate(specs, 1):
         print(f"[{i}/{len(specs)}] {spec.label}", file=sys.stderr, flush=True)
-        record, _ = runner.run(
-            spec, args.out, progress=not args.no_progress, timeout_s=args.timeout
-        )
+        record, _ = _run(spec, args)
         status = record["outcome"]["status"]
         if status != "ok":
             print(f"  {status}: {record['outcome']['message']}", file=sys.stderr)
@@ -226,4 +268,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "suite": cmd_suite, "env": cmd_env, "show": cmd_show}
+def cmd_monitor(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise SpecError("--interval must be positive")
+    if args.count is not None and args.count < 1:
+        raise SpecError("--count must be at least 1")
+    from bench.monitor import run_monitor
+
+    return run_monitor(args.interval, args.count)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "suite": cmd_suite,
+    "env": cmd_env,
+    "show": cmd_show,
+    "monitor": cmd_monitor,
+}

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.devices import GpuInfo
+from bench.ec2 import instance_facts
+from bench.gpu_sampling import load_nvml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +90,30 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def collect(gpus: list[GpuInfo]) -> dict[str, Any]:
+def nvml_versions() -> dict[str, Any]:
+    """Driver, NVML and CUDA-driver versions from NVML, or why they are absent."""
+    nvml, why = load_nvml()
+    if nvml is None:
+        return {"available": False, "reason": why}
+    try:
+        cuda = nvml.nvmlSystemGetCudaDriverVersion()
+        return {
+            "available": True,
+            "driver_version": _text(nvml.nvmlSystemGetDriverVersion()),
+            "nvml_version": _text(nvml.nvmlSystemGetNVMLVersion()),
+            "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}",
+        }
+    except Exception as exc:  # noqa: BLE001
+        return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def collect(gpus: list[GpuInfo], instance: str | None = None) -> dict[str, Any]:
     """What can be known without importing a framework."""
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
@@ -106,4 +131,6 @@ def collect(gpus: list[GpuInfo]) -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "packages": package_versions(),
         "project": git_commit(),
+        "nvml": nvml_versions() if gpus else {"available": False, "reason": "no GPU"},
+        "instance": instance_facts(override=instance),
     }

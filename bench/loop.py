@@ -40,6 +40,7 @@ def measure(
     progress: bool = True,
     stream: TextIO | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    on_mark: Callable[[str, float], None] | None = None,
 ) -> Measurement:
     """Run ``step`` ``warmup`` times, then measure ``iters`` steps or ``duration_s`` seconds.
 
@@ -47,12 +48,21 @@ def measure(
     work is inside the iteration that queued it. Consecutive iterations share their
     boundary timestamp: the latencies add up exactly to the measured window, and the
     little time the loop itself takes between steps is charged to the run, not hidden.
+    ``on_mark(phase, unix_time)`` is called at each phase boundary, after a device sync
+    and outside the timed window (telemetry reads the energy counter there).
     """
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
     stream = stream or sys.stderr
-    marks = {"warmup_start": time.time()}
+    marks: dict[str, float] = {}
+
+    def mark(phase: str) -> None:
+        marks[phase] = time.time()
+        if on_mark is not None:
+            on_mark(phase, marks[phase])
+
     sync()
+    mark("warmup_start")
     t_warm = clock()
     bar = _bar(progress, warmup, f"{label} warm-up", "it", stream)
     for _ in range(warmup):
@@ -66,7 +76,7 @@ def measure(
     unit = "it" if iters is not None else "s"
     bar = _bar(progress, total, f"{label} measure", unit, stream)
     latencies: list[float] = []
-    marks["measure_start"] = time.time()
+    mark("measure_start")
     start = clock()
     t0 = start
     while True:
@@ -83,7 +93,7 @@ def measure(
             bar.update(min(t1 - start, duration_s) - bar.n)
             if t1 - start >= duration_s:
                 break
-    marks["measure_end"] = time.time()
+    mark("measure_end")
     bar.close()
     return Measurement(latencies_s=latencies, window_s=t0 - start, warmup_s=warmup_s, marks=marks)
 

@@ -5,8 +5,9 @@ hand-written loop over the same step, in one process, rounds interleaved.
 
 The bare loop is what a person would write: ``for _ in range(n): step(); sync()`` between
 two clock reads. The harness adds a clock read, a list append and a progress-bar update
-per iteration. The ratio of the two medians is the overhead; the null workload's
-per-iteration time is the harness cost in absolute terms.
+per iteration; the third variant also runs the telemetry sampler thread. The ratios of
+the medians are the overheads; the null workload's per-iteration time is the harness cost
+in absolute terms.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
-from bench.devices import default_gpus, resolve_device
+from bench.devices import default_gpus, query_gpus, resolve_device
+from bench.gpu_sampling import DEFAULT_INTERVAL_S
 from bench.loop import measure
 from bench.spec import RunSpec
+from bench.telemetry import Telemetry
 
 
 def bare_loop(step: Any, sync: Any, iters: int) -> float:
@@ -36,40 +39,63 @@ def bare_loop(step: Any, sync: Any, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def harness_loop(step: Any, sync: Any, iters: int) -> float:
+def harness_loop(step: Any, sync: Any, iters: int, telemetry: Telemetry | None = None) -> float:
     m = measure(
-        step, sync, warmup=0, iters=iters, duration_s=None, progress=True, stream=io.StringIO()
+        step,
+        sync,
+        warmup=0,
+        iters=iters,
+        duration_s=None,
+        progress=True,
+        stream=io.StringIO(),
+        on_mark=telemetry.mark if telemetry else None,
     )
     return m.window_s / m.iterations
 
 
-def compare(spec: RunSpec, rounds: int, iters: int) -> dict[str, Any]:
-    """Median seconds per iteration of both loops over ``rounds`` interleaved rounds."""
+def compare(
+    spec: RunSpec, rounds: int, iters: int, telemetry_interval_s: float | None = None
+) -> dict[str, Any]:
+    """Median seconds per iteration of each loop over ``rounds`` interleaved rounds: bare,
+    harness, and (with ``telemetry_interval_s``) harness with the telemetry sampler on."""
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
     workload = registry.load(entry.target)(spec)
     workload.setup()
+    framework = workload.framework_info(spec.device)
     for _ in range(spec.warmup):
         workload.step()
     workload.sync()
-    bare, harness = [], []
+
+    def with_telemetry(step: Any, sync: Any, n: int) -> float:
+        assert telemetry_interval_s is not None
+        gpus = query_gpus()
+        with Telemetry.open(spec.device, framework, gpus, telemetry_interval_s) as tele:
+            return harness_loop(step, sync, n, tele)
+
+    loops = {"bare": bare_loop, "harness": harness_loop}
+    if telemetry_interval_s:
+        loops["telemetry"] = with_telemetry
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
     for i in range(rounds):
-        # alternate which goes first so that drifts (clocks, caches) hit both alike
-        order = (bare_loop, harness_loop) if i % 2 == 0 else (harness_loop, bare_loop)
-        for fn in order:
-            (bare if fn is bare_loop else harness).append(fn(workload.step, workload.sync, iters))
+        # rotate which goes first so that drifts (clocks, caches) hit all alike
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            times[name].append(loops[name](workload.step, workload.sync, iters))
     workload.teardown()
-    b, h = statistics.median(bare), statistics.median(harness)
-    return {
+    med = {name: statistics.median(v) for name, v in times.items()}
+    out = {
         "spec": spec.to_dict(),
         "rounds": rounds,
         "iters_per_round": iters,
-        "bare_s_per_iter": b,
-        "harness_s_per_iter": h,
-        "bare_rounds_s": bare,
-        "harness_rounds_s": harness,
-        "overhead_ratio": h / b,
-        "round_spread_bare": (max(bare) - min(bare)) / b,
+        "s_per_iter": med,
+        "rounds_s": times,
+        "overhead_ratio": med["harness"] / med["bare"],
+        "round_spread_bare": (max(times["bare"]) - min(times["bare"])) / med["bare"],
     }
+    if "telemetry" in med:
+        out["telemetry_interval_s"] = telemetry_interval_s
+        out["telemetry_ratio"] = med["telemetry"] / med["harness"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="also time the harness with telemetry sampling at this interval (0: no)",
+    )
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
 
@@ -95,24 +127,24 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         warmup=3,
     )
-    result = compare(spec, args.rounds, args.iters)
+    result = compare(spec, args.rounds, args.iters, args.telemetry_interval or None)
     null = compare(RunSpec(workload="null", device=device, warmup=10), rounds=5, iters=100_000)
-    result["null_harness_us_per_iter"] = null["harness_s_per_iter"] * 1e6
-    result["null_bare_us_per_iter"] = null["bare_s_per_iter"] * 1e6
+    result["null_us_per_iter"] = {k: v * 1e6 for k, v in null["s_per_iter"].items()}
 
-    print(f"step: {spec.label}")
+    print(f"step: {spec.label} (median of {args.rounds} interleaved rounds of {args.iters})")
+    for name, seconds in result["s_per_iter"].items():
+        print(f"  {name:10s} {seconds * 1e3:10.3f} ms/iter")
     print(
-        f"  bare loop     {result['bare_s_per_iter'] * 1e3:10.3f} ms/iter (median of {args.rounds})"
-    )
-    print(f"  harness loop  {result['harness_s_per_iter'] * 1e3:10.3f} ms/iter")
-    print(
-        f"  ratio harness/bare  {result['overhead_ratio']:.4f}"
+        f"  ratio harness/bare      {result['overhead_ratio']:.4f}"
         f"   (bare rounds spread {result['round_spread_bare'] * 100:.2f}%)"
     )
-    print(
-        f"null step: harness {result['null_harness_us_per_iter']:.3f} us/iter, "
-        f"bare {result['null_bare_us_per_iter']:.3f} us/iter"
-    )
+    if "telemetry_ratio" in result:
+        print(
+            f"  ratio telemetry/harness {result['telemetry_ratio']:.4f}"
+            f"   (sampling every {args.telemetry_interval:g} s)"
+        )
+    nus = result["null_us_per_iter"]
+    print(f"null step: harness {nus['harness']:.3f} us/iter, bare {nus['bare']:.3f} us/iter")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -17,8 +17,11 @@ from typing import Any
 
 from bench import envinfo, registry
 from bench.devices import GpuInfo, check_precision, default_gpus, gpu_for, resolve_device
+from bench.gpu_sampling import DEFAULT_INTERVAL_S
 from bench.results import new_record, write_record
 from bench.spec import RunSpec, SpecError
+from bench.telemetry import write_csv
+from bench.worker import ROWS_KEY
 
 DEFAULT_OUT = Path("results/runs")
 
@@ -81,8 +84,13 @@ def run(
     *,
     progress: bool = True,
     timeout_s: float | None = None,
+    telemetry_interval_s: float | None = DEFAULT_INTERVAL_S,
+    instance: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Run a prepared spec in a worker process; store and return its record and path."""
+    """Run a prepared spec in a worker process; store and return its record and path.
+
+    The telemetry time series goes to ``<run_id>.telemetry.csv`` beside the JSON record.
+    """
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
     python = python_for(entry.env)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -91,12 +99,21 @@ def run(
         cmd = [str(python), "-m", "bench.worker", "run", str(spec_file), str(result_file)]
         if not progress:
             cmd.append("--no-progress")
+        cmd += ["--telemetry-interval", str(telemetry_interval_s or 0)]
+        if instance:
+            cmd += ["--instance", instance]
         code, tail = _run_worker(cmd, timeout_s)
         if result_file.exists():
             record = json.loads(result_file.read_text())
         else:
-            record = new_record(spec, envinfo.collect(default_gpus()))
+            record = new_record(spec, envinfo.collect(default_gpus(), instance=instance))
             record["outcome"] = {"status": "error", "message": _crash_message(code, tail)}
+    rows = record.pop(ROWS_KEY, None)
+    if rows:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv_path = out_dir / f"{record['run_id']}.telemetry.csv"
+        write_csv(rows, csv_path)
+        record["telemetry"]["timeseries_csv"] = csv_path.name
     return record, write_record(record, out_dir)
 
 
@@ -105,6 +122,8 @@ def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, st
     env = dict(os.environ)
     root = str(envinfo.PROJECT_ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # cuda:N then means the N-th visible GPU in nvidia-smi's (PCI) order, for every framework
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd=root)
     tail: collections.deque[bytes] = collections.deque(maxlen=64)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from bench.validity import FLAG_CODES, short_codes
+
 HEADERS = (
     "workload",
     "backend",
@@ -21,6 +23,11 @@ HEADERS = (
     "p99 ms",
     "CV %",
     "TFLOP/s",
+    "MFU %",
+    "util %",
+    "W",
+    "J/sample",
+    "flags",
 )
 
 
@@ -44,6 +51,7 @@ def row(record: dict[str, Any]) -> list[Any]:
     outcome = record["outcome"]["status"]
     tput = record.get("throughput") or {}
     lat = record.get("latency") or {}
+    tele = record.get("telemetry") or {}
     shape = {"bert": f"seq {spec['seq_len']}", "ssd": f"{spec['image_size']}px"}
     cv = lat.get("cv")
     unreliable = set(lat.get("unreliable_percentiles") or [])
@@ -62,6 +70,11 @@ def row(record: dict[str, Any]) -> list[Any]:
         f"{p99}*" if p99 != "" and "p99" in unreliable else p99,
         _num(cv * 100 if cv is not None else None, 1),
         _num(tput.get("tflops_per_s"), 3),
+        _num(_pct((tput.get("mfu") or {}).get("mfu")), 1),
+        _num(tele.get("util_gpu_mean_pct", (tele.get("host") or {}).get("cpu_mean_pct")), 0),
+        _num(tele.get("power_mean_w"), 0),
+        _num(tele.get("energy_per_sample_j"), 3),
+        short_codes(record),
     ]
 
 
@@ -73,10 +86,18 @@ def render(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
         "p99" in ((r.get("latency") or {}).get("unreliable_percentiles") or []) for r in records
     ):
         notes.append("* p99 from fewer than 100 iterations: an interpolation, not a tail estimate")
+    if any(short_codes(r) for r in records):
+        legend = ", ".join(f"{short}={code}" for code, short in FLAG_CODES.items())
+        notes.append(f"flags: {legend} (details in each result's validity section)")
+        notes.append("util %: GPU utilization, or host CPU utilization on CPU runs")
     failed = [r for r in records if r["outcome"]["status"] != "ok"]
     for r in failed:
         notes.append(f"{r['run_id']}: {r['outcome']['status']}: {r['outcome'].get('message')}")
     return "\n".join([text, *notes])
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else value * 100
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -10,27 +10,47 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from bench import envinfo, registry
-from bench.devices import default_gpus
+from bench.devices import query_gpus, visible_gpus
+from bench.gpu_peaks import model_flops_utilization
+from bench.gpu_sampling import DEFAULT_INTERVAL_S
 from bench.loop import Measurement, measure
 from bench.results import new_record
 from bench.spec import RunSpec
 from bench.stats import latency_summary, throughput
+from bench.telemetry import Telemetry
+from bench.validity import validity_flags
 
 #: Training does a forward and a backward pass, counted as twice the forward's FLOPs.
 TRAIN_FLOPS_FACTOR = 3
 
 
-def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
-    """Run ``spec`` (device already resolved) in this process and return its record."""
-    record = new_record(spec, envinfo.collect(default_gpus()))
+#: Key of the telemetry time series in the worker's record; the parent moves it to a CSV.
+ROWS_KEY = "_telemetry_rows"
+
+
+def execute(
+    spec: RunSpec,
+    progress: bool = True,
+    telemetry_interval_s: float | None = DEFAULT_INTERVAL_S,
+    instance: str | None = None,
+) -> dict[str, Any]:
+    """Run ``spec`` (device already resolved) in this process and return its record.
+
+    ``telemetry_interval_s`` of ``None`` turns sampling off.
+    """
+    all_gpus = query_gpus()
+    visible = visible_gpus(all_gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    record = new_record(spec, envinfo.collect(visible, instance=instance))
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
     workload = None
+    telemetry: Telemetry | None = None
     try:
         cls = registry.load(entry.target)
         workload = cls(spec)
@@ -44,18 +64,26 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
             "flops_forward_per_sample": flops,
             "flops_source": flops_source,
             "flops_factor": TRAIN_FLOPS_FACTOR if spec.mode == "train" else 1,
+            "fp32_uses_tf32": workload.fp32_uses_tf32(),
             "details": None,
         }
-        measurement = measure(
-            workload.step,
-            workload.sync,
-            warmup=spec.warmup,
-            iters=spec.iters,
-            duration_s=spec.duration_s,
-            label=spec.label,
-            progress=progress,
-        )
+        if telemetry_interval_s:
+            telemetry = Telemetry.open(
+                spec.device, record["environment"]["framework"], all_gpus, telemetry_interval_s
+            )
+        with telemetry or contextlib.nullcontext():
+            measurement = measure(
+                workload.step,
+                workload.sync,
+                warmup=spec.warmup,
+                iters=spec.iters,
+                duration_s=spec.duration_s,
+                label=spec.label,
+                progress=progress,
+                on_mark=telemetry.mark if telemetry else None,
+            )
         fill_measurement(record, measurement, workload.samples_per_step)
+        fill_mfu(record)
         # after the run: some frameworks only know parameter shapes after a forward pass
         record["workload"]["details"] = workload.details()
         record["outcome"] = {"status": "ok", "message": None}
@@ -70,7 +98,30 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         if workload is not None:
             with contextlib.suppress(Exception):  # teardown must not mask the run's outcome
                 workload.teardown()
+    if telemetry is not None:
+        samples = (record.get("timing") or {}).get("measured_samples") or 0
+        record["telemetry"] = telemetry.summary(samples)
+        record[ROWS_KEY] = telemetry.rows()
+    elif not telemetry_interval_s:
+        record["telemetry"] = {"available": False, "reason": "telemetry turned off"}
+    record["validity"] = {"flags": validity_flags(record)}
     return record
+
+
+def fill_mfu(record: dict[str, Any]) -> None:
+    """Model-FLOPs utilization against the GPU's dense peak for the run's precision."""
+    spec, tput = record["spec"], record["throughput"]
+    name = None
+    if spec["device"].startswith("cuda"):
+        name = (record["environment"].get("framework") or {}).get("device_name")
+        gpus = record["environment"].get("gpus") or []
+        name = name or (gpus[int(spec["device"].split(":")[1])]["name"] if gpus else None)
+    if name is None:
+        tput["mfu"] = {"mfu": None, "peak_tflops": None, "basis": "CPU run: no peak table"}
+        return
+    tput["mfu"] = model_flops_utilization(
+        tput.get("tflops_per_s"), name, spec["precision"], record["workload"]["fp32_uses_tf32"]
+    )
 
 
 def fill_measurement(record: dict[str, Any], m: Measurement, samples_per_step: int) -> None:
@@ -109,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("spec", type=Path)
     run.add_argument("result", type=Path)
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="seconds between telemetry samples; 0 turns sampling off",
+    )
+    run.add_argument("--instance", help="EC2 instance type to record instead of asking IMDS")
     info = sub.add_parser("info", help="print a backend's framework facts as JSON")
     info.add_argument("backend")
     info.add_argument("device")
@@ -118,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(framework_info(args.backend, args.device), sys.stdout)
         return 0
     spec = RunSpec.from_dict(json.loads(args.spec.read_text()))
-    record = execute(spec, progress=not args.no_progress)
+    record = execute(
+        spec,
+        progress=not args.no_progress,
+        telemetry_interval_s=args.telemetry_interval or None,
+        instance=args.instance,
+    )
     args.result.write_text(json.dumps(record, allow_nan=False))
     return 0
 

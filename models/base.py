@@ -45,6 +45,10 @@ class Workload(ABC):
         """
         return None, "not declared"
 
+    def fp32_uses_tf32(self) -> bool:
+        """Whether fp32 runs do their main matrix work on TF32 tensor cores (for MFU)."""
+        return False
+
     def details(self) -> dict[str, Any]:
         """Facts about the built model worth keeping in the result (after ``setup``)."""
         return {}

@@ -85,6 +85,8 @@ def torch_info(device: str) -> dict[str, Any]:
         "cuda_build": torch.version.cuda,
         "cudnn_version": None,
         "torch_num_threads": torch.get_num_threads(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -122,6 +122,10 @@ class BertTorch(TorchWorkload):
         flops = bert.forward_flops_per_sample(self.spec.seq_len, self.shape)
         return flops, f"analytic: matrix multiplies of BERT at seq_len {self.spec.seq_len}"
 
+    def fp32_uses_tf32(self) -> bool:
+        cuda_fp32 = self.device.type == "cuda" and self.spec.precision == "fp32"
+        return cuda_fp32 and torch.backends.cuda.matmul.allow_tf32  # matmuls dominate
+
     def details(self) -> dict[str, Any]:
         config = self.model.config if self.model is not None else None
         return {

@@ -71,6 +71,10 @@ class SsdTorch(TorchWorkload):
                 weight_decay=ssd.WEIGHT_DECAY,
             )
 
+    def fp32_uses_tf32(self) -> bool:
+        cuda_fp32 = self.device.type == "cuda" and self.spec.precision == "fp32"
+        return cuda_fp32 and torch.backends.cudnn.allow_tf32  # convolutions dominate
+
     def details(self) -> dict[str, Any]:
         counts = gluon_param_counts(self.net)
         return {
