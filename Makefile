@@ -23,7 +23,7 @@ help:
 	@echo "make lint       ruff check and format check"
 	@echo "make format     ruff format and autofix"
 	@echo "make overhead   measure the harness's overhead against a bare loop"
-	@echo "make gpu-check  GPU checks (workshop suite fp32 + bf16, gpu tests) into OUT=$(OUT)"
+	@echo "make gpu-check  GPU checks (workshop suite fp32 + bf16, overhead, gpu tests) into OUT=$(OUT) [ARGS=...]"
 	@echo "make clean      remove the environment and caches (results/runs stays)"
 
 setup: $(STAMP) $(MX_STAMP)
@@ -62,7 +62,7 @@ overhead: setup
 
 # Runs with whatever Python holds PyTorch on the GPU machine (no set-up, no network there).
 gpu-check:
-	bash bench/gpu_check.sh $(OUT)
+	bash bench/gpu_check.sh $(OUT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(MX_VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

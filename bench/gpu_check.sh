@@ -1,17 +1,40 @@
 #!/usr/bin/env bash
-# GPU checks in one go, for a machine with an NVIDIA GPU and PyTorch but possibly no
-# network and no `make setup`: it uses .venv if present, else python3 with this tree on
-# PYTHONPATH. Writes everything under OUT_DIR (at most 8 files):
-#   log.txt         what ran and what it printed
-#   env.json        `bench env`
-#   runs.tar.gz     every result record (runs/*.json)
-#   overhead.json   harness overhead against a bare loop, on the GPU
-#   table.md        all runs as one table
-# Usage: bash bench/gpu_check.sh OUT_DIR [PRECISION...]   (default precisions: fp32 bf16)
+# The GPU checks in one go, for a machine with an NVIDIA GPU and PyTorch but possibly no
+# network and no `make setup`: uses .venv if present, else python3 with this tree on
+# PYTHONPATH. Each step has its own time limit, so one hung step cannot eat the others.
+#
+# Usage: bash bench/gpu_check.sh OUT_DIR [options]
+#   --suite NAME         suite to run per precision (default: workshop)
+#   --precisions "A B"   precisions, one suite run each (default: "fp32 bf16")
+#   --device DEV         (default: cuda)
+#   --duration S         measured seconds per run (default: 3)
+#   --backend NAME       only this backend (default: every installed one)
+#   --skip-overhead      skip the harness/telemetry overhead benchmark
+#   --skip-tests         skip the gpu-marked tests
+#
+# Writes under OUT_DIR (at most 8 files, for machines that return only that many):
+#   log.txt        every step and what it printed
+#   env.json       `bench env`
+#   smi.txt        raw nvidia-smi device and sampling lines (parser test data)
+#   runs.tar.gz    every result record and telemetry CSV (runs/)
+#   table.md       all runs as one table
+#   overhead.json  harness and telemetry overhead against a bare loop
 set -uo pipefail
-out=${1:?usage: bash bench/gpu_check.sh OUT_DIR [PRECISION...]}
+out=${1:?usage: bash bench/gpu_check.sh OUT_DIR [options]}
 shift
-if [ $# -gt 0 ]; then precisions=("$@"); else precisions=(fp32 bf16); fi
+suite=workshop precisions="fp32 bf16" device=cuda duration=3 backend=() overhead=1 tests=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --suite) suite=$2; shift 2 ;;
+    --precisions) precisions=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --backend) backend=(--backend "$2"); shift 2 ;;
+    --skip-overhead) overhead=0; shift ;;
+    --skip-tests) tests=0; shift ;;
+    *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
@@ -19,21 +42,37 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out/runs"
 log="$out/log.txt"
 status=0
-step() {
+step() {  # step SECONDS COMMAND...
+  local limit=$1
+  shift
   echo "=== $* ($(date -u +%H:%M:%S))" | tee -a "$log"
-  "$@" 2>&1 | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || { echo "=== exit $rc: $*" | tee -a "$log"; status=1; }
 }
 
-step nvidia-smi
+smi_fields=$("$py" -c 'from bench.gpu_sampling import SMI_FIELDS; print(",".join(SMI_FIELDS))')
+if command -v nvidia-smi >/dev/null; then
+  step 30 nvidia-smi
+  {
+    nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,memory.total,driver_version,compute_cap \
+      --format=csv,noheader,nounits
+    timeout 2 nvidia-smi --query-gpu="$smi_fields" --format=csv,noheader,nounits --loop-ms=200
+  } >"$out/smi.txt" 2>&1
+fi
 "$py" -m bench env >"$out/env.json" 2>>"$log" || status=1
-for precision in "${precisions[@]}"; do
-  step "$py" -m bench suite workshop --device cuda --precision "$precision" \
-    --out "$out/runs" --no-progress
+step 30 "$py" -m bench monitor --count 1
+for precision in $precisions; do
+  step 240 "$py" -m bench suite "$suite" --device "$device" --precision "$precision" \
+    --duration "$duration" --out "$out/runs" --no-progress "${backend[@]}"
 done
-step "$py" -m bench.overhead --device cuda --json "$out/overhead.json"
-step "$py" -m pytest -q -m gpu tests -p no:cacheprovider
+if [ "$overhead" = 1 ]; then
+  step 120 "$py" -m bench.overhead --device "$device" --workload ssd --mode train --batch 8 \
+    --json "$out/overhead.json"
+fi
+if [ "$tests" = 1 ]; then
+  step 240 "$py" -m pytest -q -m gpu tests -p no:cacheprovider
+fi
 "$py" -m bench show "$out/runs" >"$out/table.md" 2>>"$log" || status=1
 tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
 echo "=== done, status $status" | tee -a "$log"

@@ -112,7 +112,7 @@ class Telemetry:
         nvml, why = load_nvml()
         if nvml is not None:
             try:
-                handle = nvml.nvmlDeviceGetHandleByPciBusId(gpu.pci_bus_id)
+                handle = nvml.nvmlDeviceGetHandleByPciBusId(gpu.pci_bus_id.encode())
             except Exception as exc:  # noqa: BLE001
                 why = f"NVML has no device at {gpu.pci_bus_id}: {exc}"
             else:
