@@ -14,6 +14,7 @@ from typing import Any
 from bench.spec import RunSpec
 
 SCHEMA_VERSION = 1
+RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
 OUTCOMES = ("ok", "oom", "error")
 
 #: Sections later features fill in; until then a result says why they are absent.
@@ -77,10 +78,14 @@ def load_record(path: Path) -> dict[str, Any]:
 
 
 def result_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Expand directories to the result files under them, in name (time) order."""
+    """Expand directories to the result files under them, in name (time) order.
+
+    In directories only files named like run ids (``<UTC time>Z_<label>_<id>.json``) count,
+    so notes kept beside runs (``env.json``, ``overhead.json``) are not mistaken for runs.
+    """
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+            yield from sorted(path.rglob(RUN_FILE_GLOB))
         elif path.exists():
             yield path
         else:

@@ -1,0 +1,71 @@
+"""Checks on the committed reference runs (measured on real GPUs): they load, render, and
+their telemetry is self-consistent. Also the real nvidia-smi lines captured beside them."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.devices import parse_gpu_query
+from bench.gpu_sampling import parse_smi_line, throttle_names
+from bench.results import load_record, result_files
+from bench.table import render
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+H200 = REFERENCE / "nvidia-h200"
+RECORDS = [(path, load_record(path)) for path in result_files([REFERENCE])]
+
+
+def test_reference_runs_exist_and_render():
+    assert len(RECORDS) >= 8
+    text = render([r for _, r in RECORDS])
+    assert "NVIDIA H200" in text
+
+
+@pytest.mark.parametrize("path, record", RECORDS, ids=[p.stem[:40] for p, _ in RECORDS])
+def test_reference_telemetry_is_consistent(path, record):
+    assert record["outcome"]["status"] == "ok"
+    tele, timing, tput = record["telemetry"], record["timing"], record["throughput"]
+    assert tele["available"] and tele["source"] == "nvml"
+    assert tele["gpu"]["matched_by"] == "pci_bus_id"
+    assert (path.parent / tele["timeseries_csv"]).is_file()
+    # the window's sample count matches its length at the sampling interval
+    assert abs(tele["samples_in_window"] - timing["window_s"] / tele["interval_s"]) <= 2
+    assert tput["samples_per_s"] == pytest.approx(timing["measured_samples"] / timing["window_s"])
+    # NVML's energy counter agrees with mean sampled power x time within 25 %
+    # (sampled power is a ~1 s average that lags load changes; the counter does not)
+    assert tele["energy_method"] == "nvml_energy_counter"
+    from_power = tele["power_mean_w"] * timing["window_s"]
+    assert 0.75 < tele["energy_j"] / from_power < 1.25
+    assert tele["energy_per_sample_j"] == pytest.approx(
+        tele["energy_j"] / timing["measured_samples"]
+    )
+    # busy: well above the idle draw captured in smi.txt (about 83 W on the H200)
+    assert tele["power_mean_w"] > 2 * 83
+    if record["spec"]["precision"] == "fp32":  # large batches, GPU-bound
+        assert tele["util_gpu_mean_pct"] > 85
+    assert not tele["throttled"] and tele["other_processes"] == []
+
+
+def test_real_nvidia_smi_lines_parse():
+    lines = (H200 / "smi.txt").read_text().splitlines()
+    gpu = parse_gpu_query(lines[0] + "\n")[0]
+    assert gpu.name == "NVIDIA H200" and gpu.compute_capability == (9, 0)
+    assert gpu.pci_bus_id == "00000000:00:06.0" and gpu.memory_total_mib == 143771
+    sample = parse_smi_line(lines[1])
+    assert (sample.gpu, sample.util_gpu_pct, sample.mem_total_mib, sample.power_w) == (
+        0,
+        0.0,
+        143771.0,
+        119.82,
+    )
+    assert (sample.power_limit_w, sample.sm_clock_mhz, sample.mem_clock_mhz) == (
+        700.0,
+        465.0,
+        3201.0,
+    )
+    assert (sample.temp_c, sample.pstate, throttle_names(sample.throttle_mask)) == (
+        41.0,
+        0,
+        ["gpu_idle"],
+    )
+    assert all(parse_smi_line(line) is not None for line in lines[1:])
