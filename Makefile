@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 comma  := ,
 # GPU builds (and NVML bindings) are installed where nvidia-smi finds a GPU.
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
-EXTRAS  := torch,dev$(if $(HAS_GPU),$(comma)gpu)
+EXTRAS  := torch,report,dev$(if $(HAS_GPU),$(comma)gpu)
 KIND    := $(if $(HAS_GPU),gpu,cpu)
 STAMP   := $(VENV)/.setup-$(KIND)
 # The MXNet path's own environment (see pyproject.toml's mxnet extras for why).
@@ -14,8 +14,9 @@ MX_BIN   := $(MX_VENV)/bin
 MX_STAMP := $(MX_VENV)/.setup-$(KIND)
 SUITE  ?= quick
 OUT    ?= out/gpu-check
+REPORT_OUT ?= out/report
 
-.PHONY: help setup bench test lint format overhead gpu-check clean
+.PHONY: help setup bench test lint format overhead gpu-check bench-pytest report clean
 
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
@@ -23,6 +24,8 @@ help:
 	@echo "make lint       ruff check and format check"
 	@echo "make format     ruff format and autofix"
 	@echo "make overhead   measure the harness's overhead against a bare loop"
+	@echo "make bench-pytest  the workloads under pytest-benchmark, saved and compared"
+	@echo "make report     report of everything under results/ into REPORT_OUT=$(REPORT_OUT)"
 	@echo "make gpu-check  GPU checks (workshop suite fp32 + bf16, overhead, gpu tests) into OUT=$(OUT) [ARGS=...]"
 	@echo "make clean      remove the environment and caches (results/runs stays)"
 
@@ -56,6 +59,16 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# pytest-benchmark: time the workloads, save the run, fail on a >10 % slower median than
+# the last saved run on this machine (the first run only saves).
+bench-pytest: setup
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-only \
+	  --benchmark-autosave $(if $(wildcard .benchmarks/*/*.json),--benchmark-compare \
+	  --benchmark-compare-fail=median:10%)
+
+report: setup
+	$(BIN)/bench report results --out $(REPORT_OUT) $(REPORT_ARGS)
 
 overhead: setup
 	$(BIN)/python -m bench.overhead

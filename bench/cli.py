@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import envinfo, registry, runner, suites, table
+from bench import envinfo, prices, registry, runner, suites, table
+from bench.compare import CompareError, Pricing, Threshold, compare, load_runs, render
+from bench.cost import PRICE_BASES
 from bench.devices import default_gpus, resolve_device
 from bench.ec2 import instance_facts
 from bench.gpu_sampling import DEFAULT_INTERVAL_S
@@ -59,6 +61,44 @@ def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
     p.add_argument("--instance", help="EC2 instance type to record (default: asked of IMDS on EC2)")
 
 
+def _add_pricing(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prices",
+        action="append",
+        type=Path,
+        default=[],
+        help="a price file overriding or adding catalogue entries (repeatable)",
+    )
+    p.add_argument(
+        "--price-per-hour",
+        type=float,
+        help="hourly price for runs without an instance type (a local GPU)",
+    )
+    p.add_argument(
+        "--instance",
+        dest="price_instance",
+        action="append",
+        default=[],
+        metavar="[HARDWARE=]TYPE",
+        help="instance type for runs that recorded none; HARDWARE=TYPE only for runs on that "
+        "GPU, e.g. 'NVIDIA H200=p5en.48xlarge' (repeatable)",
+    )
+    p.add_argument(
+        "--spot",
+        action="append",
+        default=[],
+        metavar="TYPE=PRICE",
+        help="price an instance type at this hourly (spot) price (repeatable)",
+    )
+    p.add_argument(
+        "--price-basis",
+        choices=PRICE_BASES,
+        default="instance",
+        help="instance: the whole instance's price (default); used: the share "
+        "of a multi-GPU instance's GPUs the run used",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bench",
@@ -98,6 +138,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the environment record as JSON",
         description="Print the environment record stored with each result.",
     )
+
+    p = sub.add_parser(
+        "compare",
+        help="compare runs from any machines on cost-performance; gate on regressions",
+        description="Group runs by the work they measured, price them by instance type, "
+        "sort by dollars per million samples, and compare them with baseline runs. With "
+        "--fail-on, exit 1 when a run regressed against its baseline (for CI gates).",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
+    _add_pricing(p)
+    p.add_argument(
+        "--baseline",
+        action="append",
+        type=Path,
+        default=[],
+        help="baseline result file or directory (repeatable)",
+    )
+    p.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="METRIC:+-N%",
+        help="regression threshold, e.g. throughput:-5%%, p99:+10%% (repeatable)",
+    )
+    p.add_argument("--format", default="github", help="tabulate format")
+
+    p = sub.add_parser(
+        "report",
+        help="Markdown, HTML (plots embedded) and CSV report of runs",
+        description="Build report.md, a self-contained report.html and runs.csv from result "
+        "files or directories: throughput by instance and backend, cost per million samples, "
+        "the latency-versus-cost frontier, and telemetry over time.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
+    p.add_argument("--out", type=Path, required=True, help="directory for the report")
+    p.add_argument("--title", default="Benchmark report")
+    _add_pricing(p)
 
     p = sub.add_parser(
         "monitor",
@@ -268,6 +345,84 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def pricing_from_args(args: argparse.Namespace) -> Pricing:
+    """The catalogue with the user's price files and spot prices, and the local price."""
+    try:
+        catalogue = prices.merge(prices.load_catalogue(), *args.prices)
+        for item in args.spot:
+            name, sep, value = item.partition("=")
+            entry = prices.lookup(catalogue, name)
+            if not sep or entry is None:
+                raise SpecError(f"--spot {item}: use TYPE=PRICE with a catalogue instance type")
+            catalogue[entry.instance_type] = prices.with_price(
+                entry, _positive(value, "--spot price"), "given with --spot"
+            )
+    except prices.PriceError as exc:
+        raise SpecError(str(exc)) from exc
+    local = None
+    if args.price_per_hour is not None:
+        local = prices.local_price(_positive(args.price_per_hour, "--price-per-hour"))
+    instances: dict[str, str] = {}
+    for item in args.price_instance:
+        hardware, sep, name = item.rpartition("=")
+        entry = prices.lookup(catalogue, name)
+        if entry is None:
+            raise SpecError(f"--instance {item}: {name} is not in the price catalogue")
+        instances[hardware if sep else "*"] = entry.instance_type
+    return Pricing(catalogue, local=local, instances=instances, basis=args.price_basis)
+
+
+def _positive(value: str | float, what: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SpecError(f"{what} must be a number, not {value!r}") from None
+    if not number > 0:
+        raise SpecError(f"{what} must be positive")
+    return number
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        thresholds = [Threshold.parse(t) for t in args.fail_on]
+    except CompareError as exc:
+        raise SpecError(str(exc)) from exc
+    if thresholds and not args.baseline:
+        raise SpecError("--fail-on needs --baseline")
+    pricing = pricing_from_args(args)
+    runs = load_runs(args.paths)
+    if not runs:
+        raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
+    baselines = load_runs(args.baseline) if args.baseline else []
+    result = compare(runs, pricing, baselines, thresholds)
+    print(render(result, args.format))
+    if not thresholds:
+        return EXIT_OK
+    if result.regressions:
+        print(f"\n{len(result.regressions)} regression(s):")
+        for line in result.regressions:
+            print(f"- {line}")
+        return EXIT_FAILED_RUN
+    if result.gated == 0:
+        print("\nregression gate: no run matched a baseline run, nothing was checked")
+        return EXIT_FAILED_RUN
+    print(f"\nregression gate: {result.gated} run(s) within limits")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    pricing = pricing_from_args(args)
+    runs = load_runs(args.paths)
+    if not runs:
+        raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
+    from bench.report import build
+
+    paths = build(compare(runs, pricing), args.out, args.title)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return EXIT_OK
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise SpecError("--interval must be positive")
@@ -279,6 +434,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "compare": cmd_compare,
+    "report": cmd_report,
     "run": cmd_run,
     "suite": cmd_suite,
     "env": cmd_env,

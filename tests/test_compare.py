@@ -1,0 +1,201 @@
+"""Grouping, spec matching, pricing and the regression gate of `bench compare`."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.compare import CompareError, Pricing, Threshold, compare, group_title
+from bench.prices import load_catalogue, local_price
+from bench.results import new_record, write_record
+from bench.spec import RunSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(
+    workload="bert",
+    mode="infer",
+    batch=32,
+    backend="torch",
+    precision="fp32",
+    instance=None,
+    gpu="NVIDIA H200",
+    sps=1000.0,
+    p99=40.0,
+    device="cuda:0",
+    **spec_kw,
+):
+    spec = RunSpec(
+        workload=workload,
+        mode=mode,
+        batch=batch,
+        backend=backend,
+        precision=precision,
+        device=device,
+        **spec_kw,
+    )
+    env = {
+        "gpus": [{"name": gpu}],
+        "framework": {"device_name": gpu},
+        "cpu_model": "EPYC",
+        "instance": {"instance_type": instance},
+    }
+    r = new_record(spec, env)
+    r["outcome"] = {"status": "ok", "message": None}
+    r["throughput"] = {"samples_per_s": sps}
+    r["latency"] = {"p50_ms": p99 / 2, "p99_ms": p99, "mean_ms": p99 / 2}
+    r["telemetry"] = {"util_gpu_mean_pct": 90.0, "energy_per_sample_j": 0.5}
+    return r
+
+
+def pairs(*records):
+    return [(Path(f"{r['run_id']}.json"), r) for r in records]
+
+
+@pytest.fixture
+def pricing():
+    return Pricing(load_catalogue())
+
+
+def test_threshold_parsing():
+    assert Threshold.parse("throughput:-5%") == Threshold("throughput", -5.0)
+    assert Threshold.parse("p99:+10%") == Threshold("p99", 10.0)
+    for bad in ("throughput:5%", "p99:-10%", "speed:-5%", "throughput:-5", "p99:+0%"):
+        with pytest.raises(CompareError):
+            Threshold.parse(bad)
+    t = Threshold("throughput", -5.0)
+    assert t.violated(0.949) and not t.violated(0.95) and not t.violated(1.2)
+    assert Threshold("p99", 10.0).violated(1.11) and not Threshold("p99", 10.0).violated(1.1)
+
+
+def test_groups_by_work_and_sorts_by_cost(pricing):
+    runs = pairs(
+        run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=500.0),
+        run(instance="g4dn.xlarge", gpu="Tesla T4", sps=200.0),
+        run(instance="g4dn.xlarge", gpu="Tesla T4", batch=8, sps=150.0),
+        run(
+            workload="ssd",
+            mode="train",
+            batch=16,
+            instance="p3.2xlarge",
+            gpu="Tesla V100-SXM2-16GB",
+            sps=100.0,
+        ),
+    )
+    c = compare(runs, pricing)
+    titles = [group_title(k) for k in c.groups]
+    assert titles == [
+        "bert infer, batch 32 seq 128",
+        "bert infer, batch 8 seq 128",
+        "ssd train, batch 16 512x512",
+    ]
+    first = list(c.groups.values())[0]
+    per_million = [r.values["usd_per_million"] for r in first]
+    assert per_million == sorted(per_million)
+    cat = load_catalogue()
+    v100 = cat["p3.2xlarge"].price_per_hour_usd
+    t4 = cat["g4dn.xlarge"].price_per_hour_usd
+    expected = sorted([v100 * 1e6 / (500 * 3600), t4 * 1e6 / (200 * 3600)])
+    assert per_million == pytest.approx(expected)
+    ssd = list(c.groups.values())[2][0]
+    assert ssd.values["usd_per_epoch"] == pytest.approx(16_551 / 100 / 3600 * v100)
+
+
+def test_unpriced_runs_say_why(pricing):
+    c = compare(pairs(run(instance=None), run(instance="x9.huge")), pricing)
+    reasons = sorted(r.values["unpriced_reason"] for r in list(c.groups.values())[0])
+    assert reasons == [
+        "instance type x9.huge is not in the price catalogue",
+        "no instance type recorded and no --price-per-hour given",
+    ]
+    local = Pricing(load_catalogue(), local=local_price(2.0))
+    row = list(compare(pairs(run(sps=100.0)), local).groups.values())[0][0]
+    assert row.values["usd_per_million"] == pytest.approx(2.0 * 1e6 / 360_000)
+
+
+def test_price_basis_of_a_multi_gpu_instance():
+    cat = load_catalogue()
+    whole = Pricing(cat, basis="instance")
+    share = Pricing(cat, basis="used")
+    r = pairs(run(instance="p3.16xlarge", gpu="Tesla V100-SXM2-16GB", sps=360.0))
+    w = list(compare(r, whole).groups.values())[0][0].values
+    s = list(compare(r, share).groups.values())[0][0].values
+    full = cat["p3.16xlarge"].price_per_hour_usd
+    assert w["price_per_hour_usd"] == pytest.approx(full)
+    assert s["price_per_hour_usd"] == pytest.approx(full / 8)
+
+
+def test_gate_matches_like_with_like(pricing):
+    base = run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=500.0, p99=40.0)
+    slower = copy.deepcopy(base)
+    slower["run_id"] = "new"
+    slower["throughput"]["samples_per_s"] = 470.0  # -6 %
+    slower["latency"]["p99_ms"] = 43.0  # +7.5 %
+    other_gpu = run(instance="g4dn.xlarge", gpu="Tesla T4", sps=100.0)
+    other_work = run(batch=4)
+    c = compare(
+        pairs(slower, other_gpu, other_work),
+        pricing,
+        pairs(base),
+        [Threshold("throughput", -5.0), Threshold("p99", 10.0)],
+    )
+    assert c.gated == 1
+    assert len(c.regressions) == 1 and "throughput -6.0%" in c.regressions[0]
+    assert any("differs in backend, precision or hardware" in u for u in c.unmatched)
+    assert any("no baseline run measured the same work" in u for u in c.unmatched)
+    row = next(r for rows in c.groups.values() for r in rows if r.record["run_id"] == "new")
+    assert row.ratios["throughput"] == pytest.approx(0.94)
+
+
+def test_single_baseline_gives_ratios_across_instances(pricing):
+    base = run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=400.0)
+    other = run(instance="g5.xlarge", gpu="NVIDIA A10G", sps=600.0)
+    c = compare(pairs(other), pricing, pairs(base))
+    row = next(r for rows in c.groups.values() for r in rows if r.record is other)
+    assert row.ratios["throughput"] == pytest.approx(1.5)
+
+
+def write(records, directory):
+    for r in records:
+        write_record(r, directory)
+    return directory
+
+
+def bench(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_cli_gate_exit_codes(tmp_path):
+    base = run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=500.0)
+    same = copy.deepcopy(base)
+    same["run_id"] = same["run_id"][:-6] + "aaaaaa"
+    worse = copy.deepcopy(same)
+    worse["run_id"] = worse["run_id"][:-6] + "bbbbbb"
+    worse["throughput"]["samples_per_s"] = 400.0
+    base_dir = write([base], tmp_path / "base")
+    ok_dir = write([same], tmp_path / "ok")
+    bad_dir = write([worse], tmp_path / "bad")
+    gate = ["--baseline", str(base_dir), "--fail-on", "throughput:-5%"]
+    passed = bench("compare", str(ok_dir), *gate)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "1 run(s) within limits" in passed.stdout
+    failed = bench("compare", str(bad_dir), *gate)
+    assert failed.returncode == 1 and "throughput -20.0%" in failed.stdout
+    nothing = bench("compare", str(write([run(batch=2)], tmp_path / "other")), *gate)
+    assert nothing.returncode == 1 and "nothing was checked" in nothing.stdout
+    usage = bench(
+        "compare", str(ok_dir), "--fail-on", "throughput:+5%", "--baseline", str(base_dir)
+    )
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+    assert bench("compare", str(ok_dir), "--fail-on", "p99:+5%").returncode == 2
+    assert bench("compare", str(ok_dir), "--price-per-hour", "-1").returncode == 2
+    assert bench("compare", str(ok_dir), "--instance", "x9.huge").returncode == 2
+    spot = bench("compare", str(ok_dir), "--spot", "p3.2xlarge=0.918")
+    assert spot.returncode == 0 and "0.918" in spot.stdout
+    assert json.loads((ok_dir / f"{same['run_id']}.json").read_text())["run_id"]
