@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 comma  := ,
 # GPU builds (and NVML bindings) are installed where nvidia-smi finds a GPU.
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
-EXTRAS  := torch,report,dev$(if $(HAS_GPU),$(comma)gpu)
+EXTRAS  = torch,onnx-$(KIND),report,dev$(if $(HAS_GPU),$(comma)gpu)
 KIND    := $(if $(HAS_GPU),gpu,cpu)
 STAMP   := $(VENV)/.setup-$(KIND)
 # The MXNet path's own environment (see pyproject.toml's mxnet extras for why).

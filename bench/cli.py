@@ -16,7 +16,15 @@ from bench.devices import default_gpus, resolve_device
 from bench.ec2 import instance_facts
 from bench.gpu_sampling import DEFAULT_INTERVAL_S
 from bench.results import ResultError, load_record, result_files
-from bench.spec import BACKENDS, MODES, PRECISIONS, WORKLOADS, RunSpec, SpecError
+from bench.spec import (
+    BACKENDS,
+    MODES,
+    ORT_PROVIDERS,
+    PRECISIONS,
+    WORKLOADS,
+    RunSpec,
+    SpecError,
+)
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
 
@@ -58,6 +66,12 @@ def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
         help=f"seconds between GPU telemetry samples (default {DEFAULT_INTERVAL_S})",
     )
     p.add_argument("--no-telemetry", action="store_true", help="do not sample the GPU or host")
+    p.add_argument(
+        "--ort-provider",
+        choices=ORT_PROVIDERS,
+        default=None if suite else "auto",
+        help="ONNX Runtime execution provider (default auto: TensorRT, CUDA, CPU)",
+    )
     p.add_argument("--instance", help="EC2 instance type to record (default: asked of IMDS on EC2)")
 
 
@@ -250,6 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "include_h2d",
             "seed",
             "pretrained",
+            "ort_provider",
         )
     }
     if args.duration is not None:
@@ -281,7 +296,11 @@ def cmd_suite(args: argparse.Namespace) -> int:
     backends = tuple(args.backend or (b for b in BACKENDS if runner.backend_available(b)))
     specs, skipped = [], []
     for spec in suites.suite_specs(
-        args.name, gpu=device.startswith("cuda"), backends=backends, **overrides
+        args.name,
+        gpu=device.startswith("cuda"),
+        backends=backends,
+        ort_provider=args.ort_provider,
+        **overrides,
     ):
         try:
             specs.append(runner.prepare(spec, gpus))

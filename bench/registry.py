@@ -42,10 +42,15 @@ _MXNET = {
 }
 
 
+#: ONNX Runtime: inference only; fp16 on GPUs (the core refuses fp16 on the CPU).
+_ORT = {"modes": frozenset({"infer"}), "precisions": frozenset({"fp32", "fp16"})}
+
 REGISTRY: dict[tuple[str, str], Entry] = {
     ("null", "torch"): Entry("models.null:NullWorkload"),
     ("ssd", "torch"): Entry("models.ssd.torch:SsdTorch"),
     ("bert", "torch"): Entry("models.bert.torch:BertTorch"),
+    ("ssd", "onnxruntime"): Entry("models.ssd.onnx:SsdOnnx", **_ORT),
+    ("bert", "onnxruntime"): Entry("models.bert.onnx:BertOnnx", **_ORT),
     ("ssd", "mxnet"): Entry("models.ssd.gluon:SsdGluon", **_MXNET),
     ("bert", "mxnet"): Entry("models.bert.gluon:BertGluon", **_MXNET),
 }
@@ -54,6 +59,7 @@ REGISTRY: dict[tuple[str, str], Entry] = {
 FRAMEWORK_INFO = {
     "torch": "models.torch_common:torch_info",
     "mxnet": "models.mxnet_common:mxnet_info",
+    "onnxruntime": "models.onnx_common:onnxruntime_info",
 }
 
 

@@ -12,6 +12,7 @@ BACKENDS = ("torch", "mxnet", "onnxruntime")
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "fp16", "bf16")
 SCENARIOS = ("loop",)
+ORT_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -49,6 +50,8 @@ class RunSpec:
     seed: int = 0
     pretrained: str | None = None
     scenario: str = "loop"
+    #: ONNX Runtime execution provider; ``auto``: TensorRT, CUDA, CPU by availability.
+    ort_provider: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -56,6 +59,9 @@ class RunSpec:
         _choice("mode", self.mode, MODES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("scenario", self.scenario, SCENARIOS)
+        _choice("ort_provider", self.ort_provider, ORT_PROVIDERS)
+        if self.ort_provider != "auto" and self.backend != "onnxruntime":
+            raise SpecError("ort_provider applies to the onnxruntime backend only")
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise SpecError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         _int_range("batch", self.batch, 1, MAX_BATCH)
@@ -99,9 +105,12 @@ class RunSpec:
         if self.workload == "ssd":
             shape = f"i{self.image_size}"
         dev = self.device.replace(":", "")
+        backend = self.backend
+        if self.ort_provider != "auto":
+            backend += f"-{self.ort_provider}"
         parts = [
             self.workload,
-            self.backend,
+            backend,
             self.mode,
             f"b{self.batch}",
             shape,

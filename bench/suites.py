@@ -65,6 +65,7 @@ def suite_specs(
     *,
     gpu: bool,
     backends: tuple[str, ...] | None = None,
+    ort_provider: str | None = None,
     **overrides: Any,
 ) -> list[RunSpec]:
     """The specs of suite ``name``, one per available backend of each workload.
@@ -83,6 +84,8 @@ def suite_specs(
             if run["mode"] not in entry.modes:
                 continue
             fields = {**run, "backend": backend, **overrides}
+            if backend == "onnxruntime" and ort_provider:
+                fields["ort_provider"] = ort_provider
             if workload == "null":
                 fields.update({k: run[k] for k in ("warmup", "iters", "batch")})
                 fields.update(precision="fp32", duration_s=None)

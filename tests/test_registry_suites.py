@@ -18,22 +18,24 @@ def test_every_registry_entry_names_a_workload_class():
 
 def test_lookup_refuses_missing_implementations():
     assert registry.lookup("ssd", "torch").target == "models.ssd.torch:SsdTorch"
-    with pytest.raises(SpecError, match="no onnxruntime implementation of workload 'ssd'"):
-        registry.lookup("ssd", "onnxruntime")
+    with pytest.raises(SpecError, match="no mxnet implementation of workload 'null'"):
+        registry.lookup("null", "mxnet")
+    with pytest.raises(SpecError, match="supports infer only"):
+        registry.lookup("bert", "onnxruntime", "train")
 
 
 def test_prepare_resolves_the_device_without_gpus():
     spec = prepare(RunSpec(workload="bert", device="auto"), gpus=[])
     assert spec.device == "cpu"
     with pytest.raises(SpecError, match="no onnxruntime implementation"):
-        prepare(RunSpec(workload="bert", backend="onnxruntime"), gpus=[])
+        prepare(RunSpec(workload="null", backend="onnxruntime"), gpus=[])
 
 
 def test_quick_suite_covers_every_workload_and_mode():
     specs = suite_specs("quick", gpu=False, device="cpu")
     assert {(s.workload, s.mode, s.backend) for s in specs if s.workload != "null"} == {
         (w, m, b) for w in ("ssd", "bert") for m in ("train", "infer") for b in ("torch", "mxnet")
-    }
+    } | {("ssd", "infer", "onnxruntime"), ("bert", "infer", "onnxruntime")}
     assert {(s.workload, s.mode) for s in specs} == {
         ("null", "infer"),
         ("ssd", "infer"),

@@ -32,8 +32,23 @@ def build_network(image_size: int, pretrained: str | None, ctx: mx.Context) -> g
         net.load_parameters(str(_find_params(Path(pretrained))), ctx=ctx)
     else:
         net.initialize(ctx=ctx)  # GluonCV's defaults, as train_ssd.py uses for new layers
+        net(mx.nd.zeros((1, 3, image_size, image_size), ctx=ctx))  # finish deferred init
+        _reset_batchnorm_statistics(net)
     net.collect_params().reset_ctx(ctx)
     return net
+
+
+def _reset_batchnorm_statistics(net: gluon.Block) -> None:
+    """Standard BatchNorm state (mean 0, variance 1, scale 1, shift 0).
+
+    The default initializer fills the expander BatchNorms' statistics (imported from a
+    symbol) with uniform noise; a negative variance makes inference compute NaN.
+    """
+    values = {"moving_var": 1.0, "running_var": 1.0, "moving_mean": 0.0, "running_mean": 0.0}
+    for name, param in net.collect_params().items():
+        for suffix, value in values.items():
+            if name.endswith(suffix):
+                param.set_data(mx.nd.full(param.shape, value))
 
 
 def _find_params(directory: Path) -> Path:

@@ -1,0 +1,153 @@
+"""BERT-base through ONNX Runtime: exported from the PyTorch path's model, fused by ONNX
+Runtime's transformer optimizer (attention, layer norm, GELU), fp16 on a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BertForSequenceClassification
+
+from bench.spec import RunSpec
+from data.synthetic import text_batch
+from models.bert import config as bert
+from models.bert.torch import base_config, load_pretrained
+from models.onnx_common import DEFAULT_CACHE, Binding, OnnxWorkload
+
+NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: Operators of ONNX Runtime's contrib domain that the BERT optimizer fuses patterns into.
+FUSED_OPS = (
+    "EmbedLayerNormalization",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+)
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model: BertForSequenceClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN201
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).logits
+
+
+class BertOnnx(OnnxWorkload):
+    step_description = (
+        "infer: forward to logits in ONNX Runtime through IO binding (inputs and outputs "
+        "on the device). Exported from the PyTorch path's model (eager attention, same "
+        "seeded weights), fused by onnxruntime.transformers' BERT optimizer, checked "
+        "against the PyTorch model before timing."
+    )
+    input_names = NAMES
+    output_names = ("logits",)
+
+    def __init__(
+        self, spec: RunSpec, cache_dir: Path = DEFAULT_CACHE, shape: bert.BertShape = bert.BERT_BASE
+    ) -> None:
+        super().__init__(spec, cache_dir)
+        self.shape = shape
+        self.fusion: dict[str, int] = {}
+
+    def source_model(self) -> torch.nn.Module:
+        torch.manual_seed(self.spec.seed)
+        if self.spec.pretrained:
+            model = load_pretrained(self.spec.pretrained, self.shape.num_labels)
+        else:
+            config = base_config(self.shape)
+            # the optimizer recognises the eager attention pattern and fuses it
+            config._attn_implementation = "eager"
+            model = BertForSequenceClassification(config)
+        model.config._attn_implementation = "eager"
+        return _Logits(model.eval())
+
+    def export_inputs(self) -> tuple[torch.Tensor, ...]:
+        batch = text_batch(2, 16, vocab_size=self.shape.vocab_size, seed=0)
+        return tuple(torch.from_numpy(getattr(batch, n)) for n in NAMES)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {n: {0: "batch", 1: "sequence"} for n in NAMES}
+        axes["logits"] = {0: "batch"}
+        return axes
+
+    def model_variant(self) -> dict[str, Any]:
+        return {**super().model_variant(), "shape": self.shape}
+
+    def postprocess(self, model_path: Path) -> Path:
+        """Fuse attention, layer norms and GELU (and convert to fp16) once per cached model."""
+        import onnx
+        from onnxruntime.transformers import optimizer
+
+        gpu = self.device.type == "cuda"
+        suffix = ("-fp16" if self.spec.precision == "fp16" else "") + ("-gpu" if gpu else "-cpu")
+        out = model_path.with_name(f"{model_path.stem}-opt{suffix}.onnx")
+        if not out.exists():
+            model = optimizer.optimize_model(
+                str(model_path),
+                model_type="bert",
+                num_heads=self.shape.heads,
+                hidden_size=self.shape.hidden,
+                opt_level=0,
+                use_gpu=gpu,
+            )
+            if self.spec.precision == "fp16":
+                model.convert_float_to_float16(keep_io_types=True)
+            tmp = out.with_suffix(".tmp")
+            model.save_model_to_file(str(tmp))
+            tmp.replace(out)
+        ops = [node.op_type for node in onnx.load(str(out), load_external_data=False).graph.node]
+        self.fusion = {op: ops.count(op) for op in FUSED_OPS if op in ops}
+        return out
+
+    def setup(self) -> None:
+        spec = self.spec
+        self.model_path, source = self.prepare_model()
+        session = self.session(self.model_path)
+        vocab = self.shape.vocab_size
+
+        def make_inputs(seed: int) -> dict[str, np.ndarray]:
+            batch = text_batch(3, spec.seq_len, vocab_size=vocab, seed=seed)
+            return {n: getattr(batch, n) for n in NAMES}
+
+        def reference(model: torch.nn.Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [model(*(torch.from_numpy(inputs[n]) for n in NAMES)).numpy()]
+
+        self.verify(session, source, make_inputs, reference)
+        host = text_batch(
+            spec.batch,
+            spec.seq_len,
+            vocab_size=vocab,
+            num_labels=self.shape.num_labels,
+            seed=spec.seed,
+        )
+        inputs = {n: torch.from_numpy(getattr(host, n)).to(self.device) for n in NAMES}
+        self.host_inputs = {n: torch.from_numpy(getattr(host, n)) for n in NAMES}
+        logits = torch.empty(spec.batch, self.shape.num_labels, device=self.device)
+        self.binding = Binding(session, self.device, inputs, {"logits": logits})
+
+    def step(self) -> torch.Tensor:
+        if self.spec.include_h2d:
+            for name, tensor in self.binding.inputs.items():
+                tensor.copy_(self.host_inputs[name], non_blocking=True)
+        self.binding.run()
+        return self.binding.outputs["logits"]
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def flops_per_sample(self) -> tuple[float | None, str]:
+        flops = bert.forward_flops_per_sample(self.spec.seq_len, self.shape)
+        return flops, f"analytic: matrix multiplies of BERT at seq_len {self.spec.seq_len}"
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "fused_operators": self.fusion}

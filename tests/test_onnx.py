@@ -1,0 +1,135 @@
+"""The ONNX Runtime path on the CPU: export, verification against the PyTorch source,
+runs through the harness, and a tampered model refused before timing."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from bench.runner import prepare
+from bench.spec import RunSpec, SpecError
+from bench.worker import execute
+from models.bert import config as bert
+from models.bert.onnx import BertOnnx
+from models.onnx_common import PROVIDERS, VerificationError, cache_path, choose_provider
+from models.ssd.onnx import SsdOnnx
+
+SMALL = bert.BertShape(hidden=64, layers=2, heads=2, intermediate=128, max_positions=64)
+
+
+def ssd_spec(**kw):
+    return RunSpec(
+        **{
+            "workload": "ssd",
+            "backend": "onnxruntime",
+            "device": "cpu",
+            "batch": 2,
+            "image_size": 128,
+            **kw,
+        }
+    )
+
+
+def bert_spec(**kw):
+    return RunSpec(
+        **{
+            "workload": "bert",
+            "backend": "onnxruntime",
+            "device": "cpu",
+            "batch": 4,
+            "seq_len": 32,
+            **kw,
+        }
+    )
+
+
+def test_choose_provider():
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    cuda_only = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    cpu_only = ["CPUExecutionProvider"]
+    assert choose_provider("auto", "cuda:0", gpu_build) == PROVIDERS["tensorrt"]
+    assert choose_provider("auto", "cuda:0", cuda_only) == PROVIDERS["cuda"]
+    assert choose_provider("cuda", "cuda:0", gpu_build) == PROVIDERS["cuda"]
+    assert choose_provider("auto", "cpu", gpu_build) == PROVIDERS["cpu"]
+    with pytest.raises(ValueError, match="no tensorrt or cuda provider"):
+        choose_provider("auto", "cuda:0", cpu_only)
+    with pytest.raises(ValueError, match="needs a GPU device"):
+        choose_provider("cuda", "cpu", gpu_build)
+
+
+def test_cache_path_is_keyed_by_what_defines_the_model(tmp_path):
+    a = cache_path(tmp_path, "ssd", "fp32", seed=0, image_size=512)
+    assert a == cache_path(tmp_path, "ssd", "fp32", image_size=512, seed=0)
+    assert a.name.startswith("ssd-torch-opset17-fp32-")
+    assert a != cache_path(tmp_path, "ssd", "fp32", seed=1, image_size=512)
+    assert a != cache_path(tmp_path, "ssd", "fp32", seed=0, image_size=256)
+
+
+def test_training_and_bf16_are_refused_before_anything_runs():
+    with pytest.raises(SpecError, match="supports infer only"):
+        prepare(RunSpec(workload="ssd", backend="onnxruntime", mode="train"), gpus=[])
+    with pytest.raises(SpecError, match="does not support bf16"):
+        prepare(RunSpec(workload="bert", backend="onnxruntime", precision="bf16"), gpus=[])
+    with pytest.raises(SpecError, match="onnxruntime backend only"):
+        RunSpec(workload="bert", ort_provider="cuda")
+
+
+def test_ssd_export_verify_and_step(tmp_path):
+    wl = SsdOnnx(ssd_spec(), cache_dir=tmp_path)
+    wl.setup()
+    report = wl.verification["outputs"]
+    assert set(report) == {"cls_preds", "box_preds"}
+    assert all(r["relative_l2_error"] < 1e-4 for r in report.values())
+    ids, scores, boxes = wl.step()
+    assert ids.shape == (2, 100) and scores.shape == (2, 100) and boxes.shape == (2, 100, 4)
+    kept = scores >= 0
+    assert ((boxes[kept] >= 0) & (boxes[kept] <= 128)).all()
+    again = SsdOnnx(ssd_spec(), cache_dir=tmp_path)
+    again.setup()
+    assert again.exported_from_cache and again.details()["provider"] == PROVIDERS["cpu"]
+
+
+def _tamper(path: Path) -> None:
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights = numpy_helper.to_array(init).copy()
+    # noise on a random tenth of the elements: not a constant shift, which a following
+    # layer norm would cancel
+    rng = np.random.default_rng(0)
+    picked = rng.random(weights.shape) < 0.1
+    weights[picked] += rng.normal(0, 0.5, int(picked.sum())).astype(weights.dtype)
+    init.CopyFrom(numpy_helper.from_array(weights, init.name))
+    onnx.save(model, str(path))
+
+
+def test_a_tampered_ssd_model_fails_verification(tmp_path):
+    wl = SsdOnnx(ssd_spec(), cache_dir=tmp_path)
+    wl.setup()
+    _tamper(wl.model_path)
+    with pytest.raises(VerificationError, match="differs from its source"):
+        SsdOnnx(ssd_spec(), cache_dir=tmp_path).setup()
+
+
+def test_bert_export_fuses_and_verifies(tmp_path):
+    wl = BertOnnx(bert_spec(include_h2d=True), cache_dir=tmp_path, shape=SMALL)
+    wl.setup()
+    assert wl.verification["outputs"]["logits"]["relative_l2_error"] < 1e-4
+    assert wl.fusion.get("Attention") == 2 and wl.fusion.get("SkipLayerNormalization")
+    logits = wl.step()
+    assert logits.shape == (4, 2) and torch.isfinite(logits).all()
+    _tamper(wl.model_path)  # the optimized model the session loads
+    with pytest.raises(VerificationError):
+        BertOnnx(bert_spec(), cache_dir=tmp_path, shape=SMALL).setup()
+
+
+def test_onnxruntime_runs_through_the_harness():
+    record = execute(ssd_spec(batch=1, warmup=1, iters=3), progress=False)
+    assert record["outcome"]["status"] == "ok", record["outcome"]
+    details = record["workload"]["details"]
+    assert details["provider"] == "CPUExecutionProvider"
+    assert details["session_options"]["intra_op_num_threads"] >= 1
+    assert record["environment"]["framework"]["onnxruntime_version"]
+    assert "post-processing" in record["workload"]["step_description"]
