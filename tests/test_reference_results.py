@@ -13,15 +13,28 @@ from bench.table import render
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 H200 = REFERENCE / "nvidia-h200"
 RECORDS = [(path, load_record(path)) for path in result_files([REFERENCE])]
+GPU_RECORDS = [(p, r) for p, r in RECORDS if r["spec"]["device"].startswith("cuda")]
+CPU_RECORDS = [(p, r) for p, r in RECORDS if r["spec"]["device"] == "cpu"]
 
 
 def test_reference_runs_exist_and_render():
-    assert len(RECORDS) >= 8
+    assert len(GPU_RECORDS) >= 8 and len(CPU_RECORDS) >= 11
     text = render([r for _, r in RECORDS])
-    assert "NVIDIA H200" in text
+    assert "NVIDIA H200" in text and "AMD EPYC" in text
+    assert {r["spec"]["backend"] for _, r in CPU_RECORDS} == {"torch", "mxnet", "onnxruntime"}
 
 
-@pytest.mark.parametrize("path, record", RECORDS, ids=[p.stem[:40] for p, _ in RECORDS])
+@pytest.mark.parametrize("path, record", CPU_RECORDS, ids=[p.stem[:40] for p, _ in CPU_RECORDS])
+def test_reference_cpu_runs_record_host_telemetry(path, record):
+    assert record["outcome"]["status"] == "ok"
+    tele = record["telemetry"]
+    assert tele["available"] is False and tele["reason"] == "CPU run: no GPU to sample"
+    if record["timing"]["window_s"] > 1.0:
+        assert tele["host"]["samples_in_window"] >= 5
+        assert 0 < tele["host"]["cpu_mean_pct"] <= 100
+
+
+@pytest.mark.parametrize("path, record", GPU_RECORDS, ids=[p.stem[:40] for p, _ in GPU_RECORDS])
 def test_reference_telemetry_is_consistent(path, record):
     assert record["outcome"]["status"] == "ok"
     tele, timing, tput = record["telemetry"], record["timing"], record["throughput"]

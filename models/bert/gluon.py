@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
+# isort: on
+
 import math
 from pathlib import Path
 from typing import Any
