@@ -28,6 +28,8 @@ class Entry:
     max_compute_capability: tuple[int, int] | None = None
     #: Why, shown when a GPU is refused.
     gpu_limit_reason: str = ""
+    #: Distribution that must be installed for GPU runs (a GPU build of the framework).
+    gpu_distribution: str | None = None
 
 
 #: MXNet 1.9.1's newest CUDA build, mxnet-cu117, was compiled for GPUs up to Ampere (8.6):
@@ -43,7 +45,11 @@ _MXNET = {
 
 
 #: ONNX Runtime: inference only; fp16 on GPUs (the core refuses fp16 on the CPU).
-_ORT = {"modes": frozenset({"infer"}), "precisions": frozenset({"fp32", "fp16"})}
+_ORT = {
+    "modes": frozenset({"infer"}),
+    "precisions": frozenset({"fp32", "fp16"}),
+    "gpu_distribution": "onnxruntime-gpu",
+}
 
 REGISTRY: dict[tuple[str, str], Entry] = {
     ("null", "torch"): Entry("models.null:NullWorkload"),

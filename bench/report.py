@@ -192,7 +192,7 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
     """Write report.md, report.html (self-contained), runs.csv and the PNGs into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = Figures()
-    sections: list[tuple[str, str, list[str]]] = []  # (heading, table markdown/html, images)
+    sections: list[tuple[str, list[str]]] = []  # (heading, image names) per group
     all_rows: list[Row] = []
     frontier_lines: list[str] = []
     for i, (key, rows) in enumerate(c.groups.items()):
@@ -224,7 +224,7 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
                 frontier_lines.append(
                     f"{group_title(key)}: " + "; ".join(row_label(r) for r in best)
                 )
-        sections.append((group_title(key), "", images))
+        sections.append((group_title(key), images))
     series = [(r, s) for r in all_rows if (s := _read_series(r))]
     if series:
         figs.telemetry("telemetry", series)
@@ -258,7 +258,7 @@ def _markdown(title, c, groups, sections, frontier, has_series) -> str:
         "best = cheapest per sample. Machine-readable: [runs.csv](runs.csv).",
         "",
     ]
-    for (_, rows), (heading, _, images) in zip(groups, sections, strict=True):
+    for (_, rows), (heading, images) in zip(groups, sections, strict=True):
         lines += [
             f"## {heading}",
             "",
@@ -293,7 +293,7 @@ def _html(title, c, groups, sections, frontier, images) -> str:
         f"<p>Runs sorted by $ per million samples ({html.escape(_basis(c))}); best = "
         "cheapest per sample.</p>",
     ]
-    for (_, rows), (heading, _, names) in zip(groups, sections, strict=True):
+    for (_, rows), (heading, names) in zip(groups, sections, strict=True):
         body.append(f"<h2>{html.escape(heading)}</h2>")
         body.append(
             tabulate(table_rows(rows), headers=COLUMNS, tablefmt="html", disable_numparse=True)

@@ -19,7 +19,7 @@ OUTCOMES = ("ok", "oom", "error")
 
 #: Sections later features fill in; until then a result says why they are absent.
 TELEMETRY_ABSENT = "GPU telemetry sampling is not part of this version of the harness"
-COST_ABSENT = "no instance price is attached to this run"
+COST_ABSENT = "runs are priced when compared (bench compare / bench report), not when measured"
 
 
 class ResultError(ValueError):

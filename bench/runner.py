@@ -5,6 +5,7 @@ crash of the caller."""
 from __future__ import annotations
 
 import collections
+import importlib.metadata
 import json
 import os
 import signal
@@ -48,10 +49,23 @@ def prepare(spec: RunSpec, gpus: list[GpuInfo] | None = None) -> RunSpec:
             f"{spec.backend} cannot run on {gpu.name} (compute capability {major}.{minor}): "
             f"{entry.gpu_limit_reason}; use --backend torch"
         )
+    if gpu is not None and entry.gpu_distribution and not _installed(entry.gpu_distribution):
+        raise SpecError(
+            f"{spec.backend} on a GPU needs {entry.gpu_distribution}, which is not installed "
+            "here (`make setup` installs it where nvidia-smi finds a GPU)"
+        )
     if spec.pretrained is not None and not Path(spec.pretrained).is_dir():
         raise SpecError(f"--pretrained directory {spec.pretrained} does not exist")
     python_for(entry.env)
     return spec.replace(device=device)
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def backend_available(backend: str) -> bool:

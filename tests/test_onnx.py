@@ -77,6 +77,14 @@ def test_training_and_bf16_are_refused_before_anything_runs():
         RunSpec(workload="bert", ort_provider="cuda")
 
 
+def test_gpu_runs_need_the_gpu_build():
+    from bench.devices import parse_gpu_query
+
+    h100 = parse_gpu_query("0, NVIDIA H100 80GB HBM3, GPU-1, 0:19:0.0, 81559, 580.1, 9.0\n")
+    with pytest.raises(SpecError, match="needs onnxruntime-gpu, which is not installed"):
+        prepare(RunSpec(workload="bert", backend="onnxruntime", device="cuda"), gpus=h100)
+
+
 def test_ssd_export_verify_and_step(tmp_path):
     wl = SsdOnnx(ssd_spec(), cache_dir=tmp_path)
     wl.setup()
