@@ -21,7 +21,7 @@ class Suite:
 def _quick(gpu: bool) -> list[dict[str, Any]]:
     """Every workload and mode once, full-size models, small batches and few iterations."""
     if gpu:
-        warm, iters = {"warmup": 5}, {"iters": 30}
+        warm, iters = {"warmup": 10}, {"iters": 30}
         ssd_b, bert_b = 8, 32
     else:
         warm, iters = {"warmup": 1}, {"iters": 3}
