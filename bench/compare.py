@@ -73,7 +73,7 @@ class Pricing:
     def price(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The run's price facts, or None and why not."""
         recorded = ((record.get("environment") or {}).get("instance") or {}).get("instance_type")
-        instance_type = recorded or self.instances.get(hardware(record), self.instances.get("*"))
+        instance_type = recorded or self.instances.get(device_name(record), self.instances.get("*"))
         entry = lookup(self.catalogue, instance_type) if instance_type else None
         if instance_type and entry is None:
             return None, f"instance type {instance_type} is not in the price catalogue"
@@ -112,10 +112,6 @@ def work_key(spec: dict[str, Any], fields: Sequence[str] = WORK_FIELDS) -> tuple
     return (*(spec.get(f) for f in fields), shape if spec["workload"] != "null" else None)
 
 
-def hardware(record: dict[str, Any]) -> str:
-    return device_name(record)
-
-
 def make_row(path: Path, record: dict[str, Any], pricing: Pricing) -> Row:
     spec = record["spec"]
     tput = record.get("throughput") or {}
@@ -135,7 +131,7 @@ def make_row(path: Path, record: dict[str, Any], pricing: Pricing) -> Row:
         path=path,
         values={
             "instance": (price or {}).get("instance_type"),
-            "hardware": hardware(record),
+            "hardware": device_name(record),
             "samples_per_s": tput.get("samples_per_s"),
             "p50_ms": lat.get("p50_ms"),
             "p99_ms": lat.get("p99_ms"),

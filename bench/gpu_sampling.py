@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -79,9 +79,6 @@ class HostSample:
     t_unix: float
     cpu_pct: float | None = None
     process_rss_mib: float | None = None
-
-
-SAMPLE_COLUMNS = [f.name for f in fields(GpuSample)]
 
 
 class Sampler:

@@ -250,7 +250,18 @@ def _basis(c: Comparison) -> str:
     )
 
 
-def _markdown(title, c, groups, sections, frontier, has_series) -> str:
+Groups = list[tuple[tuple[Any, ...], list[Row]]]
+Sections = list[tuple[str, list[str]]]
+
+
+def _markdown(
+    title: str,
+    c: Comparison,
+    groups: Groups,
+    sections: Sections,
+    frontier: list[str],
+    has_series: bool,
+) -> str:
     lines = [
         f"# {title}",
         "",
@@ -283,7 +294,14 @@ def _markdown(title, c, groups, sections, frontier, has_series) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(title, c, groups, sections, frontier, images) -> str:
+def _html(
+    title: str,
+    c: Comparison,
+    groups: Groups,
+    sections: Sections,
+    frontier: list[str],
+    images: dict[str, bytes],
+) -> str:
     def img(name: str) -> str:
         data = base64.b64encode(images[name]).decode()
         return f'<img alt="{name}" src="data:image/png;base64,{data}">'

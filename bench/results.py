@@ -15,7 +15,6 @@ from bench.spec import RunSpec
 
 SCHEMA_VERSION = 1
 RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
-OUTCOMES = ("ok", "oom", "error")
 
 #: Sections later features fill in; until then a result says why they are absent.
 TELEMETRY_ABSENT = "GPU telemetry sampling is not part of this version of the harness"

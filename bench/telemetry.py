@@ -26,8 +26,6 @@ from bench.gpu_sampling import (
     throttle_names,
 )
 
-PHASES = ("setup", "warmup", "measure", "teardown")
-
 
 def _bus_key(bus_id: str | None) -> tuple[int, int, int, int] | None:
     """``00000000:19:00.0`` (NVML, nvidia-smi) and ``0000:19:00.0`` alike, as numbers."""

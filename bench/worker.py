@@ -24,6 +24,7 @@ from bench.loop import Measurement, measure
 from bench.results import new_record
 from bench.spec import RunSpec
 from bench.stats import latency_summary, throughput
+from bench.table import device_name
 from bench.telemetry import Telemetry
 from bench.validity import validity_flags
 
@@ -111,11 +112,7 @@ def execute(
 def fill_mfu(record: dict[str, Any]) -> None:
     """Model-FLOPs utilization against the GPU's dense peak for the run's precision."""
     spec, tput = record["spec"], record["throughput"]
-    name = None
-    if spec["device"].startswith("cuda"):
-        name = (record["environment"].get("framework") or {}).get("device_name")
-        gpus = record["environment"].get("gpus") or []
-        name = name or (gpus[int(spec["device"].split(":")[1])]["name"] if gpus else None)
+    name = device_name(record) if spec["device"].startswith("cuda") else None
     if name is None:
         tput["mfu"] = {"mfu": None, "peak_tflops": None, "basis": "CPU run: no peak table"}
         return

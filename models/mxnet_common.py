@@ -19,11 +19,8 @@ import mxnet as mx  # noqa: E402 - must come after OMP_NUM_THREADS is set
 from bench.spec import RunSpec
 from models.base import Workload
 
-#: The newest CUDA build of MXNet 1.9.1 on PyPI; it carries no Hopper (sm_90) or Ada
-#: (sm_89) kernels. Newer GPUs can only try PTX JIT compilation, which MXNet 1.9 does not
-#: ship for every operator, so such runs are refused up front with this message.
+#: The newest CUDA build of MXNet 1.9.1 on PyPI (its GPU limit is in bench/registry.py).
 NEWEST_MXNET_CUDA = "cu117"
-MXNET_MAX_COMPUTE_CAPABILITY = (8, 6)
 
 
 class MxnetWorkload(Workload):

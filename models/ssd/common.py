@@ -12,16 +12,29 @@ IOU_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.45
 NMS_TOPK = 400
 POST_NMS = 100
-NEGATIVE_MINING_RATIO = 3
+NEGATIVE_MINING_RATIO = 3.0
 BOX_STDS = (0.1, 0.1, 0.2, 0.2)
 #: VOC07+12 trainval images: one epoch of the lab.
 EPOCH_SAMPLES = 16_551
 
+SCORE_THRESHOLD = 0.01
+
 #: ResNet-50 v1: (blocks, output channels, stride of the first block) per stage.
 RESNET50_STAGES = ((3, 256, 1), (4, 512, 2), (6, 1024, 2), (3, 2048, 2))
 EXPANDER_FILTERS = (512, 512, 256, 256)
-#: Anchors per position on each of the six feature maps (2 sizes + extra ratios).
-ANCHORS_PER_POSITION = (4, 6, 6, 6, 4, 4)
+#: Anchor aspect ratios per feature map, as ``ssd_512_resnet50_v1_voc`` declares them.
+ANCHOR_RATIOS: tuple[tuple[float, ...], ...] = (
+    ((1.0, 2.0, 0.5),) + ((1.0, 2.0, 0.5, 3.0, 1.0 / 3.0),) * 3 + ((1.0, 2.0, 0.5),) * 2
+)
+
+
+def anchors_per_position(ratios: tuple[float, ...]) -> int:
+    """Two square anchors (size_min and sqrt(size_min * size_max)) plus one per extra ratio."""
+    return 2 + len(ratios) - 1
+
+
+#: Anchors per position on each of the six feature maps.
+ANCHORS_PER_POSITION = tuple(anchors_per_position(r) for r in ANCHOR_RATIOS)
 
 
 def _conv(cin: int, cout: int, k: int, out_hw: int) -> int:

@@ -11,15 +11,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
-#: GluonCV ``NormalizedBoxCenterEncoder``/``Decoder`` defaults (means are all 0).
-BOX_STDS = (0.1, 0.1, 0.2, 0.2)
-IOU_THRESH = 0.5
-NEG_RATIO = 3.0
-#: GluonCV SSD inference defaults.
-SCORE_THRESH = 0.01
-NMS_THRESH = 0.45
-NMS_TOPK = 400
-POST_NMS = 100
+from models.ssd.common import BOX_STDS, NMS_TOPK, POST_NMS
+from models.ssd.common import IOU_THRESHOLD as IOU_THRESH
+from models.ssd.common import NEGATIVE_MINING_RATIO as NEG_RATIO
+from models.ssd.common import NMS_THRESHOLD as NMS_THRESH
+from models.ssd.common import SCORE_THRESHOLD as SCORE_THRESH
+
 #: MXNet ``bipartite_matching`` threshold and GluonCV's tie epsilon.
 _MATCH_EPS = 1e-12
 

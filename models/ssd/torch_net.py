@@ -24,25 +24,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_CLASSES = 20  # Pascal VOC foreground classes; the predictors add one for background.
-BASE_SIZE = 512
-EXPANDER_FILTERS = (512, 512, 256, 256)
-ANCHOR_SIZES = (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492.0)
-ANCHOR_RATIOS: tuple[tuple[float, ...], ...] = (
-    ((1.0, 2.0, 0.5),) + ((1.0, 2.0, 0.5, 3.0, 1.0 / 3.0),) * 3 + ((1.0, 2.0, 0.5),) * 2
+from models.ssd.common import (  # shared with the other framework paths
+    ANCHOR_RATIOS,
+    EXPANDER_FILTERS,
+    NUM_CLASSES,
+    RESNET50_STAGES,
+    anchors_per_position,
 )
+
+ANCHOR_SIZES = (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492.0)
 ANCHOR_STEPS = (16, 32, 64, 128, 256, 512)
 ANCHOR_OFFSET = 0.5
 #: GluonCV precomputes each layer's anchors for a 128x128 map, halving per layer, at least 16.
 ANCHOR_ALLOC_SIZE = 128
 #: ResNet-50 v1: blocks per stage and output channels per stage.
-RESNET50_LAYERS = (3, 4, 6, 3)
-RESNET50_CHANNELS = (256, 512, 1024, 2048)
-
-
-def anchors_per_position(ratios: Sequence[float]) -> int:
-    """Two square anchors (size_min and sqrt(size_min * size_max)) plus one per extra ratio."""
-    return 2 + len(ratios) - 1
+RESNET50_LAYERS = tuple(blocks for blocks, _, _ in RESNET50_STAGES)
+RESNET50_CHANNELS = tuple(channels for _, channels, _ in RESNET50_STAGES)
 
 
 class Bottleneck(nn.Module):
