@@ -71,7 +71,7 @@ report: setup
 	$(BIN)/bench report results --out $(REPORT_OUT) $(REPORT_ARGS)
 
 overhead: setup
-	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.run.overhead
 
 # Runs with whatever Python holds PyTorch on the GPU machine (no set-up, no network there).
 gpu-check:

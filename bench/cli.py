@@ -9,14 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import envinfo, prices, registry, runner, suites, table
-from bench.compare import CompareError, Pricing, Threshold, compare, load_runs, render
-from bench.cost import PRICE_BASES
-from bench.devices import default_gpus, resolve_device
-from bench.ec2 import instance_facts
-from bench.gpu_sampling import DEFAULT_INTERVAL_S
-from bench.results import ResultError, load_record, result_files
-from bench.spec import (
+from bench.analysis import prices, table
+from bench.analysis.compare import CompareError, Pricing, Threshold, compare, load_runs, render
+from bench.analysis.cost import PRICE_BASES
+from bench.run import envinfo, registry, runner, suites
+from bench.run.ec2 import instance_facts
+from bench.run.spec import (
     BACKENDS,
     MODES,
     ORT_PROVIDERS,
@@ -25,6 +23,9 @@ from bench.spec import (
     RunSpec,
     SpecError,
 )
+from bench.run.store import ResultError, load_record, result_files
+from bench.telemetry.devices import default_gpus, resolve_device
+from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
 
@@ -342,7 +343,7 @@ def cmd_env(args: argparse.Namespace) -> int:
             record["frameworks"][backend] = {"available": False, "reason": str(exc)}
             continue
         out = subprocess.run(
-            [str(python), "-m", "bench.worker", "info", backend, device],
+            [str(python), "-m", "bench.run.worker", "info", backend, device],
             capture_output=True,
             text=True,
             cwd=envinfo.PROJECT_ROOT,
@@ -434,7 +435,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = load_runs(args.paths)
     if not runs:
         raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
-    from bench.report import build
+    from bench.analysis.report import build
 
     paths = build(compare(runs, pricing), args.out, args.title)
     for kind, path in paths.items():
@@ -447,7 +448,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise SpecError("--interval must be positive")
     if args.count is not None and args.count < 1:
         raise SpecError("--count must be at least 1")
-    from bench.monitor import run_monitor
+    from bench.telemetry.monitor import run_monitor
 
     return run_monitor(args.interval, args.count)
 

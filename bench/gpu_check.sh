@@ -51,7 +51,7 @@ step() {  # step SECONDS COMMAND...
   [ "$rc" -eq 0 ] || { echo "=== exit $rc: $*" | tee -a "$log"; status=1; }
 }
 
-smi_fields=$("$py" -c 'from bench.gpu_sampling import SMI_FIELDS; print(",".join(SMI_FIELDS))')
+smi_fields=$("$py" -c 'from bench.telemetry.sampling import SMI_FIELDS; print(",".join(SMI_FIELDS))')
 if command -v nvidia-smi >/dev/null; then
   step 30 nvidia-smi
   {
@@ -67,7 +67,7 @@ for precision in $precisions; do
     --duration "$duration" --out "$out/runs" --no-progress "${backend[@]}"
 done
 if [ "$overhead" = 1 ]; then
-  step 120 "$py" -m bench.overhead --device "$device" --workload ssd --mode train --batch 8 \
+  step 120 "$py" -m bench.run.overhead --device "$device" --workload ssd --mode train --batch 8 \
     --json "$out/overhead.json"
 fi
 if [ "$tests" = 1 ]; then

@@ -1,7 +1,7 @@
 """The interface every workload implements, whatever its framework.
 
 The runner only calls these methods; it never imports a framework itself. A workload is
-constructed from a validated, resolved :class:`bench.spec.RunSpec` (``device`` is ``cpu``
+constructed from a validated, resolved :class:`bench.run.spec.RunSpec` (``device`` is ``cpu``
 or ``cuda:N``), then ``setup()`` builds the model and stages the synthetic batch on the
 device, and ``step()`` runs one iteration. ``step()`` may return before the device has
 finished: the runner calls ``sync()`` before it reads the clock.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 
 
 class Workload(ABC):

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 import mxnet as mx  # noqa: E402 - must come after OMP_NUM_THREADS is set
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from models.base import Workload
 
 #: The newest CUDA build of MXNet 1.9.1 on PyPI (its GPU limit is in bench/registry.py).

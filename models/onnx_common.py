@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from bench.envinfo import PROJECT_ROOT
-from bench.spec import RunSpec
+from bench.run.envinfo import PROJECT_ROOT
+from bench.run.spec import RunSpec
 from models.base import Workload
 
 OPSET = 17

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from models.base import Workload
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.devices import default_gpus
+from bench.telemetry.devices import default_gpus
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertForSequenceClassification
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from models.bert import config as bert
 from models.bert.torch import BertTorch, base_config
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import SCHEMA_VERSION, load_record
-from bench.runner import _crash_message, _run_worker
+from bench.run.runner import _crash_message, _run_worker
+from bench.run.store import SCHEMA_VERSION, load_record
 
 ROOT = Path(__file__).resolve().parent.parent
 

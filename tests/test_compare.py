@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import CompareError, Pricing, Threshold, compare, group_title
-from bench.prices import load_catalogue, local_price
-from bench.results import new_record, write_record
-from bench.spec import RunSpec
+from bench.analysis.compare import CompareError, Pricing, Threshold, compare, group_title
+from bench.analysis.prices import load_catalogue, local_price
+from bench.run.spec import RunSpec
+from bench.run.store import new_record, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
 

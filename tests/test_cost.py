@@ -1,6 +1,6 @@
 import pytest
 
-from bench.cost import EPOCH_SAMPLES, cost_metrics, gpus_used
+from bench.analysis.cost import EPOCH_SAMPLES, cost_metrics, gpus_used
 
 
 def test_cost_metrics_hand_computed():

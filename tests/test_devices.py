@@ -1,6 +1,7 @@
 import pytest
 
-from bench.devices import (
+from bench.run.spec import SpecError
+from bench.telemetry.devices import (
     GpuInfo,
     check_precision,
     gpu_for,
@@ -8,7 +9,6 @@ from bench.devices import (
     resolve_device,
     visible_gpus,
 )
-from bench.spec import SpecError
 
 # Real output lines of `nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,memory.total,
 # driver_version,compute_cap --format=csv,noheader,nounits` (UUIDs shortened).

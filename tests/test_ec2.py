@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import bench.ec2 as ec2
-from bench.ec2 import instance_facts, looks_like_ec2, validate_instance_type
+import bench.run.ec2 as ec2
+from bench.run.ec2 import instance_facts, looks_like_ec2, validate_instance_type
 
 # The real client, kept before the autouse fixture below swaps it out.
 REAL_IMDS_FETCH = ec2.imds_fetch

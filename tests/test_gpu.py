@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.devices import default_gpus
-from bench.runner import prepare
-from bench.spec import RunSpec
-from bench.worker import execute
+from bench.run.runner import prepare
+from bench.run.spec import RunSpec
+from bench.run.worker import execute
+from bench.telemetry.devices import default_gpus
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.gpu

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from bench.gpu_peaks import (
+from bench.telemetry.peaks import (
     PEAK_PRECISIONS,
     PEAKS,
     find_peak,

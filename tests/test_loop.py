@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from bench.loop import measure
+from bench.run.loop import measure
 
 
 class FakeClock:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from bench.runner import prepare
-from bench.spec import RunSpec, SpecError
-from bench.worker import execute
+from bench.run.runner import prepare
+from bench.run.spec import RunSpec, SpecError
+from bench.run.worker import execute
 from models.bert import config as bert
 from models.bert.onnx import BertOnnx
 from models.onnx_common import PROVIDERS, VerificationError, cache_path, choose_provider
@@ -78,7 +78,7 @@ def test_training_and_bf16_are_refused_before_anything_runs():
 
 
 def test_gpu_runs_need_the_gpu_build():
-    from bench.devices import parse_gpu_query
+    from bench.telemetry.devices import parse_gpu_query
 
     h100 = parse_gpu_query("0, NVIDIA H100 80GB HBM3, GPU-1, 0:19:0.0, 81559, 580.1, 9.0\n")
     with pytest.raises(SpecError, match="needs onnxruntime-gpu, which is not installed"):

@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from bench.runner import backend_available, python_for
+from bench.run.runner import backend_available, python_for
 from models.bert.torch import base_config
 from models.ssd.torch_net import build_ssd512_resnet50, gluon_param_counts
 
 PROBE = """
 import json
 import mxnet as mx
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from models.bert.gluon import BertGluon
 from models.ssd.gluon import SsdGluon, parameter_counts
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import bench.prices as prices
-from bench.prices import (
+import bench.analysis.prices as prices
+from bench.analysis.prices import (
     COLUMNS,
     DEFAULT_CATALOGUE,
     InstancePrice,
@@ -75,7 +75,7 @@ def shipped() -> dict[str, InstancePrice]:
 
 
 def test_default_catalogue_is_the_shipped_csv():
-    expected = Path(prices.__file__).resolve().parent.parent / "results" / "prices"
+    expected = Path(__file__).resolve().parents[1] / "results" / "prices"
     assert expected / "ec2_gpu_on_demand.csv" == DEFAULT_CATALOGUE
     assert DEFAULT_CATALOGUE.is_file()
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.devices import parse_gpu_query
-from bench.gpu_sampling import parse_smi_line, throttle_names
-from bench.results import load_record, result_files
-from bench.table import render
+from bench.analysis.table import render
+from bench.run.store import load_record, result_files
+from bench.telemetry.devices import parse_gpu_query
+from bench.telemetry.sampling import parse_smi_line, throttle_names
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 H200 = REFERENCE / "nvidia-h200"

@@ -1,9 +1,9 @@
 import pytest
 
-from bench import registry
-from bench.runner import prepare
-from bench.spec import RunSpec, SpecError
-from bench.suites import suite_specs
+from bench.run import registry
+from bench.run.runner import prepare
+from bench.run.spec import RunSpec, SpecError
+from bench.run.suites import suite_specs
 from models.base import Workload
 
 
@@ -69,7 +69,7 @@ def test_unknown_suite():
 
 
 def test_mxnet_refuses_bf16_and_gpus_newer_than_its_cuda_build():
-    from bench.devices import parse_gpu_query
+    from bench.telemetry.devices import parse_gpu_query
 
     with pytest.raises(SpecError, match="does not support bf16"):
         prepare(RunSpec(workload="ssd", backend="mxnet", precision="bf16", device="cpu"), gpus=[])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import pareto_frontier
+from bench.analysis.report import pareto_frontier
 
 ROOT = Path(__file__).resolve().parent.parent
 

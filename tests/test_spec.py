@@ -1,6 +1,6 @@
 import pytest
 
-from bench.spec import RunSpec, SpecError
+from bench.run.spec import RunSpec, SpecError
 
 
 def test_defaults_are_valid_and_round_trip():

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
 from models.ssd import common as ssd_common
 from models.ssd.torch import PRETRAINED_FILE, SsdTorch, count_forward_flops

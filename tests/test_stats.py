@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from bench.stats import latency_summary, min_samples_for, percentile, throughput
+from bench.run.stats import latency_summary, min_samples_for, percentile, throughput
 
 TEN_MS = [x / 1000 for x in range(1, 11)]  # 1..10 ms, given in seconds
 

@@ -1,9 +1,16 @@
 import pytest
 
-from bench.devices import parse_gpu_query
-from bench.gpu_sampling import GpuSample, HostSample, parse_smi_line, throttle_names
-from bench.telemetry import Telemetry, match_gpu, phase_of, summarize_gpu, summarize_host, write_csv
-from bench.validity import validity_flags
+from bench.telemetry.devices import parse_gpu_query
+from bench.telemetry.sampling import GpuSample, HostSample, parse_smi_line, throttle_names
+from bench.telemetry.session import (
+    Telemetry,
+    match_gpu,
+    phase_of,
+    summarize_gpu,
+    summarize_host,
+    write_csv,
+)
+from bench.telemetry.validity import validity_flags
 
 GPUS = parse_gpu_query(
     "0, NVIDIA H100 80GB HBM3, GPU-aaaa1111-0000, 00000000:19:00.0, 81559, 580.1, 9.0\n"

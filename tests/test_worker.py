@@ -1,9 +1,9 @@
 import pytest
 
-from bench import registry
-from bench.registry import Entry
-from bench.spec import RunSpec
-from bench.worker import execute
+from bench.run import registry
+from bench.run.registry import Entry
+from bench.run.spec import RunSpec
+from bench.run.worker import execute
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import gluonnlp as nlp
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from data.synthetic import text_batch
 from models.bert import config as bert
 from models.mxnet_common import MxnetWorkload

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import BertForSequenceClassification
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from data.synthetic import text_batch
 from models.bert import config as bert
 from models.bert.torch import base_config, load_pretrained

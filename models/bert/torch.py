@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from data.synthetic import text_batch
 from models.bert import config as bert
 from models.torch_common import TorchWorkload

@@ -16,7 +16,7 @@ from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
 from mxnet import autograd, gluon
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
 from models.mxnet_common import MxnetWorkload
 from models.ssd import common as ssd

@@ -7,9 +7,9 @@ them, saves the run (--benchmark-autosave) and compares with the last saved one.
 
 import pytest
 
-from bench import registry
-from bench.devices import default_gpus, resolve_device
-from bench.suites import suite_specs
+from bench.run import registry
+from bench.run.suites import suite_specs
+from bench.telemetry.devices import default_gpus, resolve_device
 
 DEVICE = resolve_device("auto", default_gpus())
 GPU = DEVICE.startswith("cuda")

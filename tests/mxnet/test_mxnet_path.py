@@ -7,8 +7,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from bench.spec import RunSpec
-from bench.worker import execute
+from bench.run.spec import RunSpec
+from bench.run.worker import execute
 from models.bert import config as bert
 from models.bert.gluon import BertGluon, uncased_vocab
 from models.ssd.gluon import SsdGluon, parameter_counts
@@ -145,7 +145,7 @@ def test_worker_runs_the_mxnet_path_and_records_versions():
 
 
 def test_registry_entries_of_this_environment_load():
-    from bench import registry
+    from bench.run import registry
     from models.base import Workload
 
     for (_, backend), entry in registry.REGISTRY.items():

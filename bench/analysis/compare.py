@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import cost
-from bench.prices import InstancePrice, lookup, price_for_run
-from bench.results import load_record, result_files
-from bench.table import device_name
+from bench.analysis import cost
+from bench.analysis.prices import InstancePrice, lookup, price_for_run
+from bench.analysis.table import device_name
+from bench.run.store import load_record, result_files
 
 #: What makes two runs measure the same work. Backend, precision and hardware are what a
 #: comparison varies, so they are not part of it.

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.devices import GpuInfo, visible_gpus
-from bench.gpu_sampling import (
+from bench.telemetry.devices import GpuInfo, visible_gpus
+from bench.telemetry.sampling import (
     DEFAULT_INTERVAL_S,
     PERFORMANCE_LIMITING,
     GpuSample,

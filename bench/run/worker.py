@@ -1,6 +1,6 @@
 """The worker process: runs one spec in the Python environment its backend needs.
 
-Started by :mod:`bench.runner` as ``python -m bench.worker run SPEC.json RESULT.json``. It
+Started by :mod:`bench.run.runner` as ``python -m bench.run.worker run SPEC.json RESULT.json``. It
 always tries to write a result record, also when the run fails or runs out of memory; the
 parent treats a missing record as a crash of the worker.
 """
@@ -16,17 +16,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import envinfo, registry
-from bench.devices import query_gpus, visible_gpus
-from bench.gpu_peaks import model_flops_utilization
-from bench.gpu_sampling import DEFAULT_INTERVAL_S
-from bench.loop import Measurement, measure
-from bench.results import new_record
-from bench.spec import RunSpec
-from bench.stats import latency_summary, throughput
-from bench.table import device_name
-from bench.telemetry import Telemetry
-from bench.validity import validity_flags
+from bench.analysis.table import device_name
+from bench.run import envinfo, registry
+from bench.run.loop import Measurement, measure
+from bench.run.spec import RunSpec
+from bench.run.stats import latency_summary, throughput
+from bench.run.store import new_record
+from bench.telemetry.devices import query_gpus, visible_gpus
+from bench.telemetry.peaks import model_flops_utilization
+from bench.telemetry.sampling import DEFAULT_INTERVAL_S
+from bench.telemetry.session import Telemetry
+from bench.telemetry.validity import validity_flags
 
 #: Training does a forward and a backward pass, counted as twice the forward's FLOPs.
 TRAIN_FLOPS_FACTOR = 3
@@ -151,7 +151,7 @@ def framework_info(backend: str, device: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser = argparse.ArgumentParser(prog="python -m bench.run.worker")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one spec and write its record")
     run.add_argument("spec", type=Path)

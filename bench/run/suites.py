@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import registry
-from bench.spec import RunSpec, SpecError
+from bench.run import registry
+from bench.run.spec import RunSpec, SpecError
 
 
 @dataclass(frozen=True)

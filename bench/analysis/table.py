@@ -7,7 +7,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from bench.validity import FLAG_CODES, short_codes
+from bench.telemetry.validity import FLAG_CODES, short_codes
 
 HEADERS = (
     "workload",

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from bench.spec import SpecError
+from bench.run.spec import SpecError
 
 _QUERY_FIELDS = (
     "index",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from bench.spec import SpecError
+from bench.run.spec import SpecError
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.

@@ -14,7 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from bench.compare import COLUMNS, Comparison, Row, group_title, table_rows
+from bench.analysis.compare import COLUMNS, Comparison, Row, group_title, table_rows
 
 CSV_FIELDS = (
     "run_id",

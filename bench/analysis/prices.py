@@ -20,7 +20,7 @@ from pathlib import Path
 
 #: The shipped catalogue: <project root>/results/prices/ec2_gpu_on_demand.csv.
 DEFAULT_CATALOGUE = (
-    Path(__file__).resolve().parent.parent / "results" / "prices" / "ec2_gpu_on_demand.csv"
+    Path(__file__).resolve().parents[2] / "results" / "prices" / "ec2_gpu_on_demand.csv"
 )
 
 COLUMNS = (

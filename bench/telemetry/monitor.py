@@ -11,8 +11,8 @@ from typing import Any, TextIO
 
 from tabulate import tabulate
 
-from bench.devices import query_gpus
-from bench.gpu_sampling import (
+from bench.telemetry.devices import query_gpus
+from bench.telemetry.sampling import (
     SMI_FIELDS,
     GpuSample,
     HostSampler,

@@ -16,13 +16,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bench import envinfo, registry
-from bench.devices import GpuInfo, check_precision, default_gpus, gpu_for, resolve_device
-from bench.gpu_sampling import DEFAULT_INTERVAL_S
-from bench.results import new_record, write_record
-from bench.spec import RunSpec, SpecError
-from bench.telemetry import write_csv
-from bench.worker import ROWS_KEY
+from bench.run import envinfo, registry
+from bench.run.spec import RunSpec, SpecError
+from bench.run.store import new_record, write_record
+from bench.run.worker import ROWS_KEY
+from bench.telemetry.devices import GpuInfo, check_precision, default_gpus, gpu_for, resolve_device
+from bench.telemetry.sampling import DEFAULT_INTERVAL_S
+from bench.telemetry.session import write_csv
 
 DEFAULT_OUT = Path("results/runs")
 
@@ -110,7 +110,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         spec_file, result_file = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_file.write_text(json.dumps(spec.to_dict()))
-        cmd = [str(python), "-m", "bench.worker", "run", str(spec_file), str(result_file)]
+        cmd = [str(python), "-m", "bench.run.worker", "run", str(spec_file), str(result_file)]
         if not progress:
             cmd.append("--no-progress")
         cmd += ["--telemetry-interval", str(telemetry_interval_s or 0)]

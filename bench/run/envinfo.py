@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.devices import GpuInfo
-from bench.ec2 import instance_facts
-from bench.gpu_sampling import load_nvml
+from bench.run.ec2 import instance_facts
+from bench.telemetry.devices import GpuInfo
+from bench.telemetry.sampling import load_nvml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 #: Distributions whose versions matter for a result, when installed.
 TRACKED_PACKAGES = (

@@ -1,7 +1,7 @@
-"""How much does the harness cost? The timed loop of :mod:`bench.loop` against a bare
+"""How much does the harness cost? The timed loop of :mod:`bench.run.loop` against a bare
 hand-written loop over the same step, in one process, rounds interleaved.
 
-    python -m bench.overhead [--workload bert --batch 1 --seq-len 64 --rounds 7 --iters 20]
+    python -m bench.run.overhead [--workload bert --batch 1 --seq-len 64 --rounds 7 --iters 20]
 
 The bare loop is what a person would write: ``for _ in range(n): step(); sync()`` between
 two clock reads. The harness adds a clock read, a list append and a progress-bar update
@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import registry
-from bench.devices import default_gpus, query_gpus, resolve_device
-from bench.gpu_sampling import DEFAULT_INTERVAL_S
-from bench.loop import measure
-from bench.spec import RunSpec
-from bench.telemetry import Telemetry
+from bench.run import registry
+from bench.run.loop import measure
+from bench.run.spec import RunSpec
+from bench.telemetry.devices import default_gpus, query_gpus, resolve_device
+from bench.telemetry.sampling import DEFAULT_INTERVAL_S
+from bench.telemetry.session import Telemetry
 
 
 def bare_loop(step: Any, sync: Any, iters: int) -> float:
@@ -99,7 +99,9 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run.overhead", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--workload", default="bert", choices=["bert", "ssd"])
     p.add_argument("--mode", default="infer", choices=["infer", "train"])
     p.add_argument("--batch", type=int, default=1)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.spec import RunSpec
+from bench.run.spec import RunSpec
 
 SCHEMA_VERSION = 1
 RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"

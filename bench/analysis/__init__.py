@@ -1,0 +1,1 @@
+"""Cost and analysis: prices, cost metrics, comparison, tables and reports."""

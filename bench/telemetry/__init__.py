@@ -1,0 +1,1 @@
+"""Telemetry: device discovery, NVML / nvidia-smi / host sampling, validity flags, GPU peaks."""
