@@ -21,7 +21,7 @@ REPORT_OUT ?= out/report
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
 	@echo "make test       set up, then run the test suite"
-	@echo "make lint       ruff check and format check"
+	@echo "make lint       ruff check, format check and mypy (strict on bench/)"
 	@echo "make format     ruff format and autofix"
 	@echo "make overhead   measure the harness's overhead against a bare loop"
 	@echo "make bench-pytest  the workloads under pytest-benchmark, saved and compared"
@@ -55,6 +55,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench.analysis import prices, table
-from bench.analysis.compare import CompareError, Pricing, Threshold, compare, load_runs, render
+from bench.analysis import table
+from bench.analysis.compare import CompareError, Threshold, compare, gate_verdict, render
 from bench.analysis.cost import PRICE_BASES
-from bench.run import envinfo, registry, runner, suites
+from bench.analysis.pricing import Pricing, PricingError, build_pricing
+from bench.run import runner, suites
 from bench.run.ec2 import instance_facts
+from bench.run.record import ResultError, RunRecord
 from bench.run.spec import (
     BACKENDS,
     MODES,
@@ -23,7 +25,7 @@ from bench.run.spec import (
     RunSpec,
     SpecError,
 )
-from bench.run.store import ResultError, load_record, result_files
+from bench.run.store import load_records
 from bench.telemetry.devices import default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
@@ -213,19 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except SpecError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ResultError as exc:
+        code: int = COMMANDS[args.command](args)
+    except (SpecError, ResultError, PricingError, CompareError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    return code
 
 
-def _check_run_options(args: argparse.Namespace) -> None:
+def _run_options(args: argparse.Namespace) -> runner.RunOptions:
     if args.telemetry_interval <= 0:
         raise SpecError("--telemetry-interval must be positive (use --no-telemetry to turn off)")
     if args.timeout is not None and args.timeout <= 0:
@@ -235,12 +235,8 @@ def _check_run_options(args: argparse.Namespace) -> None:
             instance_facts(override=args.instance)
         except ValueError as exc:
             raise SpecError(str(exc)) from exc
-
-
-def _run(spec: RunSpec, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
-    return runner.run(
-        spec,
-        args.out,
+    return runner.RunOptions(
+        out_dir=args.out,
         progress=not args.no_progress,
         timeout_s=args.timeout,
         telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
@@ -248,197 +244,111 @@ def _run(spec: RunSpec, args: argparse.Namespace) -> tuple[dict[str, Any], Path]
     )
 
 
+def _exit_code(records: list[RunRecord]) -> int:
+    return EXIT_OK if all(r.ok for r in records) else EXIT_FAILED_RUN
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    _check_run_options(args)
-    fields: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "workload",
-            "backend",
-            "mode",
-            "batch",
-            "precision",
-            "device",
-            "warmup",
-            "seq_len",
-            "image_size",
-            "include_h2d",
-            "seed",
-            "pretrained",
-            "ort_provider",
-        )
-    }
+    options = _run_options(args)
+    fields: dict[str, Any] = {name: getattr(args, name) for name in RUN_FIELDS}
     if args.duration is not None:
         fields.update(iters=None, duration_s=args.duration)
     elif args.iters is not None:
         fields["iters"] = args.iters
-    spec = RunSpec(**fields)
-    spec = runner.prepare(spec)
-    record, path = _run(spec, args)
+    spec = runner.prepare(RunSpec(**fields))
+    record, path = runner.run(spec, options)
     print(table.render([record]))
     print(f"result: {path}")
-    return EXIT_OK if record["outcome"]["status"] == "ok" else EXIT_FAILED_RUN
+    return _exit_code([record])
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    _check_run_options(args)
+    options = _run_options(args)
     gpus = default_gpus()
-    device = resolve_device(args.device or "auto", gpus)
-    overrides: dict[str, Any] = {"device": device}
-    for key, value in (
-        ("precision", args.precision),
-        ("warmup", args.warmup),
-        ("iters", args.iters),
-        ("duration_s", args.duration),
-        ("include_h2d", args.include_h2d),
-    ):
-        if value is not None:
-            overrides[key] = value
+    overrides = {
+        key: value
+        for key, value in (
+            ("precision", args.precision),
+            ("warmup", args.warmup),
+            ("iters", args.iters),
+            ("duration_s", args.duration),
+            ("include_h2d", args.include_h2d),
+        )
+        if value is not None
+    }
     backends = tuple(args.backend or (b for b in BACKENDS if runner.backend_available(b)))
-    specs, skipped = [], []
-    for spec in suites.suite_specs(
+    specs, skipped = suites.plan(
         args.name,
-        gpu=device.startswith("cuda"),
+        device=resolve_device(args.device or "auto", gpus),
+        gpus=gpus,
         backends=backends,
         ort_provider=args.ort_provider,
         **overrides,
-    ):
-        try:
-            specs.append(runner.prepare(spec, gpus))
-        except SpecError as exc:  # e.g. a precision or GPU one backend cannot do
-            skipped.append(f"skipped {spec.label}: {exc}")
-    if not specs:
-        raise SpecError(skipped[0] if skipped else f"suite {args.name} has no runnable runs")
+    )
     for line in skipped:
         print(line, file=sys.stderr)
     if args.dry_run:
-        for s in specs:
-            print(s.label)
+        for spec in specs:
+            print(spec.label)
         return EXIT_OK
-    records = []
-    for i, spec in enumerate(specs, 1):
-        print(f"[{i}/{len(specs)}] {spec.label}", file=sys.stderr, flush=True)
-        record, _ = _run(spec, args)
-        status = record["outcome"]["status"]
-        if status != "ok":
-            print(f"  {status}: {record['outcome']['message']}", file=sys.stderr)
-        records.append(record)
+    records = runner.run_all(specs, options)
     print(table.render(records))
-    failed = sum(r["outcome"]["status"] != "ok" for r in records)
+    failed = sum(not r.ok for r in records)
     print(f"{len(records) - failed} of {len(records)} runs ok; results in {args.out}")
     for line in skipped:
         print(line)
-    return EXIT_OK if not failed else EXIT_FAILED_RUN
+    return _exit_code(records)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    gpus = default_gpus()
-    device = resolve_device("auto", gpus)
-    record = envinfo.collect(gpus)
-    record["frameworks"] = {}
-    for backend, env in sorted({(b, e.env) for (_, b), e in registry.REGISTRY.items()}):
-        try:
-            python = runner.python_for(env)
-        except SpecError as exc:
-            record["frameworks"][backend] = {"available": False, "reason": str(exc)}
-            continue
-        out = subprocess.run(
-            [str(python), "-m", "bench.run.worker", "info", backend, device],
-            capture_output=True,
-            text=True,
-            cwd=envinfo.PROJECT_ROOT,
-        )
-        record["frameworks"][backend] = (
-            json.loads(out.stdout)
-            if out.returncode == 0
-            else {"available": False, "reason": out.stderr.strip().splitlines()[-1:]}
-        )
-    print(json.dumps(record, indent=2))
+    print(json.dumps(runner.environment_report(default_gpus()), indent=2))
     return EXIT_OK
+
+
+def _load(paths: list[Path]) -> list[tuple[Path, RunRecord]]:
+    runs = load_records(paths)
+    if not runs:
+        raise ResultError(f"no result files under {', '.join(map(str, paths))}")
+    return runs
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    records = [load_record(p) for p in result_files(args.paths)]
-    if not records:
-        raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
-    print(table.render(records, fmt=args.format))
+    print(table.render((r for _, r in _load(args.paths)), fmt=args.format))
     return EXIT_OK
 
 
-def pricing_from_args(args: argparse.Namespace) -> Pricing:
-    """The catalogue with the user's price files and spot prices, and the local price."""
-    try:
-        catalogue = prices.merge(prices.load_catalogue(), *args.prices)
-        for item in args.spot:
-            name, sep, value = item.partition("=")
-            entry = prices.lookup(catalogue, name)
-            if not sep or entry is None:
-                raise SpecError(f"--spot {item}: use TYPE=PRICE with a catalogue instance type")
-            catalogue[entry.instance_type] = prices.with_price(
-                entry, _positive(value, "--spot price"), "given with --spot"
-            )
-    except prices.PriceError as exc:
-        raise SpecError(str(exc)) from exc
-    local = None
-    if args.price_per_hour is not None:
-        local = prices.local_price(_positive(args.price_per_hour, "--price-per-hour"))
-    instances: dict[str, str] = {}
-    for item in args.price_instance:
-        hardware, sep, name = item.rpartition("=")
-        entry = prices.lookup(catalogue, name)
-        if entry is None:
-            raise SpecError(f"--instance {item}: {name} is not in the price catalogue")
-        instances[hardware if sep else "*"] = entry.instance_type
-    return Pricing(catalogue, local=local, instances=instances, basis=args.price_basis)
-
-
-def _positive(value: str | float, what: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise SpecError(f"{what} must be a number, not {value!r}") from None
-    if not number > 0:
-        raise SpecError(f"{what} must be positive")
-    return number
+def _pricing(args: argparse.Namespace) -> Pricing:
+    return build_pricing(
+        price_files=args.prices,
+        spot=args.spot,
+        price_per_hour=args.price_per_hour,
+        instances=args.price_instance,
+        basis=args.price_basis,
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        thresholds = [Threshold.parse(t) for t in args.fail_on]
-    except CompareError as exc:
-        raise SpecError(str(exc)) from exc
+    thresholds = [Threshold.parse(t) for t in args.fail_on]
     if thresholds and not args.baseline:
         raise SpecError("--fail-on needs --baseline")
-    pricing = pricing_from_args(args)
-    runs = load_runs(args.paths)
-    if not runs:
-        raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
-    baselines = load_runs(args.baseline) if args.baseline else []
+    pricing = _pricing(args)
+    runs = _load(args.paths)
+    baselines = load_records(args.baseline) if args.baseline else []
     result = compare(runs, pricing, baselines, thresholds)
     print(render(result, args.format))
     if not thresholds:
         return EXIT_OK
-    if result.regressions:
-        print(f"\n{len(result.regressions)} regression(s):")
-        for line in result.regressions:
-            print(f"- {line}")
-        return EXIT_FAILED_RUN
-    if result.gated == 0:
-        print("\nregression gate: no run matched a baseline run, nothing was checked")
-        return EXIT_FAILED_RUN
-    print(f"\nregression gate: {result.gated} run(s) within limits")
-    return EXIT_OK
+    lines, passed = gate_verdict(result)
+    print("\n".join(lines))
+    return EXIT_OK if passed else EXIT_FAILED_RUN
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    pricing = pricing_from_args(args)
-    runs = load_runs(args.paths)
-    if not runs:
-        raise ResultError(f"no result files under {', '.join(map(str, args.paths))}")
-    from bench.analysis.report import build
+    pricing = _pricing(args)
+    runs = _load(args.paths)
+    from bench.analysis.report import build  # matplotlib: only when a report is asked for
 
-    paths = build(compare(runs, pricing), args.out, args.title)
-    for kind, path in paths.items():
+    for kind, path in build(compare(runs, pricing), args.out, args.title).items():
         print(f"{kind}: {path}")
     return EXIT_OK
 
@@ -453,7 +363,24 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return run_monitor(args.interval, args.count)
 
 
-COMMANDS = {
+#: Spec fields `bench run` takes from its options as they are.
+RUN_FIELDS = (
+    "workload",
+    "backend",
+    "mode",
+    "batch",
+    "precision",
+    "device",
+    "warmup",
+    "seq_len",
+    "image_size",
+    "include_h2d",
+    "seed",
+    "pretrained",
+    "ort_provider",
+)
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": cmd_compare,
     "report": cmd_report,
     "run": cmd_run,

@@ -7,6 +7,7 @@ numpy < 1.24, and gluoncv refuses to import beside torch >= 2.0.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 # MXNet's CPU operators use one OpenMP thread per *physical* core by default, which on a
@@ -17,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 import mxnet as mx  # noqa: E402 - must come after OMP_NUM_THREADS is set
 
 from bench.run.spec import RunSpec
-from models.base import Workload
+from bench.run.workload import Workload
 
 #: The newest CUDA build of MXNet 1.9.1 on PyPI (its GPU limit is in bench/registry.py).
 NEWEST_MXNET_CUDA = "cu117"
@@ -63,9 +64,9 @@ class MxnetWorkload(Workload):
     def to_device(self, array: Any) -> mx.nd.NDArray:
         return mx.nd.array(array, ctx=self.ctx, dtype=array.dtype)
 
-    @staticmethod
-    def framework_info(device: str) -> dict[str, Any]:
-        return mxnet_info(device)
+    def index_array(self, indices: Sequence[int]) -> mx.nd.NDArray:
+        """A query's sample indices as an int64 NDArray in the run's context (for ``take``)."""
+        return mx.nd.array(list(indices), ctx=self.ctx, dtype="int64")
 
 
 def mxnet_info(device: str) -> dict[str, Any]:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from models.base import Workload
+from collections.abc import Sequence
+
+from bench.run.workload import Workload, WorkloadInfo, check_indices
+
+
+def _no_flops(_spec: object) -> tuple[float | None, str]:
+    return 0.0, "the null workload does no arithmetic"
+
+
+INFO = WorkloadInfo(name="null", flops=_no_flops)
 
 
 class NullWorkload(Workload):
     step_description = "nothing: an empty function call (measures the harness overhead)"
 
     def setup(self) -> None:
-        pass
+        self.staged = 0
 
     def step(self) -> None:
         return None
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        return 0.0, "the null workload does no arithmetic"
+    def stage_samples(self, count: int) -> None:
+        self.staged = count
+
+    def infer_samples(self, indices: Sequence[int]) -> int:
+        check_indices(indices, self.staged)
+        return len(indices)

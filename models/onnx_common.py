@@ -20,7 +20,7 @@ import torch
 
 from bench.run.envinfo import PROJECT_ROOT
 from bench.run.spec import RunSpec
-from models.base import Workload
+from bench.run.workload import Workload
 
 OPSET = 17
 DEFAULT_CACHE = PROJECT_ROOT / "results" / "cache" / "onnx"
@@ -124,6 +124,8 @@ class OnnxWorkload(Workload):
 
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    #: The timed step's binding, made by ``setup()``.
+    binding: Binding
 
     def __init__(self, spec: RunSpec, cache_dir: Path = DEFAULT_CACHE) -> None:
         super().__init__(spec)
@@ -221,9 +223,20 @@ class OnnxWorkload(Workload):
                     f"(max abs error {r['max_abs_error']:.3g})"
                 )
 
-    @staticmethod
-    def framework_info(device: str) -> dict[str, Any]:
-        return onnxruntime_info(device)
+    def sync(self) -> None:
+        # ONNX Runtime's CUDA stream included: a device-wide synchronize.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run_batch(
+        self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """One session run on tensors whose batch size is known only per call (queries by
+        sample): a fresh IO binding on the session of ``self.binding``, so inputs and
+        outputs stay on the device as in ``step()``. Returns the bound output tensors."""
+        binding = Binding(self.binding.session, self.device, inputs, outputs)
+        binding.run()
+        return binding.outputs
 
     def details(self) -> dict[str, Any]:
         return {
@@ -248,6 +261,7 @@ class Binding:
         outputs: dict[str, torch.Tensor],
     ) -> None:
         self.session = session
+        self.device = device
         self.binding = session.io_binding()
         kind = "cuda" if device.type == "cuda" else "cpu"
         index = device.index or 0
@@ -261,10 +275,12 @@ class Binding:
                 bind(name, kind, index, _NP_DTYPES[t.dtype], list(t.shape), t.data_ptr())
 
     def run(self) -> None:
+        if self.device.type == "cuda":
+            # ONNX Runtime computes on its own CUDA stream and does not wait for the inputs:
+            # let the work that torch queued to fill them (an H2D copy, a gather) finish
+            # first. The run itself returns after ONNX Runtime has synchronized its stream.
+            torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(self.binding)
-
-    def synchronize(self) -> None:
-        self.binding.synchronize_outputs()
 
 
 _NP_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
@@ -279,5 +295,13 @@ def convert_fp16(path: Path) -> Path:
     if not out.exists():
         model = OnnxModel(onnx.load(str(path)))
         model.convert_float_to_float16(keep_io_types=True)
-        model.save_model_to_file(str(out))
+        save_model(model, out)
     return out
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save an ``onnxruntime.transformers`` OnnxModel into the cache as ``export()`` writes:
+    to a temporary name first, so that an interrupted write never poisons the cache."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    model.save_model_to_file(str(tmp))
+    os.replace(tmp, path)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench.run.spec import RunSpec
-from models.base import Workload
+from bench.run.workload import Workload
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -73,9 +74,10 @@ class TorchWorkload(Workload):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    @staticmethod
-    def framework_info(device: str) -> dict[str, Any]:
-        return torch_info(device)
+
+def index_tensor(indices: Sequence[int], device: torch.device) -> torch.Tensor:
+    """A query's sample indices as an int64 tensor on ``device`` (for ``index_select``)."""
+    return torch.as_tensor(list(indices), dtype=torch.int64, device=device)
 
 
 def torch_info(device: str) -> dict[str, Any]:

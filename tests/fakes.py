@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from models.base import Workload
+import os
+import signal
+
+from bench.run.workload import Workload, WorkloadInfo
 
 
 class FakeOom(Exception):
@@ -33,7 +36,7 @@ class FailingWorkload(Workload):
 
 
 class CountingWorkload(Workload):
-    """Declares 1 GFLOP per sample so that TFLOP/s can be checked."""
+    """Counts its steps (its facts, COUNTING_INFO, declare 1 GFLOP per sample)."""
 
     def setup(self) -> None:
         self.steps = 0
@@ -41,5 +44,22 @@ class CountingWorkload(Workload):
     def step(self) -> None:
         self.steps += 1
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        return 1e9, "declared by the test"
+
+class DyingWorkload(Workload):
+    """Its process is killed in the middle of the measured window, as by the OOM killer."""
+
+    def setup(self) -> None:
+        self.calls = 0
+
+    def step(self) -> None:
+        self.calls += 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _counting_flops(_spec: object) -> tuple[float | None, str]:
+    return 1e9, "declared by the test"
+
+
+#: Facts of a workload that declares 1 GFLOP per sample, so that TFLOP/s can be checked.
+COUNTING_INFO = WorkloadInfo(name="null", flops=_counting_flops, epoch_samples=1000)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.run.runner import _crash_message, _run_worker
-from bench.run.store import SCHEMA_VERSION, load_record
+from bench.run.record import SCHEMA_VERSION
+from bench.run.runner import _crash_message, _run_worker, collect
+from bench.run.spec import RunSpec
+from bench.run.store import load_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,17 +69,17 @@ def test_run_null_writes_a_valid_result_and_show_reads_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and str(files[0]) in proc.stdout
+    assert json.loads(files[0].read_text())["schema_version"] == SCHEMA_VERSION == 2
     record = load_record(files[0])
-    assert record["schema_version"] == SCHEMA_VERSION
-    assert record["outcome"]["status"] == "ok"
-    assert record["spec"]["device"] == "cpu" and record["spec"]["iters"] == 50
-    assert len(record["latencies_ms"]) == 50
-    assert record["latency"]["count"] == 50
-    assert record["latency"]["min_ms"] <= record["latency"]["p50_ms"] <= record["latency"]["max_ms"]
-    assert (
-        record["environment"]["project"]["commit"] is None
-        or len(record["environment"]["project"]["commit"]) == 40
-    )
+    assert record.outcome.status == "ok"
+    assert record.spec.device == "cpu" and record.spec.iters == 50
+    assert len(record.latencies_ms) == 50
+    assert record.latency is not None and record.latency.count == 50
+    assert record.latency.min_ms <= record.latency.p50_ms <= record.latency.max_ms
+    assert record.scenario is not None and record.scenario.name == "loop"
+    assert record.scenario.settings == {"warmup": 2, "iters": 50, "duration_s": None}
+    commit = record.environment.project.commit
+    assert commit is None or len(commit) == 40
     shown = bench("show", str(tmp_path))
     assert shown.returncode == 0 and "| null" in shown.stdout
 
@@ -106,11 +108,13 @@ def test_run_bert_end_to_end_on_cpu(tmp_path):
         "--no-progress",
     )
     assert proc.returncode == 0, proc.stderr
-    record = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert record["outcome"]["status"] == "ok"
-    assert record["workload"]["details"]["parameters"] == 109_483_778
-    assert record["throughput"]["tflops_per_s"] > 0
-    assert record["environment"]["framework"]["torch_version"]
+    record = load_record(next(tmp_path.glob("*.json")))
+    assert record.outcome.status == "ok"
+    assert record.workload is not None and record.workload.details is not None
+    assert record.workload.details["parameters"] == 109_483_778
+    assert record.workload.epoch_samples == 25_000
+    assert record.throughput is not None and record.throughput.tflops_per_s > 0
+    assert record.environment.framework["torch_version"]
 
 
 def test_failed_run_is_recorded_with_exit_1(tmp_path):
@@ -132,8 +136,8 @@ def test_failed_run_is_recorded_with_exit_1(tmp_path):
     )
     assert proc.returncode == 1
     record = load_record(next((tmp_path / "runs").glob("*.json")))
-    assert record["outcome"]["status"] == "error"
-    assert "no BERT checkpoint" in record["outcome"]["message"]
+    assert record.outcome.status == "error"
+    assert "no BERT checkpoint" in (record.outcome.message or "")
 
 
 def test_suite_dry_run_lists_runs():
@@ -171,3 +175,41 @@ def test_env_prints_a_record():
     env = json.loads(proc.stdout)
     assert env["python"] and env["cpu_count_logical"] >= 1
     assert env["frameworks"]["torch"]["torch_version"]
+
+
+_DYING_WORKER = """
+import sys
+from bench.run import registry, worker
+registry.REGISTRY[("null", "torch")] = registry.Entry("tests.fakes:DyingWorkload")
+worker.main(["run", sys.argv[1], sys.argv[2], "--no-progress", "--out-dir", sys.argv[3]])
+"""
+
+
+def test_a_worker_killed_mid_run_leaves_a_record_of_what_it_had_collected(tmp_path):
+    spec = RunSpec(workload="null", device="cpu", warmup=1, iters=10)
+    spec_file, result_file = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    code, tail = _run_worker(
+        [sys.executable, "-c", _DYING_WORKER, str(spec_file), str(result_file), str(tmp_path)],
+        timeout_s=60,
+    )
+    assert code == -9
+    record = collect(result_file, spec, code, tail)
+    assert record.outcome.status == "error"
+    assert record.outcome.message == "the worker was killed by signal SIGKILL (out of host memory?)"
+    # collected before the worker died: the environment, the workload's facts, the scenario
+    assert record.environment.python and record.environment.cpu_count_logical
+    assert record.workload is not None
+    assert record.workload.implementation == "tests.fakes:DyingWorkload"
+    assert record.scenario is not None and record.scenario.name == "loop"
+    assert record.timing is None and record.latencies_ms == []
+
+
+def test_a_worker_that_wrote_nothing_gets_a_fresh_error_record(tmp_path):
+    spec = RunSpec(workload="null", device="cpu")
+    record = collect(tmp_path / "missing.json", spec, 3, "Traceback\nImportError: no torch\n")
+    assert record.outcome.status == "error"
+    assert record.outcome.message == (
+        "the worker exited with code 3 without writing a result: ImportError: no torch"
+    )
+    assert record.spec == spec and record.workload is None

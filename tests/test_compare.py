@@ -8,10 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.compare import CompareError, Pricing, Threshold, compare, group_title
+from bench.analysis.compare import CompareError, Threshold, compare, group_title
 from bench.analysis.prices import load_catalogue, local_price
+from bench.analysis.pricing import Pricing
+from bench.run.record import (
+    Environment,
+    InstanceFacts,
+    Latency,
+    Outcome,
+    RunRecord,
+    TelemetrySummary,
+    Throughput,
+)
 from bench.run.spec import RunSpec
-from bench.run.store import new_record, write_record
+from bench.run.store import write_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,22 +48,26 @@ def run(
         device=device,
         **spec_kw,
     )
-    env = {
-        "gpus": [{"name": gpu}],
-        "framework": {"device_name": gpu},
-        "cpu_model": "EPYC",
-        "instance": {"instance_type": instance},
-    }
-    r = new_record(spec, env)
-    r["outcome"] = {"status": "ok", "message": None}
-    r["throughput"] = {"samples_per_s": sps}
-    r["latency"] = {"p50_ms": p99 / 2, "p99_ms": p99, "mean_ms": p99 / 2}
-    r["telemetry"] = {"util_gpu_mean_pct": 90.0, "energy_per_sample_j": 0.5}
+    env = Environment(
+        framework={"device_name": gpu},
+        cpu_model="EPYC",
+        instance=InstanceFacts(instance_type=instance),
+    )
+    r = RunRecord.new(spec, env)
+    r.outcome = Outcome(status="ok", message=None)
+    r.throughput = Throughput(samples_per_s=sps, iters_per_s=sps / batch)
+    r.latency = latency(p99)
+    r.telemetry = TelemetrySummary(util_gpu_mean_pct=90.0, energy_per_sample_j=0.5)
     return r
 
 
+def latency(p99: float) -> Latency:
+    half = p99 / 2
+    return Latency(100, half, half, half, half, p99, half, p99, 0.0, 0.0, 0.0)
+
+
 def pairs(*records):
-    return [(Path(f"{r['run_id']}.json"), r) for r in records]
+    return [(Path(f"{r.run_id}.json"), r) for r in records]
 
 
 @pytest.fixture
@@ -94,7 +108,7 @@ def test_groups_by_work_and_sorts_by_cost(pricing):
         "ssd train, batch 16 512x512",
     ]
     first = list(c.groups.values())[0]
-    per_million = [r.values["usd_per_million"] for r in first]
+    per_million = [r.usd_per_million for r in first]
     assert per_million == sorted(per_million)
     cat = load_catalogue()
     v100 = cat["p3.2xlarge"].price_per_hour_usd
@@ -102,19 +116,19 @@ def test_groups_by_work_and_sorts_by_cost(pricing):
     expected = sorted([v100 * 1e6 / (500 * 3600), t4 * 1e6 / (200 * 3600)])
     assert per_million == pytest.approx(expected)
     ssd = list(c.groups.values())[2][0]
-    assert ssd.values["usd_per_epoch"] == pytest.approx(16_551 / 100 / 3600 * v100)
+    assert ssd.usd_per_epoch == pytest.approx(16_551 / 100 / 3600 * v100)
 
 
 def test_unpriced_runs_say_why(pricing):
     c = compare(pairs(run(instance=None), run(instance="x9.huge")), pricing)
-    reasons = sorted(r.values["unpriced_reason"] for r in list(c.groups.values())[0])
+    reasons = sorted(r.unpriced_reason for r in list(c.groups.values())[0])
     assert reasons == [
         "instance type x9.huge is not in the price catalogue",
         "no instance type recorded and no --price-per-hour given",
     ]
     local = Pricing(load_catalogue(), local=local_price(2.0))
     row = list(compare(pairs(run(sps=100.0)), local).groups.values())[0][0]
-    assert row.values["usd_per_million"] == pytest.approx(2.0 * 1e6 / 360_000)
+    assert row.usd_per_million == pytest.approx(2.0 * 1e6 / 360_000)
 
 
 def test_price_basis_of_a_multi_gpu_instance():
@@ -122,19 +136,19 @@ def test_price_basis_of_a_multi_gpu_instance():
     whole = Pricing(cat, basis="instance")
     share = Pricing(cat, basis="used")
     r = pairs(run(instance="p3.16xlarge", gpu="Tesla V100-SXM2-16GB", sps=360.0))
-    w = list(compare(r, whole).groups.values())[0][0].values
-    s = list(compare(r, share).groups.values())[0][0].values
+    w = list(compare(r, whole).groups.values())[0][0]
+    s = list(compare(r, share).groups.values())[0][0]
     full = cat["p3.16xlarge"].price_per_hour_usd
-    assert w["price_per_hour_usd"] == pytest.approx(full)
-    assert s["price_per_hour_usd"] == pytest.approx(full / 8)
+    assert w.price_per_hour_usd == pytest.approx(full)
+    assert s.price_per_hour_usd == pytest.approx(full / 8)
 
 
 def test_gate_matches_like_with_like(pricing):
     base = run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=500.0, p99=40.0)
     slower = copy.deepcopy(base)
-    slower["run_id"] = "new"
-    slower["throughput"]["samples_per_s"] = 470.0  # -6 %
-    slower["latency"]["p99_ms"] = 43.0  # +7.5 %
+    slower.run_id = "new"
+    slower.throughput = Throughput(samples_per_s=470.0, iters_per_s=470.0 / 32)  # -6 %
+    slower.latency = latency(43.0)  # +7.5 %
     other_gpu = run(instance="g4dn.xlarge", gpu="Tesla T4", sps=100.0)
     other_work = run(batch=4)
     c = compare(
@@ -147,7 +161,7 @@ def test_gate_matches_like_with_like(pricing):
     assert len(c.regressions) == 1 and "throughput -6.0%" in c.regressions[0]
     assert any("differs in backend, precision or hardware" in u for u in c.unmatched)
     assert any("no baseline run measured the same work" in u for u in c.unmatched)
-    row = next(r for rows in c.groups.values() for r in rows if r.record["run_id"] == "new")
+    row = next(r for rows in c.groups.values() for r in rows if r.run_id == "new")
     assert row.ratios["throughput"] == pytest.approx(0.94)
 
 
@@ -174,10 +188,10 @@ def bench(*args):
 def test_cli_gate_exit_codes(tmp_path):
     base = run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=500.0)
     same = copy.deepcopy(base)
-    same["run_id"] = same["run_id"][:-6] + "aaaaaa"
+    same.run_id = same.run_id[:-6] + "aaaaaa"
     worse = copy.deepcopy(same)
-    worse["run_id"] = worse["run_id"][:-6] + "bbbbbb"
-    worse["throughput"]["samples_per_s"] = 400.0
+    worse.run_id = worse.run_id[:-6] + "bbbbbb"
+    worse.throughput = Throughput(samples_per_s=400.0, iters_per_s=400.0 / 32)
     base_dir = write([base], tmp_path / "base")
     ok_dir = write([same], tmp_path / "ok")
     bad_dir = write([worse], tmp_path / "bad")
@@ -198,4 +212,4 @@ def test_cli_gate_exit_codes(tmp_path):
     assert bench("compare", str(ok_dir), "--instance", "x9.huge").returncode == 2
     spot = bench("compare", str(ok_dir), "--spot", "p3.2xlarge=0.918")
     assert spot.returncode == 0 and "0.918" in spot.stdout
-    assert json.loads((ok_dir / f"{same['run_id']}.json").read_text())["run_id"]
+    assert json.loads((ok_dir / f"{same.run_id}.json").read_text())["run_id"] == same.run_id

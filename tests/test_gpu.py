@@ -1,6 +1,5 @@
 """Checks that need a real NVIDIA GPU. Skipped without one (see conftest.py)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec
+from bench.run.store import load_record
 from bench.run.worker import execute
 from bench.telemetry.devices import default_gpus
 
@@ -42,9 +42,9 @@ def test_train_step_on_the_gpu(workload, precision):
         )
     )
     record = execute(spec, progress=False)
-    assert record["outcome"]["status"] == "ok", record["outcome"]
-    assert record["environment"]["framework"]["device_name"]
-    assert record["throughput"]["samples_per_s"] > 0
+    assert record.outcome.status == "ok", record.outcome
+    assert record.environment.framework["device_name"]
+    assert record.throughput is not None and record.throughput.samples_per_s > 0
 
 
 def test_inference_with_host_to_device_copy_timed():
@@ -52,7 +52,7 @@ def test_inference_with_host_to_device_copy_timed():
         RunSpec(workload="ssd", batch=4, device="cuda", warmup=1, iters=5, include_h2d=True)
     )
     record = execute(spec, progress=False)
-    assert record["outcome"]["status"] == "ok", record["outcome"]
+    assert record.outcome.status == "ok", record.outcome
 
 
 def test_out_of_memory_is_an_outcome_not_a_crash(tmp_path):
@@ -83,5 +83,5 @@ def test_out_of_memory_is_an_outcome_not_a_crash(tmp_path):
         cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stderr
-    record = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert record["outcome"]["status"] == "oom", record["outcome"]
+    record = load_record(next(tmp_path.glob("*.json")))
+    assert record.outcome.status == "oom", record.outcome

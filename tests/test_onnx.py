@@ -18,6 +18,7 @@ from models.onnx_common import PROVIDERS, VerificationError, cache_path, choose_
 from models.ssd.onnx import SsdOnnx
 
 SMALL = bert.BertShape(hidden=64, layers=2, heads=2, intermediate=128, max_positions=64)
+SMALL_SETTINGS = bert.BertSettings(shape=SMALL)
 
 
 def ssd_spec(**kw):
@@ -122,7 +123,7 @@ def test_a_tampered_ssd_model_fails_verification(tmp_path):
 
 
 def test_bert_export_fuses_and_verifies(tmp_path):
-    wl = BertOnnx(bert_spec(include_h2d=True), cache_dir=tmp_path, shape=SMALL)
+    wl = BertOnnx(bert_spec(include_h2d=True), cache_dir=tmp_path, settings=SMALL_SETTINGS)
     wl.setup()
     assert wl.verification["outputs"]["logits"]["relative_l2_error"] < 1e-4
     assert wl.fusion.get("Attention") == 2 and wl.fusion.get("SkipLayerNormalization")
@@ -130,14 +131,15 @@ def test_bert_export_fuses_and_verifies(tmp_path):
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
     _tamper(wl.model_path)  # the optimized model the session loads
     with pytest.raises(VerificationError):
-        BertOnnx(bert_spec(), cache_dir=tmp_path, shape=SMALL).setup()
+        BertOnnx(bert_spec(), cache_dir=tmp_path, settings=SMALL_SETTINGS).setup()
 
 
 def test_onnxruntime_runs_through_the_harness():
     record = execute(ssd_spec(batch=1, warmup=1, iters=3), progress=False)
-    assert record["outcome"]["status"] == "ok", record["outcome"]
-    details = record["workload"]["details"]
+    assert record.outcome.status == "ok", record.outcome
+    assert record.workload is not None
+    details = record.workload.details
     assert details["provider"] == "CPUExecutionProvider"
     assert details["session_options"]["intra_op_num_threads"] >= 1
-    assert record["environment"]["framework"]["onnxruntime_version"]
-    assert "post-processing" in record["workload"]["step_description"]
+    assert record.environment.framework["onnxruntime_version"]
+    assert "post-processing" in record.workload.step_description

@@ -4,7 +4,7 @@ from bench.run import registry
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
 from bench.run.suites import suite_specs
-from models.base import Workload
+from bench.run.workload import Workload
 
 
 def test_every_registry_entry_names_a_workload_class():

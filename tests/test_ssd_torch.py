@@ -291,7 +291,7 @@ def test_workload_include_h2d_and_flops() -> None:
     workload = SsdTorch(spec)
     workload.setup()
     assert torch.isfinite(workload.step())
-    flops, reason = workload.flops_per_sample()
+    flops, reason = ssd_common.INFO.flops(spec)
     assert flops == count_forward_flops(128) == 2_794_424_320
     assert "analytic" in reason and "128x128" in reason
     details = workload.details()
@@ -327,3 +327,19 @@ def test_analytic_flops_equal_the_flop_counter(size: int) -> None:
     assert analytic == count_forward_flops(size)
     if size == 512:
         assert analytic == 44_664_924_160
+
+
+def test_fp32_math_on_cuda_is_tf32_as_declared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU SsdTorch turns cuDNN's TF32 on, as ssd.INFO declares for torch; on the CPU it
+    leaves the switch alone. (No GPU needed: only the device selection is faked.)"""
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", cudnn.benchmark)  # restored after the test
+    monkeypatch.setattr(cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    cpu = SsdTorch(RunSpec(workload="ssd", device="cpu", image_size=128))
+    assert cpu.fp32_math == "fp32" and cudnn.allow_tf32 is False
+    spec = RunSpec(workload="ssd", device="cuda:0", image_size=128)
+    gpu = SsdTorch(spec)
+    assert cudnn.allow_tf32 is True
+    assert gpu.fp32_math == ssd_common.INFO.fp32_math["torch"] == "tf32"
+    assert ssd_common.INFO.uses_tf32(spec)

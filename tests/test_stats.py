@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from bench.run.record import Throughput
 from bench.run.stats import latency_summary, min_samples_for, percentile, throughput
 
 TEN_MS = [x / 1000 for x in range(1, 11)]  # 1..10 ms, given in seconds
@@ -26,7 +27,7 @@ def test_percentile_rejects_bad_input():
 
 def test_latency_summary_exact_values():
     s = latency_summary(TEN_MS)
-    assert s["count"] == 10
+    assert s.count == 10
     expected = {
         "mean_ms": 5.5,
         "p50_ms": 5.5,
@@ -39,17 +40,17 @@ def test_latency_summary_exact_values():
         "iqr_ms": 7.75 - 3.25,
     }
     for key, value in expected.items():
-        assert s[key] == pytest.approx(value, rel=1e-12), key
-    assert s["cv"] == pytest.approx(math.sqrt(55 / 6) / 5.5, rel=1e-12)
+        assert getattr(s, key) == pytest.approx(value, rel=1e-12), key
+    assert s.cv == pytest.approx(math.sqrt(55 / 6) / 5.5, rel=1e-12)
     # 10 samples are too few for p90 (needs 10: fine), p95 (20) and p99 (100)
-    assert s["unreliable_percentiles"] == ["p95", "p99"]
+    assert s.unreliable_percentiles == ["p95", "p99"]
 
 
 def test_latency_summary_order_does_not_matter_and_single_sample():
     shuffled = [TEN_MS[i] for i in (3, 9, 0, 5, 1, 8, 2, 7, 4, 6)]
     assert latency_summary(shuffled) == latency_summary(TEN_MS)
     one = latency_summary([0.002])
-    assert one["stdev_ms"] == 0.0 and one["p99_ms"] == pytest.approx(2.0)
+    assert one.stdev_ms == 0.0 and one.p99_ms == pytest.approx(2.0)
 
 
 def test_latency_summary_empty_is_an_error():
@@ -65,9 +66,8 @@ def test_min_samples_for_percentiles():
 
 
 def test_throughput():
-    assert throughput(samples=64, iterations=4, window_s=2.0) == {
-        "samples_per_s": 32.0,
-        "iters_per_s": 2.0,
-    }
+    assert throughput(samples=64, iterations=4, window_s=2.0) == Throughput(
+        samples_per_s=32.0, iters_per_s=2.0
+    )
     with pytest.raises(ValueError):
         throughput(1, 1, 0.0)

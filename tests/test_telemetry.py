@@ -1,5 +1,14 @@
 import pytest
 
+from bench.run.record import (
+    Environment,
+    HostSummary,
+    Latency,
+    RunRecord,
+    TelemetrySummary,
+    Timing,
+)
+from bench.run.spec import RunSpec
 from bench.telemetry.devices import parse_gpu_query
 from bench.telemetry.sampling import GpuSample, HostSample, parse_smi_line, throttle_names
 from bench.telemetry.session import (
@@ -77,12 +86,9 @@ def test_summarize_gpu_integrates_power_without_a_counter():
 
 def test_summarize_host():
     s = summarize_host([HostSample(0, 50.0, 100.0), HostSample(1, 100.0, 300.0)])
-    assert s == {
-        "samples_in_window": 2,
-        "cpu_mean_pct": 75.0,
-        "cpu_max_pct": 100.0,
-        "process_rss_peak_mib": 300.0,
-    }
+    assert s == HostSummary(
+        samples_in_window=2, cpu_mean_pct=75.0, cpu_max_pct=100.0, process_rss_peak_mib=300.0
+    )
 
 
 def test_throttle_names():
@@ -155,9 +161,9 @@ def test_cpu_telemetry_session_and_csv(tmp_path):
         time.sleep(0.1)
         tele.mark("measure_end", time.time())
     summary = tele.summary(measured_samples=10)
-    assert summary["available"] is False and summary["reason"] == "CPU run: no GPU to sample"
-    assert summary["host"]["samples_in_window"] >= 3
-    assert "energy_j" not in summary
+    assert summary.available is False and summary.reason == "CPU run: no GPU to sample"
+    assert summary.host is not None and summary.host.samples_in_window >= 3
+    assert summary.energy_j is None and summary.energy_method is None
     rows = tele.rows()
     write_csv(rows, tmp_path / "t.csv")
     lines = (tmp_path / "t.csv").read_text().splitlines()
@@ -170,34 +176,37 @@ def test_gpu_run_without_a_matching_gpu_says_why():
     assert tele.absent_reason.startswith("GPU not identified")
 
 
-def record(**kw):
-    base = {
-        "telemetry": {},
-        "timing": {"window_s": 5.0},
-        "latency": {"cv": 0.01, "count": 200, "unreliable_percentiles": []},
-    }
-    for key, value in kw.items():
-        base[key] = {**base.get(key, {}), **value}
-    return base
+def record(telemetry=None, window_s=5.0, cv=0.01, count=200, unreliable=()):
+    r = RunRecord.new(RunSpec(workload="null", device="cpu"), Environment())
+    r.telemetry = TelemetrySummary(**(telemetry or {}))
+    r.timing = Timing(
+        warmup_iters=0,
+        warmup_s=0.0,
+        measured_iters=count,
+        measured_samples=count,
+        window_s=window_s,
+    )
+    r.latency = Latency(count, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, cv, list(unreliable))
+    return r
 
 
 def test_validity_flags():
     assert validity_flags(record()) == []
-    codes = [
-        f["code"]
-        for f in validity_flags(
-            record(
-                telemetry={
-                    "throttled": True,
-                    "throttle_reasons_seen": ["hw_slowdown"],
-                    "other_processes": [4242],
-                    "energy_j": 10.0,
-                },
-                timing={"window_s": 0.5},
-                latency={"cv": 0.2, "count": 10, "unreliable_percentiles": ["p95", "p99"]},
-            )
+    flags = validity_flags(
+        record(
+            telemetry={
+                "throttled": True,
+                "throttle_reasons_seen": ["hw_slowdown"],
+                "other_processes": [4242],
+                "energy_j": 10.0,
+            },
+            window_s=0.5,
+            cv=0.2,
+            count=10,
+            unreliable=["p95", "p99"],
         )
-    ]
+    )
+    codes = [f.code for f in flags]
     assert codes == [
         "throttled",
         "other_processes",
@@ -205,10 +214,14 @@ def test_validity_flags():
         "high_cv",
         "few_iterations",
     ]
+    assert flags[0].message == (
+        "the GPU limited its clocks during the measured window (hw_slowdown)"
+    )
+    assert flags[-1].message == "10 iterations are too few for p95, p99"
     # no energy measured: a short window is not flagged for energy
-    assert validity_flags(record(timing={"window_s": 0.1})) == []
+    assert validity_flags(record(window_s=0.1)) == []
 
 
 @pytest.mark.parametrize("cv, flagged", [(0.05, False), (0.0501, True)])
 def test_cv_threshold(cv, flagged):
-    assert bool(validity_flags(record(latency={"cv": cv}))) is flagged
+    assert bool(validity_flags(record(cv=cv))) is flagged

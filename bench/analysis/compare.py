@@ -4,15 +4,16 @@ rank them by cost-performance, compare them with baseline runs, and gate on regr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.analysis import cost
-from bench.analysis.prices import InstancePrice, lookup, price_for_run
-from bench.analysis.table import device_name
-from bench.run.store import load_record, result_files
+from bench.analysis.cost import run_cost
+from bench.analysis.pricing import Pricing
+from bench.run import registry
+from bench.run.record import RunRecord
+from bench.run.spec import RunSpec
 
 #: What makes two runs measure the same work. Backend, precision and hardware are what a
 #: comparison varies, so they are not part of it.
@@ -63,95 +64,82 @@ class Threshold:
 
 
 @dataclass
-class Pricing:
-    catalogue: dict[str, InstancePrice]
-    local: InstancePrice | None = None  # --price-per-hour, for runs with no instance type
-    #: --instance, for runs that recorded none: hardware name (or "*") -> instance type
-    instances: dict[str, str] = field(default_factory=dict)
-    basis: str = "instance"  # or "used": the share of a multi-GPU instance a run used
-
-    def price(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """The run's price facts, or None and why not."""
-        recorded = ((record.get("environment") or {}).get("instance") or {}).get("instance_type")
-        instance_type = recorded or self.instances.get(device_name(record), self.instances.get("*"))
-        entry = lookup(self.catalogue, instance_type) if instance_type else None
-        if instance_type and entry is None:
-            return None, f"instance type {instance_type} is not in the price catalogue"
-        entry = entry or self.local
-        if entry is None:
-            return None, "no instance type recorded and no --price-per-hour given"
-        used = max(cost.gpus_used(record), 1)
-        return price_for_run(entry, min(used, entry.gpu_count)), ""
-
-    def hourly(self, price: dict[str, Any] | None) -> float | None:
-        if price is None:
-            return None
-        key = "price_per_hour_usd" if self.basis == "instance" else "price_per_hour_used_usd"
-        return price[key]
-
-
-@dataclass
 class Row:
-    record: dict[str, Any]
+    """One run as a comparison sees it: its record, price and cost-performance figures."""
+
+    record: RunRecord
     path: Path
-    values: dict[str, Any]
+    instance: str | None
+    hardware: str
+    samples_per_s: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    util_pct: float | None
+    energy_per_sample_j: float | None
+    price_per_hour_usd: float | None
+    price: dict[str, Any] | None
+    unpriced_reason: str | None
+    usd_per_million: float | None
+    samples_per_usd: float | None
+    usd_per_epoch: float | None
+    hours_per_epoch: float | None
     baseline: Row | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return self.record["spec"]
+    def spec(self) -> RunSpec:
+        return self.record.spec
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    def metric(self, name: str) -> float | None:
+        value = getattr(self, name)
+        return float(value) if value is not None else None
 
 
-def load_runs(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    return [(p, load_record(p)) for p in result_files(paths)]
+WorkKey = tuple[Any, ...]
 
 
-def work_key(spec: dict[str, Any], fields: Sequence[str] = WORK_FIELDS) -> tuple[Any, ...]:
-    shape = spec["image_size"] if spec["workload"] == "ssd" else spec["seq_len"]
-    return (*(spec.get(f) for f in fields), shape if spec["workload"] != "null" else None)
+def work_key(spec: RunSpec, fields: Sequence[str] = WORK_FIELDS) -> WorkKey:
+    """What a run measured: ``fields`` of its spec and its input size."""
+    shape = registry.workload_info(spec.workload).shape_value(spec)
+    return (*(getattr(spec, f) for f in fields), shape)
 
 
-def make_row(path: Path, record: dict[str, Any], pricing: Pricing) -> Row:
-    spec = record["spec"]
-    tput = record.get("throughput") or {}
-    lat = record.get("latency") or {}
-    tele = record.get("telemetry") or {}
+def make_row(path: Path, record: RunRecord, pricing: Pricing) -> Row:
+    lat, tele = record.latency, record.telemetry
     price, why = pricing.price(record)
     hourly = pricing.hourly(price)
-    costs = cost.cost_metrics(
-        tput.get("samples_per_s"),
-        hourly,
-        workload=spec["workload"],
-        mode=spec["mode"],
-        energy_per_sample_j=tele.get("energy_per_sample_j"),
-    )
+    costs = run_cost(record, hourly)
     return Row(
         record=record,
         path=path,
-        values={
-            "instance": (price or {}).get("instance_type"),
-            "hardware": device_name(record),
-            "samples_per_s": tput.get("samples_per_s"),
-            "p50_ms": lat.get("p50_ms"),
-            "p99_ms": lat.get("p99_ms"),
-            "mean_ms": lat.get("mean_ms"),
-            "util_pct": tele.get("util_gpu_mean_pct"),
-            "energy_per_sample_j": tele.get("energy_per_sample_j"),
-            "price_per_hour_usd": hourly,
-            "price": price,
-            "unpriced_reason": why or None,
-            "usd_per_million": costs["usd_per_million_samples"],
-            "samples_per_usd": costs["samples_per_usd"],
-            "usd_per_epoch": costs["usd_per_epoch"],
-            "hours_per_epoch": costs["hours_per_epoch"],
-        },
+        instance=price["instance_type"] if price else None,
+        hardware=record.device_name,
+        samples_per_s=record.samples_per_s,
+        p50_ms=lat.p50_ms if lat else None,
+        p99_ms=lat.p99_ms if lat else None,
+        mean_ms=lat.mean_ms if lat else None,
+        util_pct=tele.util_gpu_mean_pct,
+        energy_per_sample_j=tele.energy_per_sample_j,
+        price_per_hour_usd=hourly,
+        price=price,
+        unpriced_reason=why or None,
+        usd_per_million=costs.usd_per_million_samples,
+        samples_per_usd=costs.samples_per_usd,
+        usd_per_epoch=costs.usd_per_epoch,
+        hours_per_epoch=costs.hours_per_epoch,
     )
 
 
 @dataclass
 class Comparison:
-    groups: dict[tuple[Any, ...], list[Row]]
+    """Rows grouped by the work they measured, with what could not be compared."""
+
+    groups: dict[WorkKey, list[Row]]
     failed_runs: list[Row]
     unmatched: list[str]
     regressions: list[str]
@@ -160,41 +148,41 @@ class Comparison:
 
 
 def compare(
-    runs: Sequence[tuple[Path, dict[str, Any]]],
+    runs: Sequence[tuple[Path, RunRecord]],
     pricing: Pricing,
-    baselines: Sequence[tuple[Path, dict[str, Any]]] = (),
+    baselines: Sequence[tuple[Path, RunRecord]] = (),
     thresholds: Sequence[Threshold] = (),
 ) -> Comparison:
     """Rows grouped by the work they measured, each sorted by cost-performance, with
     ratios against their baseline and the regressions ``thresholds`` find."""
     rows = [make_row(p, r, pricing) for p, r in runs]
-    ok = [r for r in rows if r.record["outcome"]["status"] == "ok"]
-    failed = [r for r in rows if r.record["outcome"]["status"] != "ok"]
+    ok = [r for r in rows if r.record.ok]
+    failed = [r for r in rows if not r.record.ok]
     base_rows = [make_row(p, r, pricing) for p, r in baselines]
-    base_rows = [b for b in base_rows if b.record["outcome"]["status"] == "ok"]
-    base_ids = {b.record["run_id"] for b in base_rows}
+    base_rows = [b for b in base_rows if b.record.ok]
+    base_ids = {b.run_id for b in base_rows}
     unmatched: list[str] = []
     regressions: list[str] = []
     gated = 0
     used_baselines: set[str] = set()
     for row in ok:
-        if row.record["run_id"] in base_ids:
+        if row.run_id in base_ids:
             continue
         match, exact = _find_baseline(row, base_rows)
         if match is None:
             if base_rows:
                 unmatched.append(f"{_label(row)}: no baseline run measured the same work")
             continue
-        used_baselines.add(match.record["run_id"])
+        used_baselines.add(match.run_id)
         row.baseline = match
         row.ratios = {
-            m: _ratio(row.values[k], match.values[k]) for m, (k, _) in GATE_METRICS.items()
+            m: _ratio(row.metric(k), match.metric(k)) for m, (k, _) in GATE_METRICS.items()
         }
         if not thresholds:
             continue
         if not exact:
             unmatched.append(
-                f"{_label(row)}: baseline {match.record['run_id']} differs in backend, "
+                f"{_label(row)}: baseline {match.run_id} differs in backend, "
                 "precision or hardware; not gated"
             )
             continue
@@ -204,15 +192,13 @@ def compare(
             if ratio is not None and t.violated(ratio):
                 regressions.append(
                     f"{_label(row)}: {t.metric} {ratio - 1:+.1%} against "
-                    f"{match.record['run_id']} (limit {t.percent:+g}%)"
+                    f"{match.run_id} (limit {t.percent:+g}%)"
                 )
     for b in base_rows:
-        if b.record["run_id"] not in used_baselines:
+        if b.run_id not in used_baselines:
             unmatched.append(f"baseline {_label(b)}: no run to compare with it")
-    groups: dict[tuple[Any, ...], list[Row]] = {}
-    for row in ok + [
-        b for b in base_rows if b.record["run_id"] not in {r.record["run_id"] for r in ok}
-    ]:
+    groups: dict[WorkKey, list[Row]] = {}
+    for row in ok + [b for b in base_rows if b.run_id not in {r.run_id for r in ok}]:
         groups.setdefault(work_key(row.spec), []).append(row)
     for members in groups.values():
         members.sort(key=_rank)
@@ -223,9 +209,7 @@ def _find_baseline(row: Row, bases: Sequence[Row]) -> tuple[Row | None, bool]:
     """The same work on the same path and hardware; else the only run of the same work."""
     key = work_key(row.spec, GATE_FIELDS)
     exact = [
-        b
-        for b in bases
-        if work_key(b.spec, GATE_FIELDS) == key and b.values["hardware"] == row.values["hardware"]
+        b for b in bases if work_key(b.spec, GATE_FIELDS) == key and b.hardware == row.hardware
     ]
     if exact:
         return exact[-1], True
@@ -235,10 +219,10 @@ def _find_baseline(row: Row, bases: Sequence[Row]) -> tuple[Row | None, bool]:
 
 def _rank(row: Row) -> tuple[int, float]:
     """Cheapest per million samples first; unpriced runs after, fastest first."""
-    usd = row.values["usd_per_million"]
+    usd = row.usd_per_million
     if usd is not None:
         return 0, usd
-    return 1, -(row.values["samples_per_s"] or 0.0)
+    return 1, -(row.samples_per_s or 0.0)
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -249,13 +233,13 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 def _label(row: Row) -> str:
     s = row.spec
-    where = row.values["instance"] or row.values["hardware"]
-    return f"{s['workload']} {s['mode']} {s['backend']} {s['precision']} b{s['batch']} on {where}"
+    where = row.instance or row.hardware
+    return f"{s.workload} {s.mode} {s.backend} {s.precision} b{s.batch} on {where}"
 
 
-def group_title(key: tuple[Any, ...]) -> str:
-    workload, mode, batch, h2d, scenario, shape = key
-    shape_text = {"ssd": f"{shape}x{shape}", "bert": f"seq {shape}"}.get(workload, "")
+def group_title(key: WorkKey) -> str:
+    workload, mode, batch, h2d, _scenario, shape = key
+    shape_text = registry.workload_info(workload).format_shape(shape, "title")
     extra = ", host-to-device copy timed" if h2d else ""
     return f"{workload} {mode}, batch {batch} {shape_text}{extra}".strip()
 
@@ -280,27 +264,27 @@ COLUMNS = (
 
 
 def table_rows(rows: Sequence[Row]) -> list[list[str]]:
-    best = next((r for r in rows if r.values["usd_per_million"] is not None), None)
+    best = next((r for r in rows if r.usd_per_million is not None), None)
     out = []
     for r in rows:
-        v, s = r.values, r.spec
+        s = r.spec
         out.append(
             [
                 "best"
                 if r is best
                 else ("base" if r.baseline is None and _is_base(r, rows) else ""),
-                v["instance"] or "-",
-                v["hardware"],
-                s["backend"],
-                s["precision"],
-                _fmt(v["samples_per_s"], 2),
-                _fmt(v["p50_ms"], 2),
-                _fmt(v["p99_ms"], 2),
-                _fmt(v["util_pct"], 0),
-                _fmt(v["energy_per_sample_j"], 3),
-                _fmt(v["price_per_hour_usd"], 3),
-                _fmt(v["usd_per_million"], 2),
-                _fmt(v["usd_per_epoch"], 2),
+                r.instance or "-",
+                r.hardware,
+                s.backend,
+                s.precision,
+                _fmt(r.samples_per_s, 2),
+                _fmt(r.p50_ms, 2),
+                _fmt(r.p99_ms, 2),
+                _fmt(r.util_pct, 0),
+                _fmt(r.energy_per_sample_j, 3),
+                _fmt(r.price_per_hour_usd, 3),
+                _fmt(r.usd_per_million, 2),
+                _fmt(r.usd_per_epoch, 2),
                 _fmt_ratio(r.ratios.get("throughput")),
                 _fmt_ratio(r.ratios.get("p99")),
             ]
@@ -338,22 +322,28 @@ def render(c: Comparison, fmt: str = "github") -> str:
             tabulate(table_rows(rows), headers=COLUMNS, tablefmt=fmt, disable_numparse=True)
         )
     unpriced = sorted(
-        {
-            r.values["unpriced_reason"]
-            for rows in c.groups.values()
-            for r in rows
-            if r.values["unpriced_reason"]
-        }
+        {r.unpriced_reason for rows in c.groups.values() for r in rows if r.unpriced_reason}
     )
     if unpriced:
         parts.append("\nNot priced: " + "; ".join(unpriced))
     if c.failed_runs:
         parts.append("\nRuns that did not finish (not compared):")
         parts += [
-            f"- {_label(r)}: {r.record['outcome']['status']}: {r.record['outcome'].get('message')}"
+            f"- {_label(r)}: {r.record.outcome.status}: {r.record.outcome.message}"
             for r in c.failed_runs
         ]
     if c.unmatched:
         parts.append("\nNot compared (spec mismatch):")
         parts += [f"- {line}" for line in c.unmatched]
     return "\n".join(parts)
+
+
+def gate_verdict(c: Comparison) -> tuple[list[str], bool]:
+    """The regression gate's report lines and whether it passed. A gate that matched no
+    baseline run checked nothing, and fails."""
+    if c.regressions:
+        lines = [f"\n{len(c.regressions)} regression(s):", *(f"- {r}" for r in c.regressions)]
+        return lines, False
+    if c.gated == 0:
+        return ["\nregression gate: no run matched a baseline run, nothing was checked"], False
+    return [f"\nregression gate: {c.gated} run(s) within limits"], True

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 #: The shipped catalogue: <project root>/results/prices/ec2_gpu_on_demand.csv.
 DEFAULT_CATALOGUE = (
@@ -75,7 +76,7 @@ class InstancePrice:
 # -- cell parsing (each raises ValueError with a short reason) ---------------------------------
 
 
-def _positive_float(name: str, text: str) -> float:
+def positive_float(name: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -167,32 +168,32 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             )
 
 
-def _parse_hardware(row: Mapping[str, str]) -> dict:
+def _parse_hardware(row: Mapping[str, str]) -> dict[str, Any]:
     """Typed values for the hardware cells present and non-empty in ``row``."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     if row.get("gpu_model"):
         out["gpu_model"] = row["gpu_model"]
     if row.get("gpu_count"):
         out["gpu_count"] = _positive_int("gpu_count", row["gpu_count"])
     if row.get("gpu_memory_gib_per_gpu"):
-        out["gpu_memory_gib_per_gpu"] = _positive_float(
+        out["gpu_memory_gib_per_gpu"] = positive_float(
             "gpu_memory_gib_per_gpu", row["gpu_memory_gib_per_gpu"]
         )
     if row.get("vcpus"):
         out["vcpus"] = _positive_int("vcpus", row["vcpus"])
     if row.get("memory_gib"):
-        out["memory_gib"] = _positive_float("memory_gib", row["memory_gib"])
+        out["memory_gib"] = positive_float("memory_gib", row["memory_gib"])
     return out
 
 
-def _parse_price_fields(row: Mapping[str, str], *, price_required: bool) -> dict:
+def _parse_price_fields(row: Mapping[str, str], *, price_required: bool) -> dict[str, Any]:
     instance_type = row["instance_type"]
     if not _INSTANCE_TYPE.match(instance_type):
         raise ValueError(f"not an instance type: {instance_type!r}")
     price_text = row["price_per_hour_usd"]
     if not price_text and price_required:
         raise ValueError("price_per_hour_usd is empty (an override must give a price)")
-    price = _positive_float("price_per_hour_usd", price_text) if price_text else None
+    price = positive_float("price_per_hour_usd", price_text) if price_text else None
     for name in ("region", "price_date", "source"):
         if not row[name]:
             raise ValueError(f"{name} is empty")
@@ -346,7 +347,7 @@ def local_price(
     )
 
 
-def price_for_run(entry: InstancePrice, gpus_used: int) -> dict:
+def price_for_run(entry: InstancePrice, gpus_used: int) -> dict[str, Any]:
     """The price figures for a run that used ``gpus_used`` of the instance's GPUs.
 
     ``price_per_hour_used_usd`` charges only the GPUs used (whole price * used / count), the

@@ -15,6 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.analysis.compare import COLUMNS, Comparison, Row, group_title, table_rows
+from bench.run import registry
 
 CSV_FIELDS = (
     "run_id",
@@ -56,12 +57,8 @@ def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def row_label(row: Row) -> str:
-    v, s = row.values, row.spec
-    return f"{v['instance'] or v['hardware']} · {s['backend']} · {s['precision']}"
-
-
-def _shape(spec: dict[str, Any]) -> int | None:
-    return {"ssd": spec["image_size"], "bert": spec["seq_len"]}.get(spec["workload"])
+    s = row.spec
+    return f"{row.instance or row.hardware} · {s.backend} · {s.precision}"
 
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
@@ -72,15 +69,15 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
             s = r.spec
             writer.writerow(
                 {
-                    "run_id": r.record["run_id"],
-                    "workload": s["workload"],
-                    "mode": s["mode"],
-                    "backend": s["backend"],
-                    "precision": s["precision"],
-                    "batch": s["batch"],
-                    "shape": _shape(s),
-                    "device": s["device"],
-                    **{k: r.values.get(k) for k in CSV_FIELDS[8:]},
+                    "run_id": r.run_id,
+                    "workload": s.workload,
+                    "mode": s.mode,
+                    "backend": s.backend,
+                    "precision": s.precision,
+                    "batch": s.batch,
+                    "shape": registry.workload_info(s.workload).shape_value(s),
+                    "device": s.device,
+                    **{k: getattr(r, k) for k in CSV_FIELDS[8:]},
                 }
             )
 
@@ -115,7 +112,9 @@ class Figures:
         self.save(name, fig)
 
     def frontier(self, name: str, title: str, rows: list[Row]) -> list[Row]:
-        points = [(r.values["usd_per_million"], r.values["p99_ms"]) for r in rows]
+        """Plot priced runs with a p99 by cost and latency; return those on the frontier."""
+        rows = [r for r in rows if r.usd_per_million is not None and r.p99_ms is not None]
+        points = [(r.usd_per_million or 0.0, r.p99_ms or 0.0) for r in rows]
         best = pareto_frontier(points)
         fig, ax = self.plt.subplots(figsize=(8, 5))
         ax.scatter([p[0] for p in points], [p[1] for p in points], color="#999999")
@@ -160,10 +159,10 @@ class Figures:
                 ax2 = ax.twinx()
                 ax2.plot(t, power, color="#c44e52", label="power W")
                 ax2.set_ylabel("W")
-            s = row.spec
+            spec = row.spec
             ax.set_title(
-                f"{s['workload']} {s['mode']} {s['backend']} {s['precision']} "
-                f"b{s['batch']} on {row.values['hardware']}",
+                f"{spec.workload} {spec.mode} {spec.backend} {spec.precision} "
+                f"b{spec.batch} on {row.hardware}",
                 fontsize=9,
             )
             ax.legend(fontsize=7, loc="lower left")
@@ -180,7 +179,7 @@ def _float(text: str | None) -> float | None:
 
 
 def _read_series(row: Row) -> list[dict[str, str]]:
-    name = (row.record.get("telemetry") or {}).get("timeseries_csv")
+    name = row.record.telemetry.timeseries_csv
     path = row.path.parent / name if name else None
     if path is None or not path.is_file():
         return []
@@ -203,20 +202,20 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
             name,
             f"Throughput: {group_title(key)}",
             "samples/s",
-            [(row_label(r), r.values["samples_per_s"]) for r in rows],
+            [(row_label(r), r.samples_per_s) for r in rows if r.samples_per_s is not None],
         )
         images.append(name)
-        priced = [r for r in rows if r.values["usd_per_million"] is not None]
+        priced = [r for r in rows if r.usd_per_million is not None]
         if priced:
             name = f"cost_{i}"
             figs.bars(
                 name,
                 f"$ per million samples: {group_title(key)}",
                 "USD",
-                [(row_label(r), r.values["usd_per_million"]) for r in priced],
+                [(row_label(r), r.usd_per_million or 0.0) for r in priced],
             )
             images.append(name)
-            with_p99 = [r for r in priced if r.values["p99_ms"] is not None]
+            with_p99 = [r for r in priced if r.p99_ms is not None]
             if len(with_p99) >= 2:
                 name = f"frontier_{i}"
                 best = figs.frontier(name, f"Latency vs cost: {group_title(key)}", with_p99)
@@ -290,7 +289,7 @@ def _markdown(
     if c.unmatched or c.failed_runs:
         lines += ["## Not compared", ""]
         lines += [f"- {u}" for u in c.unmatched]
-        lines += [f"- {r.record['run_id']}: {r.record['outcome']['status']}" for r in c.failed_runs]
+        lines += [f"- {r.run_id}: {r.record.outcome.status}" for r in c.failed_runs]
     return "\n".join(lines) + "\n"
 
 
@@ -326,7 +325,7 @@ def _html(
     if c.unmatched or c.failed_runs:
         body.append("<h2>Not compared</h2><ul>")
         body += [f"<li>{html.escape(u)}</li>" for u in c.unmatched]
-        body += [f"<li>{html.escape(r.record['run_id'])}</li>" for r in c.failed_runs]
+        body += [f"<li>{html.escape(r.run_id)}</li>" for r in c.failed_runs]
         body.append("</ul>")
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"

@@ -7,6 +7,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from bench.run import registry
+from bench.run.record import RunRecord
 from bench.telemetry.validity import FLAG_CODES, short_codes
 
 HEADERS = (
@@ -31,68 +33,48 @@ HEADERS = (
 )
 
 
-def device_name(record: dict[str, Any]) -> str:
-    device = record["spec"]["device"]
-    env = record.get("environment") or {}
-    if device.startswith("cuda"):
-        name = (env.get("framework") or {}).get("device_name")
-        if not name:
-            gpus = env.get("gpus") or []
-            ordinal = int(device.split(":")[1]) if ":" in device else 0
-            name = gpus[ordinal]["name"] if ordinal < len(gpus) else device
-        return str(name)
-    cpu = env.get("cpu_model") or "CPU"
-    cores = env.get("cpu_count_usable") or env.get("cpu_count_logical")
-    return f"{cpu} ({cores} cores)" if cores else str(cpu)
-
-
-def row(record: dict[str, Any]) -> list[Any]:
-    spec = record["spec"]
-    outcome = record["outcome"]["status"]
-    tput = record.get("throughput") or {}
-    lat = record.get("latency") or {}
-    tele = record.get("telemetry") or {}
-    shape = {"bert": f"seq {spec['seq_len']}", "ssd": f"{spec['image_size']}px"}
-    cv = lat.get("cv")
-    unreliable = set(lat.get("unreliable_percentiles") or [])
-    p99 = _num(lat.get("p99_ms"), 2)
+def row(record: RunRecord) -> list[Any]:
+    spec = record.spec
+    tput, lat, tele = record.throughput, record.latency, record.telemetry
+    unreliable = set(lat.unreliable_percentiles) if lat is not None else set()
+    p99 = _num(lat.p99_ms if lat else None, 2)
+    cv = lat.cv if lat else None
+    mfu = tput.mfu.mfu if tput is not None and tput.mfu is not None else None
     return [
-        spec["workload"],
-        spec["backend"],
-        spec["mode"],
-        spec["precision"],
-        spec["batch"],
-        shape.get(spec["workload"], ""),
-        device_name(record),
-        outcome,
-        _num(tput.get("samples_per_s"), 2),
-        _num(lat.get("p50_ms"), 2),
+        spec.workload,
+        spec.backend,
+        spec.mode,
+        spec.precision,
+        spec.batch,
+        registry.workload_info(spec.workload).shape_text(spec, "column"),
+        record.device_name,
+        record.outcome.status,
+        _num(tput.samples_per_s if tput else None, 2),
+        _num(lat.p50_ms if lat else None, 2),
         f"{p99}*" if p99 != "" and "p99" in unreliable else p99,
         _num(cv * 100 if cv is not None else None, 1),
-        _num(tput.get("tflops_per_s"), 3),
-        _num(_pct((tput.get("mfu") or {}).get("mfu")), 1),
-        _num(tele.get("util_gpu_mean_pct", (tele.get("host") or {}).get("cpu_mean_pct")), 0),
-        _num(tele.get("power_mean_w"), 0),
-        _num(tele.get("energy_per_sample_j"), 3),
+        _num(tput.tflops_per_s if tput else None, 3),
+        _num(_pct(mfu), 1),
+        _num(tele.utilization_pct, 0),
+        _num(tele.power_mean_w, 0),
+        _num(tele.energy_per_sample_j, 3),
         short_codes(record),
     ]
 
 
-def render(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
+def render(records: Iterable[RunRecord], fmt: str = "github") -> str:
     records = list(records)
     text = tabulate([row(r) for r in records], headers=HEADERS, tablefmt=fmt, disable_numparse=True)
     notes = []
-    if any(
-        "p99" in ((r.get("latency") or {}).get("unreliable_percentiles") or []) for r in records
-    ):
+    if any(r.latency is not None and "p99" in r.latency.unreliable_percentiles for r in records):
         notes.append("* p99 from fewer than 100 iterations: an interpolation, not a tail estimate")
     if any(short_codes(r) for r in records):
         legend = ", ".join(f"{short}={code}" for code, short in FLAG_CODES.items())
         notes.append(f"flags: {legend} (details in each result's validity section)")
         notes.append("util %: GPU utilization, or host CPU utilization on CPU runs")
-    failed = [r for r in records if r["outcome"]["status"] != "ok"]
-    for r in failed:
-        notes.append(f"{r['run_id']}: {r['outcome']['status']}: {r['outcome'].get('message')}")
+    for r in records:
+        if not r.ok:
+            notes.append(f"{r.run_id}: {r.outcome.status}: {r.outcome.message}")
     return "\n".join([text, *notes])
 
 

@@ -84,15 +84,16 @@ def imds_fetch(
     request = urllib.request.Request(IMDS_BASE + path, data=data, headers=headers, method=method)
     try:
         with opener.open(request, timeout=timeout_s) as response:
-            return response.read(4096).decode("utf-8", errors="replace")
+            body: bytes = response.read(4096)
+            return body.decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
         raise
 
 
-def _facts(source: str, reason: str | None, **values: str | None) -> dict:
-    facts: dict = {key: values.get(key) for key in META_PATHS}
+def _facts(source: str, reason: str | None, **values: str | None) -> dict[str, str | None]:
+    facts: dict[str, str | None] = {key: values.get(key) for key in META_PATHS}
     facts["source"] = source
     facts["reason"] = reason
     return facts
@@ -104,7 +105,7 @@ def instance_facts(
     fetch: Fetch | None = None,
     dmi_root: Path = Path("/sys"),
     timeout_s: float = 0.5,
-) -> dict:
+) -> dict[str, str | None]:
     """This machine's EC2 facts, or source "absent" with the reason.
 
     ``override`` (an instance type given by hand) is validated and returned as given, with

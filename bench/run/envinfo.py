@@ -4,7 +4,6 @@ framework knows (CUDA runtime, cuDNN) is added by the workload in the worker."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run.ec2 import instance_facts
+from bench.run.record import Environment, InstanceFacts, ProjectFacts, from_plain
 from bench.telemetry.devices import GpuInfo
 from bench.telemetry.sampling import load_nvml
 
@@ -113,24 +113,24 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def collect(gpus: list[GpuInfo], instance: str | None = None) -> dict[str, Any]:
+def collect(gpus: list[GpuInfo], instance: str | None = None) -> Environment:
     """What can be known without importing a framework."""
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "hostname": socket.gethostname(),
-        "os": platform.platform(),
-        "python": sys.version.split()[0],
-        "python_executable_env": Path(sys.prefix).name,
-        "cpu_model": cpu_model(),
-        "cpu_count_logical": os.cpu_count(),
-        "cpu_count_usable": len(affinity) if affinity is not None else None,
-        "memory_total_bytes": memory_total_bytes(),
-        "gpu_count": len(gpus),
-        "gpus": [dataclasses.asdict(g) for g in gpus],
-        "driver_version": gpus[0].driver_version if gpus else None,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "packages": package_versions(),
-        "project": git_commit(),
-        "nvml": nvml_versions() if gpus else {"available": False, "reason": "no GPU"},
-        "instance": instance_facts(override=instance),
-    }
+    return Environment(
+        hostname=socket.gethostname(),
+        os=platform.platform(),
+        python=sys.version.split()[0],
+        python_executable_env=Path(sys.prefix).name,
+        cpu_model=cpu_model(),
+        cpu_count_logical=os.cpu_count(),
+        cpu_count_usable=len(affinity) if affinity is not None else None,
+        memory_total_bytes=memory_total_bytes(),
+        gpu_count=len(gpus),
+        gpus=list(gpus),
+        driver_version=gpus[0].driver_version if gpus else None,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        packages=package_versions(),
+        project=from_plain(ProjectFacts, git_commit()),
+        nvml=nvml_versions() if gpus else {"available": False, "reason": "no GPU"},
+        instance=from_plain(InstanceFacts, instance_facts(override=instance)),
+    )

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from tqdm import tqdm
 
@@ -89,7 +89,7 @@ def measure(
             bar.update(1)
             if len(latencies) >= iters:
                 break
-        else:
+        elif duration_s is not None:
             bar.update(min(t1 - start, duration_s) - bar.n)
             if t1 - start >= duration_s:
                 break
@@ -98,7 +98,9 @@ def measure(
     return Measurement(latencies_s=latencies, window_s=t0 - start, warmup_s=warmup_s, marks=marks)
 
 
-def _bar(enabled: bool, total: float | None, desc: str, unit: str, stream: TextIO) -> tqdm:
+def _bar(
+    enabled: bool, total: float | None, desc: str, unit: str, stream: TextIO
+) -> tqdm[NoReturn]:
     return tqdm(
         total=total,
         desc=desc.strip(),

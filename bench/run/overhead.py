@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,15 @@ def harness_loop(step: Any, sync: Any, iters: int, telemetry: Telemetry | None =
     return m.window_s / m.iterations
 
 
-def compare(
+def interleaved_rounds(
     spec: RunSpec, rounds: int, iters: int, telemetry_interval_s: float | None = None
 ) -> dict[str, Any]:
     """Median seconds per iteration of each loop over ``rounds`` interleaved rounds: bare,
     harness, and (with ``telemetry_interval_s``) harness with the telemetry sampler on."""
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
-    workload = registry.load(entry.target)(spec)
+    workload = registry.workload_class(entry)(spec)
     workload.setup()
-    framework = workload.framework_info(spec.device)
+    framework = registry.framework_info(spec.backend, spec.device)
     for _ in range(spec.warmup):
         workload.step()
     workload.sync()
@@ -72,7 +73,10 @@ def compare(
         with Telemetry.open(spec.device, framework, gpus, telemetry_interval_s) as tele:
             return harness_loop(step, sync, n, tele)
 
-    loops = {"bare": bare_loop, "harness": harness_loop}
+    loops: dict[str, Callable[[Any, Any, int], float]] = {
+        "bare": bare_loop,
+        "harness": harness_loop,
+    }
     if telemetry_interval_s:
         loops["telemetry"] = with_telemetry
     times: dict[str, list[float]] = {name: [] for name in loops}
@@ -129,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         warmup=3,
     )
-    result = compare(spec, args.rounds, args.iters, args.telemetry_interval or None)
-    null = compare(RunSpec(workload="null", device=device, warmup=10), rounds=5, iters=100_000)
+    result = interleaved_rounds(spec, args.rounds, args.iters, args.telemetry_interval or None)
+    null = interleaved_rounds(
+        RunSpec(workload="null", device=device, warmup=10), rounds=5, iters=100_000
+    )
     result["null_us_per_iter"] = {k: v * 1e6 for k, v in null["s_per_iter"].items()}
 
     print(f"step: {spec.label} (median of {args.rounds} interleaved rounds of {args.iters})")

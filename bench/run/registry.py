@@ -1,21 +1,26 @@
-"""Lazy registry of workload implementations and the Python environment each needs.
+"""Lazy registry of workloads: their implementations per backend, the facts each workload
+declares, the Python environment each backend needs, and where to ask a backend for its
+framework facts.
 
-Entries are import strings, resolved only inside the worker process that runs them, so a
-missing or conflicting framework never breaks the harness or another backend.
+Entries are import strings. Implementations are resolved only inside the worker process
+that runs them, so a missing or conflicting framework never breaks the harness or another
+backend; workload facts come from framework-free modules. This module's loader is the only
+way ``bench`` reaches ``models``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
-from bench.run.spec import SpecError
+from bench.run.spec import PRECISIONS, SpecError
+from bench.run.workload import Workload, WorkloadInfo
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.
 ENVIRONMENTS = {"main": ".venv", "mxnet": ".venv-mxnet"}
-
-ALL_PRECISIONS = frozenset({"fp32", "fp16", "bf16"})
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,7 @@ class Entry:
     target: str
     env: str = "main"
     modes: frozenset[str] = frozenset({"train", "infer"})
-    precisions: frozenset[str] = ALL_PRECISIONS
+    precisions: frozenset[str] = frozenset(PRECISIONS)
     #: Newest GPU architecture the backend's build has kernels for; newer GPUs are refused.
     max_compute_capability: tuple[int, int] | None = None
     #: Why, shown when a GPU is refused.
@@ -35,7 +40,7 @@ class Entry:
 #: MXNet 1.9.1's newest CUDA build, mxnet-cu117, was compiled for GPUs up to Ampere (8.6):
 #: V100 (7.0), T4 (7.5), A100 (8.0), A10G (8.6). It has no kernels for Ada (L4, L40S: 8.9)
 #: or Hopper (H100, H200: 9.0).
-_MXNET = {
+_MXNET: dict[str, Any] = {
     "env": "mxnet",
     "precisions": frozenset({"fp32", "fp16"}),
     "max_compute_capability": (8, 6),
@@ -45,7 +50,7 @@ _MXNET = {
 
 
 #: ONNX Runtime: inference only; fp16 on GPUs (the core refuses fp16 on the CPU).
-_ORT = {
+_ORT: dict[str, Any] = {
     "modes": frozenset({"infer"}),
     "precisions": frozenset({"fp32", "fp16"}),
     "gpu_distribution": "onnxruntime-gpu",
@@ -61,7 +66,14 @@ REGISTRY: dict[tuple[str, str], Entry] = {
     ("bert", "mxnet"): Entry("models.bert.gluon:BertGluon", **_MXNET),
 }
 
-#: Per backend, where to ask for framework versions (``bench env``).
+#: Each workload's declared facts, from modules that import no framework.
+WORKLOAD_INFO: dict[str, str] = {
+    "null": "models.null:INFO",
+    "ssd": "models.ssd.common:INFO",
+    "bert": "models.bert.config:INFO",
+}
+
+#: Per backend, where to ask for framework versions and device facts.
 FRAMEWORK_INFO = {
     "torch": "models.torch_common:torch_info",
     "mxnet": "models.mxnet_common:mxnet_info",
@@ -82,7 +94,39 @@ def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
     return entry
 
 
-def load(target: str) -> object:
+def load(target: str) -> Any:
     """Import ``package.module:Attribute`` and return the attribute."""
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def workload_class(entry: Entry) -> type[Workload]:
+    cls = load(entry.target)
+    if not (isinstance(cls, type) and issubclass(cls, Workload)):
+        raise TypeError(f"{entry.target} is not a Workload")
+    return cls
+
+
+def workload_info(workload: str) -> WorkloadInfo:
+    """The facts workload ``workload`` declares (no framework is imported)."""
+    target = WORKLOAD_INFO.get(workload)
+    if target is None:
+        raise SpecError(f"unknown workload {workload!r}")
+    return _load_info(target)
+
+
+@functools.cache
+def _load_info(target: str) -> WorkloadInfo:
+    info = load(target)
+    if not isinstance(info, WorkloadInfo):
+        raise TypeError(f"{target} is not a WorkloadInfo")
+    return info
+
+
+def framework_info(backend: str, device: str) -> dict[str, Any]:
+    """Versions and device facts only the backend's framework knows (CUDA runtime, cuDNN)."""
+    target = FRAMEWORK_INFO.get(backend)
+    if target is None:
+        return {}
+    info = load(target)(device)
+    return dict(info)

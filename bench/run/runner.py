@@ -13,18 +13,33 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench.run import envinfo, registry
+from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import RunSpec, SpecError
-from bench.run.store import new_record, write_record
-from bench.run.worker import ROWS_KEY
+from bench.run.store import load_record, write_record
 from bench.telemetry.devices import GpuInfo, check_precision, default_gpus, gpu_for, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
-from bench.telemetry.session import write_csv
 
 DEFAULT_OUT = Path("results/runs")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How runs are carried out, apart from what they measure (the spec)."""
+
+    out_dir: Path = DEFAULT_OUT
+    progress: bool = True
+    #: Kill a worker after this many seconds (None: no limit).
+    timeout_s: float | None = None
+    #: Seconds between telemetry samples; None turns sampling off.
+    telemetry_interval_s: float | None = DEFAULT_INTERVAL_S
+    #: EC2 instance type to record instead of asking the metadata service.
+    instance: str | None = None
 
 
 def prepare(spec: RunSpec, gpus: list[GpuInfo] | None = None) -> RunSpec:
@@ -92,43 +107,47 @@ def python_for(env: str) -> Path:
     return python
 
 
-def run(
-    spec: RunSpec,
-    out_dir: Path = DEFAULT_OUT,
-    *,
-    progress: bool = True,
-    timeout_s: float | None = None,
-    telemetry_interval_s: float | None = DEFAULT_INTERVAL_S,
-    instance: str | None = None,
-) -> tuple[dict[str, Any], Path]:
+def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, Path]:
     """Run a prepared spec in a worker process; store and return its record and path.
 
-    The telemetry time series goes to ``<run_id>.telemetry.csv`` beside the JSON record.
+    The worker writes the telemetry time series to ``<run_id>.telemetry.csv`` in
+    ``out_dir``. A worker that dies leaves the record it had collected so far; its outcome
+    then says how the worker ended.
     """
+    out_dir, instance = options.out_dir, options.instance
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
     python = python_for(entry.env)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         spec_file, result_file = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_file.write_text(json.dumps(spec.to_dict()))
         cmd = [str(python), "-m", "bench.run.worker", "run", str(spec_file), str(result_file)]
-        if not progress:
+        cmd += ["--out-dir", str(out_dir.resolve())]
+        if not options.progress:
             cmd.append("--no-progress")
-        cmd += ["--telemetry-interval", str(telemetry_interval_s or 0)]
+        cmd += ["--telemetry-interval", str(options.telemetry_interval_s or 0)]
         if instance:
             cmd += ["--instance", instance]
-        code, tail = _run_worker(cmd, timeout_s)
-        if result_file.exists():
-            record = json.loads(result_file.read_text())
-        else:
-            record = new_record(spec, envinfo.collect(default_gpus(), instance=instance))
-            record["outcome"] = {"status": "error", "message": _crash_message(code, tail)}
-    rows = record.pop(ROWS_KEY, None)
-    if rows:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = out_dir / f"{record['run_id']}.telemetry.csv"
-        write_csv(rows, csv_path)
-        record["telemetry"]["timeseries_csv"] = csv_path.name
+        code, tail = _run_worker(cmd, options.timeout_s)
+        record = collect(result_file, spec, code, tail, instance)
     return record, write_record(record, out_dir)
+
+
+def collect(
+    result_file: Path, spec: RunSpec, code: int | None, tail: str, instance: str | None = None
+) -> RunRecord:
+    """The worker's record. A worker that did not finish left a checkpoint (or nothing):
+    its record keeps what was collected and its outcome says how the worker ended."""
+    record = None
+    if result_file.exists():
+        try:
+            record = load_record(result_file)
+        except ResultError:
+            record = None
+    if record is None:
+        record = RunRecord.new(spec, envinfo.collect(default_gpus(), instance=instance))
+    if record.outcome.status == "running":
+        record.outcome = Outcome(status="error", message=_crash_message(code, tail))
+    return record
 
 
 def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, str]:
@@ -141,9 +160,11 @@ def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, st
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd=root)
     tail: collections.deque[bytes] = collections.deque(maxlen=64)
 
+    stderr = proc.stderr
+    assert stderr is not None
+
     def pump() -> None:
-        assert proc.stderr is not None
-        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
+        for chunk in iter(lambda: os.read(stderr.fileno(), 4096), b""):
             sys.stderr.buffer.write(chunk)
             sys.stderr.buffer.flush()
             tail.append(chunk)
@@ -176,3 +197,45 @@ def _crash_message(code: int | None, tail: str) -> str:
         why = f"the worker exited with code {code} without writing a result"
     lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
     return why + (f": {lines[-1][:300]}" if lines else "")
+
+
+def run_all(
+    specs: Sequence[RunSpec], options: RunOptions, stream: TextIO = sys.stderr
+) -> list[RunRecord]:
+    """Run specs one after another, each in its own worker; a failed run does not stop the
+    rest. Progress (``[i/N] label`` and failures) goes to ``stream``."""
+    records = []
+    for i, spec in enumerate(specs, 1):
+        print(f"[{i}/{len(specs)}] {spec.label}", file=stream, flush=True)
+        record, _ = run(spec, options)
+        if not record.ok:
+            print(f"  {record.outcome.status}: {record.outcome.message}", file=stream)
+        records.append(record)
+    return records
+
+
+def environment_report(gpus: list[GpuInfo]) -> dict[str, Any]:
+    """The environment record plus each backend's framework facts, asked of a worker in
+    that backend's environment (``bench env``)."""
+    device = resolve_device("auto", gpus)
+    report: dict[str, Any] = to_plain(envinfo.collect(gpus))
+    frameworks: dict[str, Any] = {}
+    for backend, env in sorted({(b, e.env) for (_, b), e in registry.REGISTRY.items()}):
+        try:
+            python = python_for(env)
+        except SpecError as exc:
+            frameworks[backend] = {"available": False, "reason": str(exc)}
+            continue
+        out = subprocess.run(
+            [str(python), "-m", "bench.run.worker", "info", backend, device],
+            capture_output=True,
+            text=True,
+            cwd=envinfo.PROJECT_ROOT,
+        )
+        frameworks[backend] = (
+            json.loads(out.stdout)
+            if out.returncode == 0
+            else {"available": False, "reason": out.stderr.strip().splitlines()[-1:]}
+        )
+    report["frameworks"] = frameworks
+    return report

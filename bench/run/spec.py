@@ -11,6 +11,7 @@ WORKLOADS = ("ssd", "bert", "null")
 BACKENDS = ("torch", "mxnet", "onnxruntime")
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: How work is issued (bench.run.scenarios); ``loop``: a fixed loop of synchronized steps.
 SCENARIOS = ("loop",)
 ORT_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
 
@@ -101,9 +102,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         """A short name for file names and progress lines."""
-        shape = f"s{self.seq_len}" if self.workload == "bert" else ""
-        if self.workload == "ssd":
-            shape = f"i{self.image_size}"
+        from bench.run.registry import workload_info  # the registry imports this module
+
         dev = self.device.replace(":", "")
         backend = self.backend
         if self.ort_provider != "auto":
@@ -113,7 +113,7 @@ class RunSpec:
             backend,
             self.mode,
             f"b{self.batch}",
-            shape,
+            workload_info(self.workload).shape_text(self, "tag"),
             self.precision,
             dev,
         ]

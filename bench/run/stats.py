@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Any
+
+from bench.run.record import Latency, Throughput
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -36,7 +37,7 @@ def min_samples_for(q: float) -> int:
     return math.ceil(100 / (100 - q)) if q < 100 else 1
 
 
-def latency_summary(latencies_s: Sequence[float]) -> dict[str, Any]:
+def latency_summary(latencies_s: Sequence[float]) -> Latency:
     """Mean, percentiles, extremes and spread of latencies given in seconds, reported in ms."""
     if not latencies_s:
         raise ValueError("no latencies to summarise")
@@ -45,10 +46,13 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, Any]:
     mean = statistics.fmean(ms)
     stdev = statistics.stdev(ms) if n > 1 else 0.0
     q1, q3 = percentile(ms, 25), percentile(ms, 75)
-    out: dict[str, Any] = {"count": n, "mean_ms": mean}
-    for q in PERCENTILES:
-        out[f"p{q}_ms"] = percentile(ms, q)
-    out.update(
+    return Latency(
+        count=n,
+        mean_ms=mean,
+        p50_ms=percentile(ms, 50),
+        p90_ms=percentile(ms, 90),
+        p95_ms=percentile(ms, 95),
+        p99_ms=percentile(ms, 99),
         min_ms=ms[0],
         max_ms=ms[-1],
         stdev_ms=stdev,
@@ -56,14 +60,10 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, Any]:
         cv=stdev / mean if mean > 0 else None,
         unreliable_percentiles=[f"p{q}" for q in PERCENTILES if n < min_samples_for(q)],
     )
-    return out
 
 
-def throughput(samples: int, iterations: int, window_s: float) -> dict[str, float]:
+def throughput(samples: int, iterations: int, window_s: float) -> Throughput:
     """Samples and iterations per second over the wall time of the measured window."""
     if window_s <= 0:
         raise ValueError("the measured window must last a positive time")
-    return {
-        "samples_per_s": samples / window_s,
-        "iters_per_s": iterations / window_s,
-    }
+    return Throughput(samples_per_s=samples / window_s, iters_per_s=iterations / window_s)

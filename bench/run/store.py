@@ -1,58 +1,26 @@
-"""Result records: one JSON file per run, written atomically, read back for tables."""
+"""Where records live: one JSON file per run, written atomically, read back for tables."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from bench.run.spec import RunSpec
+from bench.run.record import ResultError, RunRecord
 
-SCHEMA_VERSION = 1
 RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
 
-#: Sections later features fill in; until then a result says why they are absent.
-TELEMETRY_ABSENT = "GPU telemetry sampling is not part of this version of the harness"
-COST_ABSENT = "runs are priced when compared (bench compare / bench report), not when measured"
 
-
-class ResultError(ValueError):
-    """A file that is not a result record this harness can read."""
-
-
-def new_record(spec: RunSpec, environment: dict[str, Any]) -> dict[str, Any]:
-    """A record with every section present; the runner fills in what it measured."""
-    now = datetime.now(UTC)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": f"{now:%Y%m%dT%H%M%SZ}_{spec.label}_{uuid.uuid4().hex[:6]}",
-        "created_utc": now.isoformat(timespec="seconds"),
-        "spec": spec.to_dict(),
-        "outcome": {"status": "error", "message": "the run did not finish"},
-        "environment": environment,
-        "workload": None,
-        "timing": None,
-        "throughput": None,
-        "latency": None,
-        "latencies_ms": [],
-        "telemetry": {"available": False, "reason": TELEMETRY_ABSENT},
-        "cost": {"available": False, "reason": COST_ABSENT},
-    }
-
-
-def write_record(record: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``<run_id>.json`` into ``out_dir`` atomically (no half-written files)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{record['run_id']}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
+def write_json_atomic(data: object, path: Path) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename, so a reader
+    never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=1, allow_nan=False)
+            json.dump(data, fh, indent=1, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -61,19 +29,20 @@ def write_record(record: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-def load_record(path: Path) -> dict[str, Any]:
+def write_record(record: RunRecord, out_dir: Path) -> Path:
+    """Write ``<run_id>.json`` into ``out_dir`` atomically (no half-written files)."""
+    return write_json_atomic(record.to_dict(), out_dir / f"{record.run_id}.json")
+
+
+def load_record(path: Path) -> RunRecord:
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path}: not a readable JSON file ({exc})") from exc
-    if not isinstance(data, dict) or "schema_version" not in data or "spec" not in data:
-        raise ResultError(f"{path}: not a benchmark result (no schema_version/spec)")
-    if data["schema_version"] > SCHEMA_VERSION:
-        raise ResultError(
-            f"{path}: schema version {data['schema_version']} is newer than this harness "
-            f"reads ({SCHEMA_VERSION}); update the harness"
-        )
-    return data
+    try:
+        return RunRecord.from_dict(data)
+    except ResultError as exc:
+        raise ResultError(f"{path}: {exc}") from exc
 
 
 def result_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -89,3 +58,7 @@ def result_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
         else:
             raise ResultError(f"{path}: no such file or directory")
+
+
+def load_records(paths: Iterable[Path]) -> list[tuple[Path, RunRecord]]:
+    return [(p, load_record(p)) for p in result_files(paths)]

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.run import registry
+from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
+from bench.telemetry.devices import GpuInfo
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,32 @@ def suite_specs(
                 fields["iters"] = None
             specs.append(RunSpec(**fields))
     return specs
+
+
+def plan(
+    name: str,
+    *,
+    device: str,
+    gpus: list[GpuInfo],
+    backends: tuple[str, ...],
+    ort_provider: str | None = None,
+    **overrides: Any,
+) -> tuple[list[RunSpec], list[str]]:
+    """The prepared specs of suite ``name`` on ``device``, and a line for each run skipped
+    because its backend cannot do it here (a precision, a GPU too new for a build)."""
+    specs, skipped = [], []
+    for spec in suite_specs(
+        name,
+        gpu=device.startswith("cuda"),
+        backends=backends,
+        ort_provider=ort_provider,
+        device=device,
+        **overrides,
+    ):
+        try:
+            specs.append(prepare(spec, gpus))
+        except SpecError as exc:
+            skipped.append(f"skipped {spec.label}: {exc}")
+    if not specs:
+        raise SpecError(skipped[0] if skipped else f"suite {name} has no runnable runs")
+    return specs, skipped

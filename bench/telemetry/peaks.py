@@ -14,6 +14,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from bench.run.record import Mfu
+
 #: Precisions a peak can be asked for. "fp32" is the non-tensor (CUDA core) rate.
 PEAK_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -232,19 +234,15 @@ def model_flops_utilization(
     gpu_name: str | None,
     precision: str,
     tf32: bool = False,
-) -> dict:
+) -> Mfu:
     """MFU = achieved / dense peak, with the peak and its basis; None with a reason if unknown."""
     if not gpu_name:
-        return {"mfu": None, "peak_tflops": None, "basis": "no GPU name (not a GPU run?)"}
+        return Mfu(None, None, "no GPU name (not a GPU run?)")
     peak, basis = peak_tflops(gpu_name, precision, tf32=tf32)
     if peak is None:
-        return {"mfu": None, "peak_tflops": None, "basis": basis}
+        return Mfu(None, None, basis)
     if achieved_tflops is None:
-        return {"mfu": None, "peak_tflops": peak, "basis": f"achieved TFLOP/s unknown; {basis}"}
+        return Mfu(None, peak, f"achieved TFLOP/s unknown; {basis}")
     if not math.isfinite(achieved_tflops) or achieved_tflops < 0:
-        return {
-            "mfu": None,
-            "peak_tflops": peak,
-            "basis": f"achieved TFLOP/s not usable ({achieved_tflops!r}); {basis}",
-        }
-    return {"mfu": achieved_tflops / peak, "peak_tflops": peak, "basis": basis}
+        return Mfu(None, peak, f"achieved TFLOP/s not usable ({achieved_tflops!r}); {basis}")
+    return Mfu(achieved_tflops / peak, peak, basis)

@@ -151,7 +151,8 @@ class NvmlSampler(Sampler):
             return None
 
     def _energy(self, handle: Any) -> int | None:
-        return self._try(self.nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+        value = self._try(self.nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+        return int(value) if value is not None else None
 
     def read(self) -> list[GpuSample]:
         nv, now = self.nvml, time.time()
@@ -177,18 +178,24 @@ class NvmlSampler(Sampler):
                     sm_clock_mhz=self._try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
                     mem_clock_mhz=self._try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
                     temp_c=self._try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
-                    pstate=self._try(nv.nvmlDeviceGetPerformanceState, h),
+                    pstate=self._pstate(h),
                     throttle_mask=self._try(reasons, h),
                     energy_mj=self._energy(h) if self._energy_ok else None,
                 )
             )
         return out
 
+    def _pstate(self, handle: Any) -> int | None:
+        """P0..P15; NVML_PSTATE_UNKNOWN (32) is no reading, not a state."""
+        state = self._try(self.nvml.nvmlDeviceGetPerformanceState, handle)
+        return state if isinstance(state, int) and 0 <= state <= 15 else None
+
     def energy_mj(self) -> int | None:
         if not self._energy_ok:
             return None
         values = [self._energy(h) for h in self.handles.values()]
-        return None if any(v is None for v in values) else sum(values)
+        present = [v for v in values if v is not None]
+        return sum(present) if len(present) == len(values) else None
 
     def other_processes(self) -> list[int] | None:
         pids: set[int] = set()
@@ -309,6 +316,8 @@ class SmiSampler(Sampler):
                 self._proc.wait(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 class HostSampler(Sampler):

@@ -3,13 +3,16 @@ summary of the measured window that goes into the result."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.run.record import HostSummary, TelemetryGpu, TelemetrySummary
 from bench.telemetry.devices import GpuInfo, visible_gpus
 from bench.telemetry.sampling import (
     DEFAULT_INTERVAL_S,
@@ -113,6 +116,8 @@ class Telemetry:
                 handle = nvml.nvmlDeviceGetHandleByPciBusId(gpu.pci_bus_id.encode())
             except Exception as exc:  # noqa: BLE001
                 why = f"NVML has no device at {gpu.pci_bus_id}: {exc}"
+                with contextlib.suppress(Exception):  # balance nvmlInit: it is not used
+                    nvml.nvmlShutdown()
             else:
                 return cls(NvmlSampler(nvml, {gpu.index: handle}, interval_s), gpu=gpu, match=how)
         exe = smi_executable()
@@ -139,43 +144,44 @@ class Telemetry:
     def source(self) -> str:
         return self.sampler.source if self.sampler is not None else "none"
 
-    def summary(self, measured_samples: int) -> dict[str, Any]:
+    def summary(self, measured_samples: int) -> TelemetrySummary:
         samples = self.sampler.samples if self.sampler is not None else []
         start, end = self.marks.get("measure_start"), self.marks.get("measure_end")
-        out: dict[str, Any] = {
-            "available": self.absent_reason is None and start is not None,
-            "reason": self.absent_reason,
-            "source": self.source,
-            "interval_s": self.sampler.interval_s if self.sampler else None,
-            "gpu": (
-                {
-                    "index": self.gpu.index,
-                    "name": self.gpu.name,
-                    "uuid": self.gpu.uuid,
-                    "pci_bus_id": self.gpu.pci_bus_id,
-                    "matched_by": self.match,
-                }
+        out = TelemetrySummary(
+            available=self.absent_reason is None and start is not None,
+            reason=self.absent_reason,
+            source=self.source,
+            interval_s=self.sampler.interval_s if self.sampler else None,
+            gpu=(
+                TelemetryGpu(
+                    index=self.gpu.index,
+                    name=self.gpu.name,
+                    uuid=self.gpu.uuid,
+                    pci_bus_id=self.gpu.pci_bus_id,
+                    matched_by=self.match,
+                )
                 if self.gpu
                 else None
             ),
-            "sampler_errors": self.sampler.errors if self.sampler else [],
-        }
+            sampler_errors=list(self.sampler.errors) if self.sampler else [],
+        )
         if start is None or end is None:
-            out["available"] = False
-            out["reason"] = out["reason"] or "the run did not reach its measured window"
+            out.available = False
+            out.reason = out.reason or "the run did not reach its measured window"
             return out
         window = [s for s in samples if start <= s.t_unix <= end]
         gpu_samples = [s for s in window if isinstance(s, GpuSample)]
         host_samples = [s for s in window if isinstance(s, HostSample)]
         if host_samples or not gpu_samples:
-            out["host"] = summarize_host(host_samples)
+            out.host = summarize_host(host_samples)
         if self.gpu is not None:
             energy = self._counter_energy_j()
-            out.update(
-                summarize_gpu(gpu_samples, end - start, measured_samples, energy_counter_j=energy)
+            figures = summarize_gpu(
+                gpu_samples, end - start, measured_samples, energy_counter_j=energy
             )
+            out = dataclasses.replace(out, **figures)
             pids = sorted({p for v in self.other_pids.values() if v for p in v})
-            out["other_processes"] = (
+            out.other_processes = (
                 pids if any(v is not None for v in self.other_pids.values()) else None
             )
         return out
@@ -257,13 +263,13 @@ def summarize_gpu(
     }
 
 
-def summarize_host(samples: Sequence[HostSample]) -> dict[str, Any]:
-    return {
-        "samples_in_window": len(samples),
-        "cpu_mean_pct": _mean(_present(samples, "cpu_pct")),
-        "cpu_max_pct": _max(_present(samples, "cpu_pct")),
-        "process_rss_peak_mib": _max(_present(samples, "process_rss_mib")),
-    }
+def summarize_host(samples: Sequence[HostSample]) -> HostSummary:
+    return HostSummary(
+        samples_in_window=len(samples),
+        cpu_mean_pct=_mean(_present(samples, "cpu_pct")),
+        cpu_max_pct=_max(_present(samples, "cpu_pct")),
+        process_rss_peak_mib=_max(_present(samples, "process_rss_mib")),
+    )
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

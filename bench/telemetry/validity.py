@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from bench.run.record import Flag, RunRecord
 
 #: Latency coefficient of variation above which a run is flagged as noisy.
 CV_THRESHOLD = 0.05
@@ -20,40 +20,40 @@ FLAG_CODES = {
 }
 
 
-def validity_flags(record: dict[str, Any]) -> list[dict[str, str]]:
-    flags: list[dict[str, str]] = []
+def validity_flags(record: RunRecord) -> list[Flag]:
+    flags: list[Flag] = []
 
     def flag(code: str, message: str) -> None:
-        flags.append({"code": code, "message": message})
+        flags.append(Flag(code=code, message=message))
 
-    tele = record.get("telemetry") or {}
-    timing = record.get("timing") or {}
-    latency = record.get("latency") or {}
-    if tele.get("throttled"):
-        reasons = ", ".join(tele.get("throttle_reasons_seen") or [])
+    tele, timing, latency = record.telemetry, record.timing, record.latency
+    if tele.throttled:
+        reasons = ", ".join(tele.throttle_reasons_seen)
         flag("throttled", f"the GPU limited its clocks during the measured window ({reasons})")
-    if tele.get("other_processes"):
-        pids = ", ".join(map(str, tele["other_processes"]))
+    if tele.other_processes:
+        pids = ", ".join(map(str, tele.other_processes))
         flag("other_processes", f"other processes used the GPU during the run (pids {pids})")
-    window = timing.get("window_s")
-    if tele.get("energy_j") is not None and window is not None and window < ENERGY_MIN_WINDOW_S:
+    window = timing.window_s if timing is not None else None
+    if tele.energy_j is not None and window is not None and window < ENERGY_MIN_WINDOW_S:
         flag(
             "short_energy_window",
             f"measured window {window:.3f} s is shorter than {ENERGY_MIN_WINDOW_S} s: "
             "energy and power figures are unreliable",
         )
-    cv = latency.get("cv")
-    if cv is not None and cv > CV_THRESHOLD:
-        flag("high_cv", f"latency coefficient of variation {cv:.1%} is above {CV_THRESHOLD:.0%}")
-    unreliable = latency.get("unreliable_percentiles") or []
-    if unreliable:
-        flag(
-            "few_iterations",
-            f"{latency.get('count')} iterations are too few for {', '.join(unreliable)}",
-        )
+    if latency is not None:
+        if latency.cv is not None and latency.cv > CV_THRESHOLD:
+            flag(
+                "high_cv",
+                f"latency coefficient of variation {latency.cv:.1%} is above {CV_THRESHOLD:.0%}",
+            )
+        if latency.unreliable_percentiles:
+            flag(
+                "few_iterations",
+                f"{latency.count} iterations are too few for "
+                f"{', '.join(latency.unreliable_percentiles)}",
+            )
     return flags
 
 
-def short_codes(record: dict[str, Any]) -> str:
-    flags = (record.get("validity") or {}).get("flags") or []
-    return ",".join(FLAG_CODES.get(f["code"], f["code"]) for f in flags)
+def short_codes(record: RunRecord) -> str:
+    return ",".join(FLAG_CODES.get(f.code, f.code) for f in record.validity.flags)

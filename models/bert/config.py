@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.run.spec import RunSpec
+from bench.run.workload import ShapeLabels, WorkloadInfo
+
 
 @dataclass(frozen=True)
 class BertShape:
@@ -27,6 +30,20 @@ WARMUP_STEPS = 50
 GRAD_CLIP = 1.0
 #: IMDB training reviews: one epoch of the lab sets the length of the linear decay.
 EPOCH_SAMPLES = 25_000
+
+
+@dataclass(frozen=True)
+class BertSettings:
+    """What a BERT workload is built with besides its run spec: the model's shape and the
+    fine-tuning hyperparameters that tests vary (the rest are the lab's constants above)."""
+
+    shape: BertShape = BERT_BASE
+    learning_rate: float = LEARNING_RATE
+    warmup_steps: int = WARMUP_STEPS
+
+
+#: The lab's settings: BERT-base, lr 5e-5, 50 warm-up steps.
+LAB_SETTINGS = BertSettings()
 
 
 def forward_flops_per_sample(seq_len: int, shape: BertShape = BERT_BASE) -> float:
@@ -55,3 +72,20 @@ def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     if total <= warmup:
         return 1.0
     return max(0.0, (total - step) / (total - warmup))
+
+
+def _flops(spec: RunSpec) -> tuple[float | None, str]:
+    flops = forward_flops_per_sample(spec.seq_len)
+    return flops, f"analytic: matrix multiplies of BERT at seq_len {spec.seq_len}"
+
+
+INFO = WorkloadInfo(
+    name="bert",
+    flops=_flops,
+    shape=ShapeLabels(field="seq_len", tag="s{0}", column="seq {0}", title="seq {0}"),
+    epoch_samples=EPOCH_SAMPLES,
+    epoch_dataset="IMDB train",
+    # PyTorch: matrix multiplies dominate and run in full fp32 (BertTorch turns
+    # torch.backends.cuda.matmul.allow_tf32 off). MXNet and ONNX Runtime: declared fp32.
+    fp32_math={"torch": "fp32", "mxnet": "fp32", "onnxruntime": "fp32"},
+)

@@ -7,6 +7,7 @@ import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MX
 # isort: on
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from bench.run.spec import RunSpec
-from data.synthetic import text_batch
+from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
 from models.mxnet_common import MxnetWorkload
+from models.samples import check_query, check_stage
 
 MODEL_NAME = "bert_12_768_12"
 
@@ -41,20 +43,13 @@ class BertGluon(MxnetWorkload):
         "with static_alloc/static_shape. Batch staged on the device before timing."
     )
 
-    def __init__(
-        self,
-        spec: RunSpec,
-        shape: bert.BertShape = bert.BERT_BASE,
-        learning_rate: float = bert.LEARNING_RATE,
-        warmup_steps: int = bert.WARMUP_STEPS,
-    ) -> None:
+    def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
         super().__init__(spec)
-        self.shape = shape
-        self.learning_rate = learning_rate
-        self.warmup_steps = warmup_steps
+        self.settings = settings
+        self.library: tuple[mx.nd.NDArray, ...] | None = None
 
     def setup(self) -> None:
-        spec, shape = self.spec, self.shape
+        spec, shape = self.spec, self.settings.shape
         encoder, _ = nlp.model.get_model(
             MODEL_NAME,
             dataset_name=None,
@@ -72,19 +67,9 @@ class BertGluon(MxnetWorkload):
             self.model.initialize(init=mx.init.Normal(0.02), ctx=self.ctx)
         self.model.hybridize(static_alloc=True, static_shape=True)
 
-        host = text_batch(
-            spec.batch,
-            spec.seq_len,
-            vocab_size=shape.vocab_size,
-            num_labels=shape.num_labels,
-            seed=spec.seed,
-        )
+        host = self._text_batch(spec.batch)
         self.host = host
-        self.inputs = (
-            self.to_device(host.input_ids.astype("float32")),
-            self.to_device(host.token_type_ids.astype("float32")),
-            self.to_device(host.valid_length.astype("float32")),
-        )
+        self.inputs = self._features(host)
         self.labels = self.to_device(host.labels.astype("float32"))
         if spec.mode == "train":
             for _, param in self.model.collect_params(".*beta|.*gamma|.*bias").items():
@@ -93,7 +78,11 @@ class BertGluon(MxnetWorkload):
             self.trainer = gluon.Trainer(
                 self.model.collect_params(),
                 "bertadam",
-                {"learning_rate": self.learning_rate, "epsilon": 1e-6, "wd": bert.WEIGHT_DECAY},
+                {
+                    "learning_rate": self.settings.learning_rate,
+                    "epsilon": 1e-6,
+                    "wd": bert.WEIGHT_DECAY,
+                },
             )
             if self.amp is not None:
                 self.amp.init_trainer(self.trainer)
@@ -101,21 +90,35 @@ class BertGluon(MxnetWorkload):
             self.total_steps = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
             self.step_count = 0
 
+    def _text_batch(self, count: int) -> TextBatch:
+        shape = self.settings.shape
+        return text_batch(
+            count,
+            self.spec.seq_len,
+            vocab_size=shape.vocab_size,
+            num_labels=shape.num_labels,
+            seed=self.spec.seed,
+        )
+
+    def _features(self, host: TextBatch) -> tuple[mx.nd.NDArray, ...]:
+        """The classifier's inputs on the device: token ids, token types, valid lengths."""
+        return tuple(
+            self.to_device(a.astype("float32"))
+            for a in (host.input_ids, host.token_type_ids, host.valid_length)
+        )
+
     def _inputs(self) -> tuple[mx.nd.NDArray, ...]:
         if not self.spec.include_h2d:
             return self.inputs
-        h = self.host
-        return tuple(
-            self.to_device(a.astype("float32"))
-            for a in (h.input_ids, h.token_type_ids, h.valid_length)
-        )
+        return self._features(self.host)
 
     def step(self) -> mx.nd.NDArray:
         inputs = self._inputs()
         if self.spec.mode == "infer":
             return self.model(*inputs)
-        scale = bert.linear_warmup_decay(self.step_count, self.warmup_steps, self.total_steps)
-        self.trainer.set_learning_rate(self.learning_rate * scale)
+        warmup = self.settings.warmup_steps
+        scale = bert.linear_warmup_decay(self.step_count, warmup, self.total_steps)
+        self.trainer.set_learning_rate(self.settings.learning_rate * scale)
         self.step_count += 1
         with autograd.record():
             loss = self.loss_fn(self.model(*inputs), self.labels).mean()
@@ -129,9 +132,22 @@ class BertGluon(MxnetWorkload):
         self.trainer.update(1)
         return loss
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        flops = bert.forward_flops_per_sample(self.spec.seq_len, self.shape)
-        return flops, f"analytic: matrix multiplies of BERT at seq_len {self.spec.seq_len}"
+    def stage_samples(self, count: int) -> None:
+        """``count`` seeded sequences in the run's context. ``include_h2d`` does not apply."""
+        check_stage(self, count)
+        self.library = self._features(self._text_batch(count))
+
+    def infer_samples(self, indices: Sequence[int]) -> mx.nd.NDArray:
+        """Logits for the staged sequences at ``indices``, gathered with ``nd.take``.
+
+        The network is hybridized with static_alloc/static_shape: a query whose batch size
+        differs from the previous call's makes MXNet infer shapes and plan memory again
+        (results stay correct; that call pays for the planning)."""
+        staged = None if self.library is None else int(self.library[0].shape[0])
+        check_query(self, staged, indices)
+        assert self.library is not None
+        index = self.index_array(indices)
+        return self.model(*(mx.nd.take(a, index, axis=0) for a in self.library))
 
     def details(self) -> dict[str, Any]:
         params = self.model.collect_params().values()

@@ -3,6 +3,7 @@ Runtime's transformer optimizer (attention, layer norm, GELU), fp16 on a GPU."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from transformers import BertForSequenceClassification
 from bench.run.spec import RunSpec
 from data.synthetic import text_batch
 from models.bert import config as bert
-from models.bert.torch import base_config, load_pretrained
-from models.onnx_common import DEFAULT_CACHE, Binding, OnnxWorkload
+from models.bert.torch import base_config, load_pretrained, seeded_text
+from models.onnx_common import DEFAULT_CACHE, Binding, OnnxWorkload, save_model
+from models.samples import check_query, check_stage
+from models.torch_common import index_tensor
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: Operators of ONNX Runtime's contrib domain that the BERT optimizer fuses patterns into.
@@ -52,11 +55,15 @@ class BertOnnx(OnnxWorkload):
     output_names = ("logits",)
 
     def __init__(
-        self, spec: RunSpec, cache_dir: Path = DEFAULT_CACHE, shape: bert.BertShape = bert.BERT_BASE
+        self,
+        spec: RunSpec,
+        cache_dir: Path = DEFAULT_CACHE,
+        settings: bert.BertSettings = bert.LAB_SETTINGS,
     ) -> None:
         super().__init__(spec, cache_dir)
-        self.shape = shape
+        self.shape = settings.shape  # inference: the hyperparameters do not apply
         self.fusion: dict[str, int] = {}
+        self.library: dict[str, torch.Tensor] | None = None
 
     def source_model(self) -> torch.nn.Module:
         torch.manual_seed(self.spec.seed)
@@ -101,9 +108,7 @@ class BertOnnx(OnnxWorkload):
             )
             if self.spec.precision == "fp16":
                 model.convert_float_to_float16(keep_io_types=True)
-            tmp = out.with_suffix(".tmp")
-            model.save_model_to_file(str(tmp))
-            tmp.replace(out)
+            save_model(model, out)
         ops = [node.op_type for node in onnx.load(str(out), load_external_data=False).graph.node]
         self.fusion = {op: ops.count(op) for op in FUSED_OPS if op in ops}
         return out
@@ -122,15 +127,11 @@ class BertOnnx(OnnxWorkload):
             return [model(*(torch.from_numpy(inputs[n]) for n in NAMES)).numpy()]
 
         self.verify(session, source, make_inputs, reference)
-        host = text_batch(
-            spec.batch,
-            spec.seq_len,
-            vocab_size=vocab,
-            num_labels=self.shape.num_labels,
-            seed=spec.seed,
-        )
+        host = seeded_text(spec, self.shape, spec.batch)
         inputs = {n: torch.from_numpy(getattr(host, n)).to(self.device) for n in NAMES}
         self.host_inputs = {n: torch.from_numpy(getattr(host, n)) for n in NAMES}
+        if self.device.type == "cuda" and spec.include_h2d:  # as the other paths copy
+            self.host_inputs = {n: t.pin_memory() for n, t in self.host_inputs.items()}
         logits = torch.empty(spec.batch, self.shape.num_labels, device=self.device)
         self.binding = Binding(session, self.device, inputs, {"logits": logits})
 
@@ -141,13 +142,23 @@ class BertOnnx(OnnxWorkload):
         self.binding.run()
         return self.binding.outputs["logits"]
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def stage_samples(self, count: int) -> None:
+        """``count`` seeded sequences on the device as torch tensors. ``include_h2d`` does
+        not apply."""
+        check_stage(self, count)
+        host = seeded_text(self.spec, self.shape, count)
+        self.library = {n: torch.from_numpy(getattr(host, n)).to(self.device) for n in NAMES}
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        flops = bert.forward_flops_per_sample(self.spec.seq_len, self.shape)
-        return flops, f"analytic: matrix multiplies of BERT at seq_len {self.spec.seq_len}"
+    def infer_samples(self, indices: Sequence[int]) -> torch.Tensor:
+        """Logits for the staged sequences at ``indices``: gathered with torch on the
+        device, run through IO binding with per-call tensors (see ``run_batch``)."""
+        staged = None if self.library is None else len(self.library["input_ids"])
+        check_query(self, staged, indices)
+        assert self.library is not None
+        index = index_tensor(indices, self.device)
+        inputs = {n: t.index_select(0, index) for n, t in self.library.items()}
+        logits = torch.empty(len(indices), self.shape.num_labels, device=self.device)
+        return self.run_batch(inputs, {"logits": logits})["logits"]
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "fused_operators": self.fusion}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,13 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from bench.run.spec import RunSpec
-from data.synthetic import text_batch
+from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
-from models.torch_common import TorchWorkload
+from models.samples import check_query, check_stage
+from models.torch_common import TorchWorkload, index_tensor
+
+#: The model's inputs (the batch also holds the labels, which inference does not use).
+FEATURES = ("input_ids", "token_type_ids", "attention_mask")
 
 
 def base_config(shape: bert.BertShape = bert.BERT_BASE) -> BertConfig:
@@ -25,6 +30,18 @@ def base_config(shape: bert.BertShape = bert.BERT_BASE) -> BertConfig:
         max_position_embeddings=shape.max_positions,
         type_vocab_size=shape.type_vocab,
         num_labels=shape.num_labels,
+    )
+
+
+def seeded_text(spec: RunSpec, shape: bert.BertShape, count: int) -> TextBatch:
+    """``count`` synthetic sequences of the spec's length and seed for a model of ``shape``
+    (the PyTorch and ONNX Runtime paths' batches and sample libraries)."""
+    return text_batch(
+        count,
+        spec.seq_len,
+        vocab_size=shape.vocab_size,
+        num_labels=shape.num_labels,
+        seed=spec.seed,
     )
 
 
@@ -48,33 +65,25 @@ class BertTorch(TorchWorkload):
     )
     grad_clip = bert.GRAD_CLIP
 
-    def __init__(
-        self,
-        spec: RunSpec,
-        shape: bert.BertShape = bert.BERT_BASE,
-        learning_rate: float = bert.LEARNING_RATE,
-        warmup_steps: int = bert.WARMUP_STEPS,
-    ) -> None:
+    def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
         super().__init__(spec)
-        self.shape = shape
-        self.learning_rate = learning_rate
-        self.warmup_steps = warmup_steps
+        self.settings = settings
+        # The fp32 math mode bert.INFO declares for this backend ("fp32"): matrix multiplies
+        # dominate, so it is the matmul switch that decides.
+        self.fp32_math = bert.INFO.fp32_math["torch"] if self.device.type == "cuda" else "fp32"
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.fp32_math == "tf32"
         self.model: BertForSequenceClassification | None = None
+        self.library: dict[str, torch.Tensor] | None = None
 
     def setup(self) -> None:
-        spec = self.spec
+        spec, shape = self.spec, self.settings.shape
         if spec.pretrained:
-            model = load_pretrained(spec.pretrained, self.shape.num_labels)
+            model = load_pretrained(spec.pretrained, shape.num_labels)
         else:
-            model = BertForSequenceClassification(base_config(self.shape))
+            model = BertForSequenceClassification(base_config(shape))
         self.model = model.to(self.device)
-        host = text_batch(
-            spec.batch,
-            spec.seq_len,
-            vocab_size=self.shape.vocab_size,
-            num_labels=self.shape.num_labels,
-            seed=spec.seed,
-        )
+        host = seeded_text(spec, self.settings.shape, spec.batch)
         self.host_batch = {
             "input_ids": torch.from_numpy(host.input_ids),
             "token_type_ids": torch.from_numpy(host.token_type_ids),
@@ -89,13 +98,13 @@ class BertTorch(TorchWorkload):
             self.model.train()
             self.optimizer = torch.optim.AdamW(
                 _decay_groups(self.model, bert.WEIGHT_DECAY),
-                lr=self.learning_rate,
+                lr=self.settings.learning_rate,
                 fused=self.device.type == "cuda",
             )
             total = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
+            warmup = self.settings.warmup_steps
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer,
-                lambda step: bert.linear_warmup_decay(step, self.warmup_steps, total),
+                self.optimizer, lambda step: bert.linear_warmup_decay(step, warmup, total)
             )
         else:
             self.model.eval()
@@ -114,17 +123,33 @@ class BertTorch(TorchWorkload):
             self.backward_and_step(loss, self.optimizer)
             self.scheduler.step()
             return loss.detach()
-        features = {k: v for k, v in inputs.items() if k != "labels"}
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode():
+            return self._logits({k: v for k, v in inputs.items() if k != "labels"})
+
+    def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Inference: forward to logits (call in inference mode)."""
+        assert self.model is not None, "setup() first"
+        with self.autocast():
             return self.model(**features).logits
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        flops = bert.forward_flops_per_sample(self.spec.seq_len, self.shape)
-        return flops, f"analytic: matrix multiplies of BERT at seq_len {self.spec.seq_len}"
+    def stage_samples(self, count: int) -> None:
+        """``count`` seeded sequences (ids, token types, attention mask) on the device.
+        ``include_h2d`` does not apply: the library stays on the device."""
+        check_stage(self, count)
+        host = seeded_text(self.spec, self.settings.shape, count)
+        self.library = {
+            name: torch.from_numpy(getattr(host, name)).to(self.device) for name in FEATURES
+        }
 
-    def fp32_uses_tf32(self) -> bool:
-        cuda_fp32 = self.device.type == "cuda" and self.spec.precision == "fp32"
-        return cuda_fp32 and torch.backends.cuda.matmul.allow_tf32  # matmuls dominate
+    def infer_samples(self, indices: Sequence[int]) -> torch.Tensor:
+        """Logits [len(indices), num_labels] for the staged sequences at ``indices``,
+        gathered on the device."""
+        staged = None if self.library is None else len(self.library["input_ids"])
+        check_query(self, staged, indices)
+        assert self.library is not None
+        with torch.inference_mode():
+            index = index_tensor(indices, self.device)
+            return self._logits({k: v.index_select(0, index) for k, v in self.library.items()})
 
     def details(self) -> dict[str, Any]:
         config = self.model.config if self.model is not None else None
@@ -132,6 +157,7 @@ class BertTorch(TorchWorkload):
             "attention": getattr(config, "_attn_implementation", None),
             "parameters": sum(p.numel() for p in self.model.parameters()) if self.model else None,
             "pretrained": self.spec.pretrained is not None,
+            "fp32_math": self.fp32_math,
         }
 
 

@@ -3,6 +3,9 @@ the workshop's hyperparameters, GluonCV's anchor and NMS settings, and FLOPs."""
 
 from __future__ import annotations
 
+from bench.run.spec import RunSpec
+from bench.run.workload import ShapeLabels, WorkloadInfo
+
 NUM_CLASSES = 20
 #: The workshop's SSD settings (SageMaker object detection lab).
 LEARNING_RATE = 0.001
@@ -41,7 +44,8 @@ def _conv(cin: int, cout: int, k: int, out_hw: int) -> int:
     return 2 * cin * cout * k * k * out_hw * out_hw
 
 
-def _down(size: int, kernel: int, stride: int, pad: int) -> int:
+def conv_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output side of a convolution or pooling window over a square input of side ``size``."""
     return (size + 2 * pad - kernel) // stride + 1
 
 
@@ -49,16 +53,16 @@ def forward_flops_per_sample(image_size: int) -> tuple[float, str]:
     """Convolution FLOPs (2 per multiply-add) of one image's forward pass, by walking the
     architecture. Batch norm, ReLU, pooling, bias adds, decoding and NMS are left out."""
     flops = 0
-    size = _down(image_size, 7, 2, 3)
+    size = conv_out_size(image_size, 7, 2, 3)
     flops += _conv(3, 64, 7, size)
-    size = _down(size, 3, 2, 1)  # max pool
+    size = conv_out_size(size, 3, 2, 1)  # max pool
     channels = 64
     features = []
     for blocks, out, stride in RESNET50_STAGES:
         mid = out // 4
         for b in range(blocks):
             s = stride if b == 0 else 1
-            size_out = _down(size, 1, s, 0)
+            size_out = conv_out_size(size, 1, s, 0)
             flops += _conv(channels, mid, 1, size_out)  # stride on the first 1x1 (v1)
             flops += _conv(mid, mid, 3, size_out)
             flops += _conv(mid, out, 1, size_out)
@@ -69,7 +73,7 @@ def forward_flops_per_sample(image_size: int) -> tuple[float, str]:
     features = features[2:]  # stage 3 and stage 4 outputs
     for f in EXPANDER_FILTERS:
         flops += _conv(channels, f, 1, size)
-        size = _down(size, 3, 2, 1)
+        size = conv_out_size(size, 3, 2, 1)
         flops += _conv(f, f, 3, size)
         channels = f
         features.append((channels, size))
@@ -77,3 +81,19 @@ def forward_flops_per_sample(image_size: int) -> tuple[float, str]:
         flops += _conv(ch, anchors * (NUM_CLASSES + 1), 3, hw)
         flops += _conv(ch, anchors * 4, 3, hw)
     return float(flops), f"analytic: convolutions of the network at {image_size}x{image_size}"
+
+
+def _flops(spec: RunSpec) -> tuple[float | None, str]:
+    return forward_flops_per_sample(spec.image_size)
+
+
+INFO = WorkloadInfo(
+    name="ssd",
+    flops=_flops,
+    shape=ShapeLabels(field="image_size", tag="i{0}", column="{0}px", title="{0}x{0}"),
+    epoch_samples=EPOCH_SAMPLES,
+    epoch_dataset="VOC07+12 trainval",
+    # PyTorch: convolutions dominate, and cuDNN runs fp32 convolutions on TF32 tensor cores
+    # (SsdTorch sets torch.backends.cudnn.allow_tf32). MXNet and ONNX Runtime: declared fp32.
+    fp32_math={"torch": "tf32", "mxnet": "fp32", "onnxruntime": "fp32"},
+)

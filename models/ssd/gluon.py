@@ -7,6 +7,7 @@ import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MX
 # isort: on
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mxnet import autograd, gluon
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
 from models.mxnet_common import MxnetWorkload
+from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 
 MODEL_NAME = "ssd_512_resnet50_v1_voc"
@@ -77,6 +79,7 @@ class SsdGluon(MxnetWorkload):
     def __init__(self, spec: RunSpec, learning_rate: float = ssd.LEARNING_RATE) -> None:
         super().__init__(spec)
         self.learning_rate = learning_rate
+        self.library: mx.nd.NDArray | None = None
 
     def setup(self) -> None:
         spec = self.spec
@@ -132,8 +135,25 @@ class SsdGluon(MxnetWorkload):
         self.trainer.step(1)
         return sum_loss[0]
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        return ssd.forward_flops_per_sample(self.spec.image_size)
+    def stage_samples(self, count: int) -> None:
+        """``count`` seeded images in the run's context (the first ``spec.batch`` are the
+        step's batch). ``include_h2d`` does not apply."""
+        check_stage(self, count)
+        self.library = self.to_device(
+            detection_batch(count, self.spec.image_size, seed=self.spec.seed).images
+        )
+
+    def infer_samples(self, indices: Sequence[int]) -> Any:
+        """GluonCV's detections (ids, scores, boxes) for the staged images at ``indices``,
+        gathered with ``nd.take``.
+
+        The network is hybridized with static_alloc/static_shape: a query whose batch size
+        differs from the previous call's makes MXNet infer shapes and plan memory again
+        (results stay correct; that call pays for the planning)."""
+        staged = None if self.library is None else int(self.library.shape[0])
+        check_query(self, staged, indices)
+        assert self.library is not None
+        return self.net(mx.nd.take(self.library, self.index_array(indices), axis=0))
 
     def details(self) -> dict[str, Any]:
         return {

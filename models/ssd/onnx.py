@@ -3,6 +3,7 @@ with the same post-processing as the PyTorch path."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import torch
 
 from data.synthetic import detection_batch
 from models.onnx_common import Binding, OnnxWorkload, convert_fp16
+from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 from models.ssd.torch import load_pretrained
 from models.ssd.torch_box import detect
 from models.ssd.torch_net import SSD512ResNet50, build_ssd512_resnet50, feature_shapes
+from models.torch_common import index_tensor
 
 
 class _RawPredictions(torch.nn.Module):
@@ -39,6 +42,8 @@ class SsdOnnx(OnnxWorkload):
     )
     input_names = ("images",)
     output_names = ("cls_preds", "box_preds")
+    #: The images staged by ``stage_samples()``.
+    library: torch.Tensor | None = None
 
     def source_model(self) -> torch.nn.Module:
         torch.manual_seed(self.spec.seed)
@@ -91,14 +96,36 @@ class SsdOnnx(OnnxWorkload):
         if self.spec.include_h2d:
             self.images.copy_(self.host_images, non_blocking=True)
         self.binding.run()
-        out = self.binding.outputs
+        return self._detect(self.binding.outputs)
+
+    def _detect(
+        self, out: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The PyTorch path's post-processing of the session's outputs."""
         size = (self.spec.image_size, self.spec.image_size)
         with torch.inference_mode():
             return detect(out["cls_preds"], out["box_preds"], self.anchors, size)
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def stage_samples(self, count: int) -> None:
+        """``count`` seeded images on the device as a torch tensor (the first ``spec.batch``
+        are the step's batch). ``include_h2d`` does not apply."""
+        check_stage(self, count)
+        images = detection_batch(count, self.spec.image_size, seed=self.spec.seed).images
+        self.library = torch.from_numpy(images).to(self.device)
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        return ssd.forward_flops_per_sample(self.spec.image_size)
+    def infer_samples(
+        self, indices: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detections for the staged images at ``indices``: gathered with torch on the
+        device, run through IO binding with per-call tensors (the query's batch size is
+        known only now; see ``run_batch``), then post-processed as in ``step()``."""
+        check_query(self, None if self.library is None else len(self.library), indices)
+        assert self.library is not None
+        with torch.inference_mode():
+            images = self.library.index_select(0, index_tensor(indices, self.device))
+            n, count = len(indices), int(self.anchors.shape[1])
+            outputs = {
+                "cls_preds": torch.empty(n, count, ssd.NUM_CLASSES + 1, device=self.device),
+                "box_preds": torch.empty(n, count, 4, device=self.device),
+            }
+        return self._detect(self.run_batch({"images": images}, outputs))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
+from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 from models.ssd.torch_box import detect, multibox_loss, ssd_targets
 from models.ssd.torch_net import (
@@ -16,7 +19,7 @@ from models.ssd.torch_net import (
     feature_shapes,
     gluon_param_counts,
 )
-from models.torch_common import TorchWorkload
+from models.torch_common import TorchWorkload, index_tensor
 
 #: File name expected in the ``--pretrained`` directory: a ``state_dict`` of SSD512ResNet50.
 PRETRAINED_FILE = "ssd_512_resnet50_v1_voc.pt"
@@ -31,6 +34,15 @@ class SsdTorch(TorchWorkload):
         "in, 100 out). With include_h2d the host->device copy of the images (and, when "
         "training, of the targets) is inside the step."
     )
+
+    def __init__(self, spec: RunSpec) -> None:
+        super().__init__(spec)
+        # The fp32 math mode ssd.INFO declares for this backend ("tf32"): convolutions
+        # dominate, so it is cuDNN's switch that decides.
+        self.fp32_math = ssd.INFO.fp32_math["torch"] if self.device.type == "cuda" else "fp32"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = self.fp32_math == "tf32"
+        self.library: torch.Tensor | None = None
 
     def setup(self) -> None:
         spec = self.spec
@@ -71,10 +83,6 @@ class SsdTorch(TorchWorkload):
                 weight_decay=ssd.WEIGHT_DECAY,
             )
 
-    def fp32_uses_tf32(self) -> bool:
-        cuda_fp32 = self.device.type == "cuda" and self.spec.precision == "fp32"
-        return cuda_fp32 and torch.backends.cudnn.allow_tf32  # convolutions dominate
-
     def details(self) -> dict[str, Any]:
         counts = gluon_param_counts(self.net)
         return {
@@ -84,6 +92,7 @@ class SsdTorch(TorchWorkload):
             "positive_anchors_in_batch": self.positive_anchors,
             "channels_last": self.channels_last,
             "pretrained": self.spec.pretrained is not None,
+            "fp32_math": self.fp32_math,
         }
 
     def _layout(self, images: torch.Tensor) -> torch.Tensor:
@@ -117,13 +126,32 @@ class SsdTorch(TorchWorkload):
             self.backward_and_step(loss, self.optimizer)
             return loss.detach()
         with torch.inference_mode():
-            images = self._inputs()
-            with self.autocast():
-                cls_preds, box_preds, anchors = self.net(images)
-                return detect(cls_preds, box_preds, anchors, self.image_hw)
+            return self._detect(self._inputs())
 
-    def flops_per_sample(self) -> tuple[float | None, str]:
-        return ssd.forward_flops_per_sample(self.spec.image_size)
+    def _detect(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference: forward, then softmax, box decoding and NMS (call in inference mode)."""
+        with self.autocast():
+            cls_preds, box_preds, anchors = self.net(images)
+            return detect(cls_preds, box_preds, anchors, self.image_hw)
+
+    def stage_samples(self, count: int) -> None:
+        """``count`` seeded images on the device (the first ``spec.batch`` of them are the
+        step's batch). ``include_h2d`` does not apply: the library stays on the device."""
+        check_stage(self, count)
+        images = detection_batch(count, self.spec.image_size, seed=self.spec.seed).images
+        self.library = torch.from_numpy(images).to(self.device)
+
+    def infer_samples(
+        self, indices: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detections (ids, scores, boxes) for the staged images at ``indices``, gathered
+        on the device. With cuDNN autotuning on (CUDA), the first query of each new batch
+        size also pays for the algorithm search."""
+        check_query(self, None if self.library is None else len(self.library), indices)
+        assert self.library is not None
+        with torch.inference_mode():
+            images = self.library.index_select(0, index_tensor(indices, self.device))
+            return self._detect(self._layout(images))
 
 
 def count_forward_flops(image_size: int) -> float:

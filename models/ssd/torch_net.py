@@ -30,6 +30,7 @@ from models.ssd.common import (  # shared with the other framework paths
     NUM_CLASSES,
     RESNET50_STAGES,
     anchors_per_position,
+    conv_out_size,
 )
 
 ANCHOR_SIZES = (51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492.0)
@@ -259,16 +260,13 @@ def generate_anchors(feature_shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
 
 def feature_shapes(image_size: int) -> list[tuple[int, int]]:
     """Feature map sizes the network produces for a square input (stride 16, 32, then /2)."""
-    size = _conv_out(_conv_out(image_size, 7, 2, 3), 3, 2, 1)  # stem conv and max pool
-    size = _conv_out(_conv_out(size, 1, 2, 0), 1, 2, 0)  # stages 2 and 3 (stride-2 1x1 conv)
-    sizes = [size, _conv_out(size, 1, 2, 0)]  # stage 3, stage 4
+    out = conv_out_size
+    size = out(out(image_size, 7, 2, 3), 3, 2, 1)  # stem conv and max pool
+    size = out(out(size, 1, 2, 0), 1, 2, 0)  # stages 2 and 3 (stride-2 1x1 conv)
+    sizes = [size, out(size, 1, 2, 0)]  # stage 3, stage 4
     for _ in EXPANDER_FILTERS:
-        sizes.append(_conv_out(sizes[-1], 3, 2, 1))
+        sizes.append(out(sizes[-1], 3, 2, 1))
     return [(s, s) for s in sizes]
-
-
-def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - kernel) // stride + 1
 
 
 def gluon_param_counts(model: SSD512ResNet50) -> dict[str, int]:

@@ -14,6 +14,7 @@ from models.bert.gluon import BertGluon, uncased_vocab
 from models.ssd.gluon import SsdGluon, parameter_counts
 
 SMALL = bert.BertShape(hidden=64, layers=2, heads=2, intermediate=128, max_positions=64)
+SMALL_SETTINGS = bert.BertSettings(shape=SMALL)
 
 
 def ssd_spec(**kw):
@@ -97,14 +98,15 @@ def test_bert_base_parameter_count_matches_transformers():
 
 
 def test_bert_training_loss_falls_on_a_fixed_batch():
-    wl = BertGluon(bert_spec(mode="train"), shape=SMALL, learning_rate=1e-3, warmup_steps=1)
+    settings = bert.BertSettings(shape=SMALL, learning_rate=1e-3, warmup_steps=1)
+    wl = BertGluon(bert_spec(mode="train"), settings)
     wl.setup()
     losses = [float(wl.step().asscalar()) for _ in range(25)]
     assert max(losses[-3:]) < 0.6 * losses[0], losses
 
 
 def test_bert_inference_returns_logits_with_h2d():
-    wl = BertGluon(bert_spec(mode="infer", include_h2d=True), shape=SMALL)
+    wl = BertGluon(bert_spec(mode="infer", include_h2d=True), SMALL_SETTINGS)
     wl.setup()
     logits = wl.step().asnumpy()
     assert logits.shape == (8, 2) and np.isfinite(logits).all()
@@ -114,15 +116,15 @@ def test_missing_pretrained_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="ssd_512_resnet50_v1_voc"):
         SsdGluon(ssd_spec(pretrained=str(tmp_path))).setup()
     with pytest.raises(FileNotFoundError, match="no .params file"):
-        BertGluon(bert_spec(pretrained=str(tmp_path)), shape=SMALL).setup()
+        BertGluon(bert_spec(pretrained=str(tmp_path)), SMALL_SETTINGS).setup()
 
 
 def test_pretrained_bert_parameters_load(tmp_path):
-    saved = BertGluon(bert_spec(mode="infer"), shape=SMALL)
+    saved = BertGluon(bert_spec(mode="infer"), SMALL_SETTINGS)
     saved.setup()
     saved.step()
     saved.model.save_parameters(str(tmp_path / "bert_small.params"))
-    loaded = BertGluon(bert_spec(mode="infer", pretrained=str(tmp_path)), shape=SMALL)
+    loaded = BertGluon(bert_spec(mode="infer", pretrained=str(tmp_path)), SMALL_SETTINGS)
     loaded.setup()
     np.testing.assert_allclose(loaded.step().asnumpy(), saved.step().asnumpy(), rtol=1e-5)
 
@@ -138,15 +140,15 @@ def test_worker_runs_the_mxnet_path_and_records_versions():
     record = execute(
         bert_spec(mode="infer", batch=1, seq_len=16, warmup=1, iters=2), progress=False
     )
-    assert record["outcome"]["status"] == "ok", record["outcome"]
-    framework = record["environment"]["framework"]
+    assert record.outcome.status == "ok", record.outcome
+    framework = record.environment.framework
     assert framework["mxnet_version"] == "1.9.1" and framework["gluonnlp_version"] == "0.10.0"
-    assert record["environment"]["packages"]["numpy"].startswith("1.")
+    assert record.environment.packages["numpy"].startswith("1.")
 
 
 def test_registry_entries_of_this_environment_load():
     from bench.run import registry
-    from models.base import Workload
+    from bench.run.workload import Workload
 
     for (_, backend), entry in registry.REGISTRY.items():
         if entry.env == "mxnet":

@@ -1,0 +1,397 @@
+"""The result record of one run, as typed dataclasses, and the one place that turns it into
+JSON and back.
+
+Version 2 adds the scenario section and the workload's epoch size to version 1; version-1
+files (the first committed reference runs) are upgraded on reading and show the same
+numbers. Every reader of results goes through :class:`RunRecord`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar, Union
+
+from bench.run.spec import RunSpec, SpecError
+from bench.telemetry.devices import GpuInfo
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+COST_ABSENT = "runs are priced when compared (bench compare / bench report), not when measured"
+UNFINISHED = "the run did not finish"
+TELEMETRY_NOT_STARTED = "the run ended before telemetry sampling started"
+
+
+class ResultError(ValueError):
+    """A file or mapping that is not a result record this harness can read."""
+
+
+@dataclass
+class Outcome:
+    #: ok | error | oom; ``running`` only in the worker's checkpoints, never in a stored run.
+    status: str = "running"
+    message: str | None = UNFINISHED
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class InstanceFacts:
+    """The EC2 instance the run was on, from the metadata service or given by the user."""
+
+    instance_type: str | None = None
+    region: str | None = None
+    availability_zone: str | None = None
+    lifecycle: str | None = None
+    source: str = "absent"
+    reason: str | None = None
+
+
+@dataclass
+class ProjectFacts:
+    commit: str | None = None
+    dirty: bool | None = None
+
+
+@dataclass
+class Environment:
+    """What was known about the machine and software; ``framework`` is filled in the worker
+    by the backend (CUDA runtime, cuDNN, the device's name as the framework sees it)."""
+
+    hostname: str | None = None
+    os: str | None = None
+    python: str | None = None
+    python_executable_env: str | None = None
+    cpu_model: str | None = None
+    cpu_count_logical: int | None = None
+    cpu_count_usable: int | None = None
+    memory_total_bytes: int | None = None
+    gpu_count: int = 0
+    gpus: list[GpuInfo] = field(default_factory=list)
+    driver_version: str | None = None
+    cuda_visible_devices: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)
+    project: ProjectFacts = field(default_factory=ProjectFacts)
+    nvml: dict[str, Any] = field(default_factory=dict)
+    instance: InstanceFacts = field(default_factory=InstanceFacts)
+    framework: dict[str, Any] = field(default_factory=dict)
+
+    def device_name(self, device: str) -> str:
+        """The GPU's name for ``cuda:N`` runs, else the CPU model and its usable cores."""
+        if device.startswith("cuda"):
+            name = self.framework.get("device_name")
+            if not name:
+                ordinal = int(device.split(":")[1]) if ":" in device else 0
+                name = self.gpus[ordinal].name if ordinal < len(self.gpus) else device
+            return str(name)
+        cpu = self.cpu_model or "CPU"
+        cores = self.cpu_count_usable or self.cpu_count_logical
+        return f"{cpu} ({cores} cores)" if cores else cpu
+
+
+@dataclass
+class WorkloadFacts:
+    """What the timed step does and how much arithmetic it holds."""
+
+    implementation: str
+    step_description: str
+    samples_per_step: int
+    flops_forward_per_sample: float | None
+    flops_source: str
+    #: Training counts forward + backward as 3x the forward FLOPs; inference 1x.
+    flops_factor: int
+    fp32_uses_tf32: bool
+    details: dict[str, Any] | None = None
+    #: Samples in one epoch of the workload's reference dataset (None: version-1 record).
+    epoch_samples: int | None = None
+
+
+@dataclass
+class ScenarioFacts:
+    """How work was issued: ``loop`` is a fixed loop of synchronized steps."""
+
+    name: str = "loop"
+    #: ``synchronized``: the host waits for the device after every step before the clock.
+    timing: str = "synchronized"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Timing:
+    warmup_iters: int
+    warmup_s: float
+    measured_iters: int
+    measured_samples: int
+    window_s: float
+    #: Wall-clock (unix) phase boundaries: warmup_start, measure_start, measure_end.
+    marks_unix_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Mfu:
+    mfu: float | None
+    peak_tflops: float | None
+    basis: str
+
+
+@dataclass
+class Throughput:
+    samples_per_s: float
+    iters_per_s: float
+    tflops_per_s: float | None = None
+    mfu: Mfu | None = None
+
+
+@dataclass
+class Latency:
+    """Per-iteration latency statistics in milliseconds."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    stdev_ms: float
+    iqr_ms: float
+    cv: float | None
+    #: Percentiles the iteration count is too small for (``p95``, ``p99``).
+    unreliable_percentiles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TelemetryGpu:
+    index: int
+    name: str
+    uuid: str
+    pci_bus_id: str
+    matched_by: str
+
+
+@dataclass
+class HostSummary:
+    samples_in_window: int
+    cpu_mean_pct: float | None = None
+    cpu_max_pct: float | None = None
+    process_rss_peak_mib: float | None = None
+
+
+@dataclass
+class TelemetrySummary:
+    """The measured window's device figures; GPU fields are None on CPU runs."""
+
+    available: bool = False
+    reason: str | None = TELEMETRY_NOT_STARTED
+    source: str | None = None
+    interval_s: float | None = None
+    gpu: TelemetryGpu | None = None
+    sampler_errors: list[str] = field(default_factory=list)
+    host: HostSummary | None = None
+    samples_in_window: int | None = None
+    util_gpu_mean_pct: float | None = None
+    util_gpu_max_pct: float | None = None
+    util_mem_mean_pct: float | None = None
+    mem_used_peak_mib: float | None = None
+    mem_total_mib: float | None = None
+    power_mean_w: float | None = None
+    power_max_w: float | None = None
+    power_limit_w: float | None = None
+    sm_clock_mean_mhz: float | None = None
+    mem_clock_mean_mhz: float | None = None
+    temp_max_c: float | None = None
+    pstates_seen: list[int] = field(default_factory=list)
+    throttle_reasons_seen: list[str] = field(default_factory=list)
+    throttled: bool = False
+    energy_j: float | None = None
+    energy_method: str | None = None
+    energy_per_sample_j: float | None = None
+    other_processes: list[int] | None = None
+    #: File name of the time series written beside the record.
+    timeseries_csv: str | None = None
+
+    @property
+    def utilization_pct(self) -> float | None:
+        """GPU utilization, or host CPU utilization on CPU runs."""
+        if self.util_gpu_mean_pct is not None:
+            return self.util_gpu_mean_pct
+        return self.host.cpu_mean_pct if self.host is not None else None
+
+
+@dataclass
+class Flag:
+    code: str
+    message: str
+
+
+@dataclass
+class Validity:
+    flags: list[Flag] = field(default_factory=list)
+
+
+@dataclass
+class CostSection:
+    available: bool = False
+    reason: str | None = COST_ABSENT
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    created_utc: str
+    spec: RunSpec
+    outcome: Outcome = field(default_factory=Outcome)
+    environment: Environment = field(default_factory=Environment)
+    workload: WorkloadFacts | None = None
+    scenario: ScenarioFacts | None = None
+    timing: Timing | None = None
+    throughput: Throughput | None = None
+    latency: Latency | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    telemetry: TelemetrySummary = field(default_factory=TelemetrySummary)
+    cost: CostSection = field(default_factory=CostSection)
+    validity: Validity = field(default_factory=Validity)
+    #: The version of the file it was read from (written files are always the current one).
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, spec: RunSpec, environment: Environment) -> RunRecord:
+        """A record for a run about to start; its outcome says it did not finish until the
+        runner sets it."""
+        now = datetime.now(UTC)
+        return cls(
+            run_id=f"{now:%Y%m%dT%H%M%SZ}_{spec.label}_{uuid.uuid4().hex[:6]}",
+            created_utc=now.isoformat(timespec="seconds"),
+            spec=spec,
+            environment=environment,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+    @property
+    def device_name(self) -> str:
+        return self.environment.device_name(self.spec.device)
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.throughput.samples_per_s if self.throughput is not None else None
+
+    # -- (de)serialisation: the only place that knows the JSON layout ----------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON mapping, in the current version's layout (whatever version was read)."""
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name != "schema_version":
+                out[f.name] = to_plain(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord:
+        """A record from its JSON mapping, any readable version; ResultError if malformed."""
+        if not isinstance(data, dict) or "schema_version" not in data or "spec" not in data:
+            raise ResultError("not a benchmark result (no schema_version/spec)")
+        version = data["schema_version"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ResultError(f"schema version {version!r} is not a number")
+        if version > SCHEMA_VERSION:
+            raise ResultError(
+                f"schema version {version} is newer than this harness reads "
+                f"({SCHEMA_VERSION}); update the harness"
+            )
+        if version not in READABLE_VERSIONS:
+            raise ResultError(f"schema version {version} is not readable")
+        if version == 1:
+            data = _upgrade_v1(data)
+        try:
+            spec = RunSpec.from_dict(data["spec"])
+            record = from_plain(cls, {**data, "spec": spec})
+        except (SpecError, TypeError, ValueError, KeyError) as exc:
+            raise ResultError(f"malformed result record: {exc}") from exc
+        return record
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no scenario section, no epoch size, and could lack validity."""
+    out = dict(data)
+    spec = out.get("spec") or {}
+    if out.get("workload") is not None and out.get("timing") is not None:
+        out.setdefault("scenario", {"name": spec.get("scenario", "loop")})
+    return out
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses to dicts, tuples to lists, recursively; everything else as it is."""
+    if isinstance(value, RunSpec):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+T = TypeVar("T")
+
+
+def from_plain(cls: type[T], data: Any) -> T:
+    """Build dataclass ``cls`` from a mapping, converting nested values by the field types.
+
+    Missing fields take their defaults; unknown keys are ignored (a newer minor writer).
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise TypeError(f"{where}: null where a value is required")
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if tp is Any:
+        return value
+    if value is None:
+        raise TypeError(f"{where}: null where a value is required")
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where}: expected a list")
+        return [_convert(args[0], v, where) for v in value]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where}: expected a list")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected a mapping")
+        return {k: _convert(args[1], v, where) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return value if isinstance(value, tp) else from_plain(tp, value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    return value

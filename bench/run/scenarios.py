@@ -1,0 +1,92 @@
+"""Scenarios: how work is issued to a workload during the measured window.
+
+A workload says what one step (or one query of samples) does; a scenario decides when and
+how often it runs and what is timed. The worker asks the spec's scenario to run the
+workload and gets back a :class:`~bench.run.loop.Measurement`. ``loop`` (a warm-up, then a
+fixed number of synchronized steps or a fixed duration) is the first; load-generator
+scenarios that issue queries by sample index (``Workload.infer_samples``) come next.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from bench.run.loop import Measurement, measure
+from bench.run.record import ScenarioFacts
+from bench.run.spec import RunSpec, SpecError
+from bench.run.workload import Workload
+
+Mark = Callable[[str, float], None]
+
+
+class Scenario(ABC):
+    name: ClassVar[str]
+    #: ``synchronized``: the host waits for the device after every step before the clock.
+    timing: ClassVar[str]
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def run(
+        self,
+        workload: Workload,
+        *,
+        progress: bool = True,
+        on_mark: Mark | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> Measurement:
+        """Issue work to a set-up workload; ``on_mark(phase, unix_time)`` at phase edges."""
+
+    def facts(self) -> ScenarioFacts:
+        """What the record keeps about how work was issued."""
+        return ScenarioFacts(name=self.name, timing=self.timing, settings=self.settings())
+
+    def settings(self) -> dict[str, object]:
+        return {}
+
+
+class FixedLoop(Scenario):
+    """Warm-up steps, then ``iters`` steps or ``duration_s`` seconds of steps, each followed
+    by a device synchronize before the clock is read."""
+
+    name = "loop"
+    timing = "synchronized"
+
+    def run(
+        self,
+        workload: Workload,
+        *,
+        progress: bool = True,
+        on_mark: Mark | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> Measurement:
+        spec = self.spec
+        return measure(
+            workload.step,
+            workload.sync,
+            warmup=spec.warmup,
+            iters=spec.iters,
+            duration_s=spec.duration_s,
+            label=spec.label,
+            progress=progress,
+            clock=clock,
+            on_mark=on_mark,
+        )
+
+    def settings(self) -> dict[str, object]:
+        spec = self.spec
+        return {"warmup": spec.warmup, "iters": spec.iters, "duration_s": spec.duration_s}
+
+
+SCENARIOS: dict[str, type[Scenario]] = {FixedLoop.name: FixedLoop}
+
+
+def for_spec(spec: RunSpec) -> Scenario:
+    cls = SCENARIOS.get(spec.scenario)
+    if cls is None:
+        raise SpecError(f"unknown scenario {spec.scenario!r}: choose from {', '.join(SCENARIOS)}")
+    return cls(spec)

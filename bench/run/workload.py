@@ -1,0 +1,131 @@
+"""The interface every workload implements, whatever its framework, and the facts each
+workload declares without importing one.
+
+The worker only calls these methods; it never imports a framework itself. A workload is
+constructed from a validated, resolved :class:`bench.run.spec.RunSpec` (``device`` is
+``cpu`` or ``cuda:N``), then ``setup()`` builds the model and stages the synthetic batch on
+the device, and ``step()`` runs one iteration. ``step()`` may return before the device has
+finished: the scenario calls ``sync()`` before it reads the clock.
+
+Scenarios that issue queries by sample index (a load generator) call ``stage_samples()``
+once and then ``infer_samples()`` with the indices of each query batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.run.spec import RunSpec
+
+#: fp32 math modes: ``tf32`` when fp32 matrix work runs on TF32 tensor cores (Ampere and
+#: newer), ``fp32`` when it runs in full fp32.
+FP32_MATH_MODES = ("fp32", "tf32")
+
+
+@dataclass(frozen=True)
+class ShapeLabels:
+    """How a workload's input size reads in each place it is shown (``{0}`` is the size)."""
+
+    #: The spec field holding the input size (``image_size``, ``seq_len``).
+    field: str
+    #: In run labels and file names: ``i512``.
+    tag: str
+    #: In result tables: ``512px``.
+    column: str
+    #: In comparison headings: ``512x512``.
+    title: str
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    """What the harness may know about a workload without importing its framework."""
+
+    name: str
+    #: Forward FLOPs for one sample of a spec (multiply-add counted as 2), and their source;
+    #: ``None`` with the reason when unknown.
+    flops: Callable[[RunSpec], tuple[float | None, str]]
+    shape: ShapeLabels | None = None
+    #: Samples in one training epoch of the workload's reference dataset.
+    epoch_samples: int | None = None
+    epoch_dataset: str = ""
+    #: fp32 math mode of each backend's GPU runs (``tf32`` or ``fp32``); the workload sets
+    #: its framework's switches to match.
+    fp32_math: Mapping[str, str] = field(default_factory=dict)
+
+    def shape_value(self, spec: RunSpec) -> int | None:
+        return int(getattr(spec, self.shape.field)) if self.shape is not None else None
+
+    def shape_text(self, spec: RunSpec, style: str) -> str:
+        """The spec's input size as ``tag``, ``column`` or ``title`` text; empty without one."""
+        return self.format_shape(self.shape_value(spec), style)
+
+    def format_shape(self, value: int | None, style: str) -> str:
+        if self.shape is None or value is None:
+            return ""
+        return str(getattr(self.shape, style)).format(value)
+
+    def uses_tf32(self, spec: RunSpec) -> bool:
+        """Whether the spec's fp32 matrix work runs on TF32 tensor cores (GPU fp32 runs of a
+        backend declared ``tf32``)."""
+        return (
+            spec.precision == "fp32"
+            and spec.device.startswith("cuda")
+            and self.fp32_math.get(spec.backend, "fp32") == "tf32"
+        )
+
+
+class Workload(ABC):
+    #: Human-readable description of what one timed step contains (stored in the result).
+    step_description: str = ""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Build the model, optimizer and the batch on the device. Not timed."""
+
+    @abstractmethod
+    def step(self) -> Any:
+        """Run one iteration: a training step (forward, loss, backward, update) or an
+        inference step (forward and post-processing)."""
+
+    def sync(self) -> None:
+        """Block until all work queued on the device has finished."""
+
+    def stage_samples(self, count: int) -> None:
+        """Stage a library of ``count`` seeded samples on the device, for scenarios that issue
+        queries by sample index. Not timed. Inference workloads only."""
+        raise NotImplementedError(f"{type(self).__name__} cannot serve queries by sample")
+
+    def infer_samples(self, indices: Sequence[int]) -> Any:
+        """Inference on the staged samples at ``indices`` as one batch (any length up to the
+        library size, repeats allowed), including post-processing, like ``step()``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot serve queries by sample")
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.spec.batch
+
+    def details(self) -> dict[str, Any]:
+        """Facts about the built model worth keeping in the result (after ``setup``)."""
+        return {}
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the device ran out of memory at this batch size."""
+        return False
+
+    def teardown(self) -> None:
+        """Release what ``setup`` took. The worker process exits right after, regardless."""
+
+
+def check_indices(indices: Sequence[int], staged: int) -> None:
+    """Refuse an empty query or an index outside the staged library."""
+    if not indices:
+        raise ValueError("a query needs at least one sample index")
+    bad = [i for i in indices if not 0 <= i < staged]
+    if bad:
+        raise IndexError(f"sample indices {bad[:5]} outside the {staged} staged samples")

@@ -1,0 +1,101 @@
+"""The typed result record: one (de)serialisation place, version-1 files still read."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.run.record import (
+    SCHEMA_VERSION,
+    Environment,
+    Latency,
+    Outcome,
+    ResultError,
+    RunRecord,
+    Throughput,
+    Timing,
+)
+from bench.run.spec import RunSpec
+from bench.run.store import load_record, write_record
+from bench.telemetry.devices import GpuInfo
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+V1_FILE = next((REFERENCE / "nvidia-h200").glob("*bert_torch_infer_b32_s128_bf16*.json"))
+
+
+def full_record() -> RunRecord:
+    gpu = GpuInfo(0, "NVIDIA H200", "GPU-1", "00000000:00:06.0", 143771, "580.1", (9, 0))
+    record = RunRecord.new(
+        RunSpec(workload="bert", batch=4, device="cuda:0", iters=2),
+        Environment(gpus=[gpu], gpu_count=1, framework={"device_name": "NVIDIA H200"}),
+    )
+    record.outcome = Outcome(status="ok", message=None)
+    record.timing = Timing(1, 0.5, 2, 8, 1.0, {"measure_start": 1.0, "measure_end": 2.0})
+    record.throughput = Throughput(samples_per_s=8.0, iters_per_s=2.0, tflops_per_s=0.2)
+    record.latency = Latency(2, 500.0, 500.0, 500.0, 500.0, 500.0, 500.0, 500.0, 0.0, 0.0, 0.0)
+    record.latencies_ms = [500.0, 500.0]
+    return record
+
+
+def test_round_trip_through_json_is_exact(tmp_path):
+    record = full_record()
+    path = write_record(record, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["environment"]["gpus"][0]["compute_capability"] == [9, 0]
+    loaded = load_record(path)
+    assert loaded == record
+    assert loaded.environment.gpus[0].compute_capability == (9, 0)
+    assert loaded.device_name == "NVIDIA H200"
+
+
+def test_version_1_file_reads_with_its_numbers():
+    raw = json.loads(V1_FILE.read_text())
+    record = load_record(V1_FILE)
+    assert raw["schema_version"] == record.schema_version == 1
+    assert record.throughput is not None and record.latency is not None
+    assert record.throughput.samples_per_s == raw["throughput"]["samples_per_s"]
+    assert record.throughput.mfu is not None
+    assert record.throughput.mfu.mfu == raw["throughput"]["mfu"]["mfu"]
+    assert record.latency.p99_ms == raw["latency"]["p99_ms"]
+    assert record.telemetry.energy_j == raw["telemetry"]["energy_j"]
+    assert record.latencies_ms == raw["latencies_ms"]
+    assert record.spec.ort_provider == "auto"  # a field version 1 did not have yet
+    assert record.scenario is not None and record.scenario.name == "loop"
+    assert [f.code for f in record.validity.flags] == ["high_cv"]
+
+
+def test_unknown_keys_are_ignored_and_missing_optional_sections_default():
+    data = full_record().to_dict()
+    data["future_section"] = {"x": 1}
+    data["latency"]["p999_ms"] = 1.0
+    del data["validity"], data["cost"]
+    record = RunRecord.from_dict(data)
+    assert record.validity.flags == [] and record.cost.available is False
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("run_id"), "missing"),
+        (lambda d: d["throughput"].update(samples_per_s="fast"), "expected float"),
+        (lambda d: d["latency"].update(count=None), "null where a value is required"),
+        (lambda d: d["spec"].update(batch=0), "batch must be between 1"),
+        (lambda d: d["spec"].update(colour="red"), "unknown spec field"),
+        (lambda d: d.update(timing=[1, 2]), "expected a mapping"),
+        (lambda d: d.update(schema_version=3), "newer than this harness reads"),
+        (lambda d: d.pop("spec"), "not a benchmark result"),
+    ],
+)
+def test_malformed_records_raise_result_error(mutate, message):
+    data = full_record().to_dict()
+    mutate(data)
+    with pytest.raises(ResultError, match=message):
+        RunRecord.from_dict(data)
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    bad = tmp_path / "20260101T000000Z_x.json"
+    bad.write_text("{truncated")
+    with pytest.raises(ResultError, match=str(bad)):
+        load_record(bad)
