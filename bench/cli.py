@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +14,12 @@ from typing import Any, NoReturn
 from bench.analysis import table
 from bench.analysis.compare import CompareError, Threshold, compare, gate_verdict, render
 from bench.analysis.cost import PRICE_BASES
-from bench.analysis.pricing import Pricing, PricingError, build_pricing
+from bench.analysis.pricing import DEFAULT_BASIS, Pricing, PricingError, build_pricing
 from bench.run import runner, suites
 from bench.run.ec2 import instance_facts
 from bench.run.record import ResultError, RunRecord
 from bench.run.spec import (
+    AUTO_PRECISION,
     BACKENDS,
     MODES,
     ORT_PROVIDERS,
@@ -30,6 +33,8 @@ from bench.telemetry.devices import default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
+#: 128 + the signal's number, as shells report a process ended by it.
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +45,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
-    p.add_argument("--precision", choices=PRECISIONS, default=None if suite else "fp32")
+    p.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, AUTO_PRECISION),
+        default=None if suite else "fp32",
+        help="auto: bf16 where the GPU and backend have it (compute capability 8.0+), else "
+        "fp16; fp32 on the CPU",
+    )
     p.add_argument("--device", default=None if suite else "auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--warmup", type=int, default=None if suite else 5, help="warm-up iterations")
     window = p.add_mutually_exclusive_group()
@@ -110,9 +121,18 @@ def _add_pricing(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--price-basis",
         choices=PRICE_BASES,
-        default="instance",
-        help="instance: the whole instance's price (default); used: the share "
-        "of a multi-GPU instance's GPUs the run used",
+        default=DEFAULT_BASIS,
+        help="used (default): a run pays the share of the instance's GPUs it used, the whole "
+        "instance when it used them all or ran on the CPU; instance: every run pays the "
+        "whole instance",
+    )
+
+
+def _add_strict(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) on an unreadable or malformed result file instead of skipping it",
     )
 
 
@@ -164,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on, exit 1 when a run regressed against its baseline (for CI gates).",
     )
     p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
+    _add_strict(p)
     _add_pricing(p)
     p.add_argument(
         "--baseline",
@@ -189,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the latency-versus-cost frontier, and telemetry over time.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
+    _add_strict(p)
     p.add_argument("--out", type=Path, required=True, help="directory for the report")
     p.add_argument("--title", default="Benchmark report")
     _add_pricing(p)
@@ -208,12 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print result files (or directories of them) as a table.",
     )
     p.add_argument("paths", nargs="+", type=Path)
+    _add_strict(p)
     p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that cleanup runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code: int = COMMANDS[args.command](args)
     except (SpecError, ResultError, PricingError, CompareError) as exc:
@@ -221,7 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
+    except Terminated:
+        print("bench: terminated", file=sys.stderr)
+        return EXIT_SIGTERM
+    except BrokenPipeError:
+        # the reader of our output (head, less) left: not an error; keep exit from failing
+        # on the flush of a closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return code
 
 
@@ -305,15 +347,27 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load(paths: list[Path]) -> list[tuple[Path, RunRecord]]:
-    runs = load_records(paths)
-    if not runs:
-        raise ResultError(f"no result files under {', '.join(map(str, paths))}")
+def _load(
+    paths: list[Path], strict: bool, *, required: bool = True
+) -> list[tuple[Path, RunRecord]]:
+    """Records under ``paths``; without ``strict`` an unreadable or malformed file is skipped
+    with a one-line warning (one bad file from a fleet must not block the comparison)."""
+    skipped: list[str] = []
+    runs = load_records(paths, strict=strict, skipped=skipped)
+    for reason in skipped:
+        print(f"bench: warning: skipped {reason}", file=sys.stderr)
+    if skipped:
+        print(
+            f"bench: {len(skipped)} unreadable result file(s) skipped (--strict makes them fatal)",
+            file=sys.stderr,
+        )
+    if required and not runs:
+        raise ResultError(f"no readable result files under {', '.join(map(str, paths))}")
     return runs
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print(table.render((r for _, r in _load(args.paths)), fmt=args.format))
+    print(table.render((r for _, r in _load(args.paths, args.strict)), fmt=args.format))
     return EXIT_OK
 
 
@@ -332,8 +386,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if thresholds and not args.baseline:
         raise SpecError("--fail-on needs --baseline")
     pricing = _pricing(args)
-    runs = _load(args.paths)
-    baselines = load_records(args.baseline) if args.baseline else []
+    runs = _load(args.paths, args.strict)
+    baselines = _load(args.baseline, args.strict, required=False) if args.baseline else []
     result = compare(runs, pricing, baselines, thresholds)
     print(render(result, args.format))
     if not thresholds:
@@ -345,7 +399,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     pricing = _pricing(args)
-    runs = _load(args.paths)
+    runs = _load(args.paths, args.strict)
     from bench.analysis.report import build  # matplotlib: only when a report is asked for
 
     for kind, path in build(compare(runs, pricing), args.out, args.title).items():

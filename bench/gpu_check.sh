@@ -5,9 +5,10 @@
 #
 # Usage: bash bench/gpu_check.sh OUT_DIR [options]
 #   --suite NAME         suite to run per precision (default: workshop)
-#   --precisions "A B"   precisions, one suite run each (default: "fp32 bf16")
+#   --precisions "A B"   precisions, one suite run each (default: "fp32 auto"; auto is
+#                        bf16 where the GPU has it, else fp16)
 #   --device DEV         (default: cuda)
-#   --duration S         measured seconds per run (default: 3)
+#   --duration S         measured seconds per run (default: 20: steady clocks and power)
 #   --backend NAME       only this backend (default: every installed one)
 #   --skip-overhead      skip the harness/telemetry overhead benchmark
 #   --skip-tests         skip the gpu-marked tests
@@ -22,7 +23,7 @@
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_check.sh OUT_DIR [options]}
 shift
-suite=workshop precisions="fp32 bf16" device=cuda duration=3 backend=() overhead=1 tests=1
+suite=workshop precisions="fp32 auto" device=cuda duration=20 backend=() overhead=1 tests=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --suite) suite=$2; shift 2 ;;

@@ -1,6 +1,12 @@
 """The ONNX Runtime path: export from PyTorch into a cache, verify before timing, build a
 session on the best execution provider, and run it through IO binding.
 
+Providers on a GPU: TensorRT when its libraries really load, then CUDA, then the CPU; the
+session must register every provider asked for, the CUDA provider gets the workload's
+declared fp32 math (``use_tf32``), and the verification run is profiled to record which
+provider ran each node: a GPU run whose heavy nodes landed on the CPU fails before timing.
+The decisions live in models/onnx_providers.py.
+
 Inference only. Models are exported from this project's PyTorch networks (same seeded
 weights), so the exported model can be checked against its source on the same inputs.
 """
@@ -8,7 +14,9 @@ weights), so the exported model can be checked against its source on the same in
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,18 +29,31 @@ import torch
 from bench.run.envinfo import PROJECT_ROOT
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from models.onnx_providers import (
+    PROVIDERS,
+    LibraryProbe,
+    ProviderError,
+    check_placement,
+    check_provider_options,
+    check_session_providers,
+    choose_providers,
+    nodes_by_provider,
+    ops_by_provider,
+    probe_tensorrt_libraries,
+    profile_nodes,
+    provider_options,
+    tensorrt_fp32_math,
+)
 
 OPSET = 17
 DEFAULT_CACHE = PROJECT_ROOT / "results" / "cache" / "onnx"
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
 #: Largest relative error ||ort - source|| / ||source|| (L2 over each output) allowed by
 #: the check before timing. fp32 differences come from kernel choice and summation order
 #: (typically 1e-6); fp16 storage alone costs about 1e-3.
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2}
+#: The same for fp32 runs whose matrix products use TF32 tensor cores: inputs rounded to a
+#: 10-bit mantissa, as fp16's, with fp32 storage and accumulation, so at most fp16's error.
+TF32_TOLERANCE = TOLERANCES["fp16"]
 
 
 class VerificationError(RuntimeError):
@@ -73,28 +94,17 @@ def export(
     os.replace(tmp, path)
 
 
-def choose_provider(requested: str, device: str, available: Sequence[str]) -> str:
-    """The execution provider for a run: the one asked for, or on a GPU the first of
-    TensorRT, CUDA available; on the CPU the CPU provider. Refuses what cannot run."""
-    if device == "cpu":
-        if requested not in ("auto", "cpu"):
-            raise ValueError(f"--ort-provider {requested} needs a GPU device")
-        return PROVIDERS["cpu"]
-    order = ["tensorrt", "cuda"] if requested == "auto" else [requested]
-    if order == ["cpu"]:
-        raise ValueError("--ort-provider cpu with a GPU device: use --device cpu")
-    for name in order:
-        if PROVIDERS[name] in available:
-            return PROVIDERS[name]
-    raise ValueError(
-        f"this onnxruntime ({ort.__version__}) has no {' or '.join(order)} provider "
-        f"(available: {', '.join(available)}); install onnxruntime-gpu for GPU runs"
-    )
+def verification_tolerance(precision: str, fp32_math: str) -> float:
+    """The largest relative error the check before timing allows: by precision, and for
+    fp32 by the math mode the providers run it in (``tf32`` or ``fp32``)."""
+    return TF32_TOLERANCE if precision == "fp32" and fp32_math == "tf32" else TOLERANCES[precision]
 
 
-def output_error(got: np.ndarray, want: np.ndarray, precision: str) -> dict[str, float]:
+def output_error(
+    got: np.ndarray, want: np.ndarray, precision: str, tolerance: float | None = None
+) -> dict[str, float]:
     """Relative L2 error of one output against its source, the largest absolute error,
-    and the tolerance for the precision."""
+    and the tolerance (by default the precision's)."""
     got64, want64 = got.astype(np.float64), want.astype(np.float64)
     diff = got64 - want64
     scale = float(np.linalg.norm(want64)) or 1.0
@@ -102,7 +112,7 @@ def output_error(got: np.ndarray, want: np.ndarray, precision: str) -> dict[str,
         "relative_l2_error": float(np.linalg.norm(diff)) / scale,
         "max_abs_error": float(np.abs(diff).max()),
         "max_abs_source": float(np.abs(want64).max()),
-        "tolerance": TOLERANCES[precision],
+        "tolerance": TOLERANCES[precision] if tolerance is None else tolerance,
     }
 
 
@@ -118,6 +128,20 @@ def onnxruntime_info(device: str) -> dict[str, Any]:
     }
 
 
+def end_profiling(session: ort.InferenceSession) -> list[dict[str, Any]]:
+    """Stop a session's profiling and return its events, deleting the profile file
+    (onnxruntime writes it here, or when a session still profiling is destroyed)."""
+    profile = session.end_profiling()
+    if not profile:
+        return []
+    path = Path(profile)
+    try:
+        events: list[dict[str, Any]] = json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
+    return events
+
+
 class OnnxWorkload(Workload):
     """Base for ONNX Runtime workloads: subclasses say how to build the source model,
     its example inputs, and what the timed step does with the outputs."""
@@ -126,6 +150,8 @@ class OnnxWorkload(Workload):
     output_names: tuple[str, ...] = ()
     #: The timed step's binding, made by ``setup()``.
     binding: Binding
+    #: The model file the session loads, set by ``setup()``.
+    model_path: Path
 
     def __init__(self, spec: RunSpec, cache_dir: Path = DEFAULT_CACHE) -> None:
         super().__init__(spec)
@@ -137,13 +163,36 @@ class OnnxWorkload(Workload):
         self.device = torch.device(spec.device)
         if spec.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 on onnxruntime needs a GPU")
-        self.provider = choose_provider(
-            spec.ort_provider, spec.device, ort.get_available_providers()
+        gpu = self.device.type == "cuda"
+        #: fp32 math of the GPU providers: the workload's declaration (the CPU has no TF32).
+        self.fp32_math = self.declared_fp32_math() if gpu else "fp32"
+        available = ort.get_available_providers()
+        self.tensorrt_probe: LibraryProbe | None = None
+        if gpu and spec.ort_provider in ("auto", "tensorrt") and PROVIDERS["tensorrt"] in available:
+            self.tensorrt_probe = probe_tensorrt_libraries()
+        conflict = ""
+        if spec.precision == "fp32" and self.fp32_math != tensorrt_fp32_math(os.environ):
+            conflict = (
+                f"builds fp32 layers in {tensorrt_fp32_math(os.environ)} (TensorRT's default; "
+                f"onnxruntime has no per-session switch), the workload declares "
+                f"{self.fp32_math} for onnxruntime (NVIDIA_TF32_OVERRIDE=0 turns TF32 off)"
+            )
+        self.plan = choose_providers(
+            spec.ort_provider, spec.device, available, self.tensorrt_probe, conflict
         )
+        self.provider = self.plan.chain[0]
+        self.session_providers: list[str] = []
+        self.provider_options_in_effect: dict[str, dict[str, str]] = {}
+        self.placement: dict[str, Any] = {}
         self.verification: dict[str, Any] = {}
         self.exported_from_cache = False
 
     # -- for subclasses ----------------------------------------------------------------
+    def declared_fp32_math(self) -> str:
+        """The workload's declared fp32 math mode for onnxruntime GPU runs, ``tf32`` or
+        ``fp32`` (``INFO.fp32_math["onnxruntime"]``)."""
+        raise NotImplementedError
+
     def source_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -179,23 +228,66 @@ class OnnxWorkload(Workload):
         return self.postprocess(path), source
 
     def session(self, path: Path) -> ort.InferenceSession:
+        """A session on ``self.plan``'s providers, checked to have them all, with profiling
+        on for its first run (``verify()``'s, untimed): that run tells which provider ran
+        each node, and ``record_placement()`` then ends profiling."""
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.provider == PROVIDERS["cpu"]:
             opts.intra_op_num_threads = len(os.sched_getaffinity(0))
+        opts.enable_profiling = True
+        prefix = Path(tempfile.gettempdir()) / f"gpu-bench-ort-profile-{os.getpid()}-{id(self):x}"
+        opts.profile_file_prefix = str(prefix)
         self.session_options = {
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "intra_op_num_threads": opts.intra_op_num_threads,
             "inter_op_num_threads": opts.inter_op_num_threads,
             "execution_mode": str(opts.execution_mode),
         }
-        providers: list[Any] = [self.provider]
-        if self.provider != PROVIDERS["cpu"]:
-            options = {"device_id": self.device.index or 0}
-            if self.provider == PROVIDERS["tensorrt"] and self.spec.precision == "fp16":
-                options["trt_fp16_enable"] = True
-            providers = [(self.provider, options), PROVIDERS["cpu"]]
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        chain = self.plan.chain
+        providers = provider_options(
+            chain, self.device.index or 0, self.spec.precision, self.fp32_math
+        )
+        try:
+            # enable_fallback=0: no silent retry on [CUDA, CPU] or [CPU], without the provider
+            # options, when a provider fails (recent onnxruntime reads it; 1.18 ignores it
+            # and check_session_providers() catches the fallback's session instead)
+            session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=providers, enable_fallback=0
+            )
+        except Exception as error:
+            for leftover in prefix.parent.glob(f"{prefix.name}_*.json"):
+                leftover.unlink(missing_ok=True)  # written by a half-made session's teardown
+            if isinstance(error, RuntimeError | ValueError):  # what onnxruntime calls EP errors
+                raise ProviderError(
+                    f"onnxruntime could not create a session on {', '.join(chain)}: {error}"
+                ) from error
+            raise
+        try:
+            self.session_providers = list(session.get_providers())
+            check_session_providers(chain, self.session_providers)
+            in_effect = session.get_provider_options()
+            self.provider_options_in_effect = {
+                name: {key: str(in_effect.get(name, {}).get(key)) for key in options}
+                for name, options in providers
+                if options
+            }  # "None": not reported by this onnxruntime
+            check_provider_options(providers, self.provider_options_in_effect)
+        except BaseException:
+            end_profiling(session)  # else onnxruntime writes the profile when it is destroyed
+            raise
+        return session
+
+    def record_placement(self, session: ort.InferenceSession) -> None:
+        """End the session's profiling (its one profiled run done) and record which provider
+        ran each node; a GPU run with heavy nodes on the CPU fails here."""
+        nodes = profile_nodes(end_profiling(session))
+        self.placement = {
+            "method": "onnxruntime session profiling of the verification run (untimed)",
+            "nodes_by_provider": nodes_by_provider(nodes),
+            "ops_by_provider": ops_by_provider(nodes),
+        }
+        check_placement(nodes, self.spec.device)
 
     def verify(
         self,
@@ -206,15 +298,25 @@ class OnnxWorkload(Workload):
     ) -> None:
         """Outputs on fresh random inputs against the source model's, before any timing."""
         inputs = make_inputs(self.spec.seed + 1)
-        got = session.run(list(self.output_names), inputs)
+        try:
+            got = session.run(list(self.output_names), inputs)
+        except BaseException:
+            end_profiling(session)
+            raise
+        self.record_placement(session)
         with torch.no_grad():
             want = reference(source, inputs)
         report = {}
+        tolerance = verification_tolerance(self.spec.precision, self.fp32_math)
         for name, g, w in zip(self.output_names, got, want, strict=True):
             if g.shape != w.shape:
                 raise VerificationError(f"{name}: shape {g.shape}, source gives {w.shape}")
-            report[name] = output_error(g, w, self.spec.precision)
-        self.verification = {"inputs": "fresh random batch (seed + 1)", "outputs": report}
+            report[name] = output_error(g, w, self.spec.precision, tolerance)
+        self.verification = {
+            "inputs": "fresh random batch (seed + 1)",
+            "fp32_math": self.fp32_math,
+            "outputs": report,
+        }
         for name, r in report.items():
             if not r["relative_l2_error"] <= r["tolerance"]:  # NaN fails too
                 raise VerificationError(
@@ -240,7 +342,19 @@ class OnnxWorkload(Workload):
 
     def details(self) -> dict[str, Any]:
         return {
-            "provider": self.provider,
+            # the session's own list once it exists: what onnxruntime really registered
+            "provider": (self.session_providers or [self.provider])[0],
+            "providers": self.session_providers,
+            "providers_requested": list(self.plan.chain),
+            "providers_left_out": dict(self.plan.left_out),
+            "provider_options": self.provider_options_in_effect,
+            "tensorrt_libraries": self.tensorrt_probe and self.tensorrt_probe.as_dict(),
+            "fp32_math": self.fp32_math,
+            "tensorrt_fp32_math": (
+                tensorrt_fp32_math(os.environ) if PROVIDERS["tensorrt"] in self.plan.chain else None
+            ),
+            "nodes_by_provider": self.placement.get("nodes_by_provider", {}),
+            "placement": self.placement,
             "session_options": getattr(self, "session_options", None),
             "model_file": getattr(self, "model_path", None) and self.model_path.name,
             "exported_from_cache": self.exported_from_cache,

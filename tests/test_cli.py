@@ -28,9 +28,9 @@ def bench(*args, cwd=ROOT):
         (["run", "--workload", "ssd", "--backend", "tf"], "invalid choice: 'tf'"),
         (["run", "--workload", "ssd", "--batch", "0"], "batch must be between 1"),
         (["run", "--workload", "ssd", "--device", "cpu", "--precision", "fp16"], "fp16"),
-        (["run", "--workload", "ssd", "--device", "cuda:3"], "cuda:3"),
         (["run", "--workload", "ssd", "--iters", "3", "--duration", "2"], "not allowed with"),
         (["run", "--workload", "bert", "--pretrained", "no/such/dir"], "does not exist"),
+        (["run", "--workload", "bert", "--pretrained", "tests"], "holds no bert checkpoint"),
         (["suite", "nightly"], "invalid choice: 'nightly'"),
         (["show", "no/such/file.json"], "no such file"),
     ],
@@ -118,8 +118,10 @@ def test_run_bert_end_to_end_on_cpu(tmp_path):
 
 
 def test_failed_run_is_recorded_with_exit_1(tmp_path):
-    empty = tmp_path / "weights"
-    empty.mkdir()
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{not json")  # a checkpoint that cannot load
+    (weights / "model.safetensors").write_bytes(b"")
     proc = bench(
         "run",
         "--workload",
@@ -127,17 +129,34 @@ def test_failed_run_is_recorded_with_exit_1(tmp_path):
         "--device",
         "cpu",
         "--pretrained",
-        str(empty),
+        str(weights),
         "--iters",
         "1",
         "--out",
         str(tmp_path / "runs"),
         "--no-progress",
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
     record = load_record(next((tmp_path / "runs").glob("*.json")))
     assert record.outcome.status == "error"
-    assert "no BERT checkpoint" in (record.outcome.message or "")
+    assert record.outcome.message
+
+
+def test_suite_dry_run_resolves_auto_precision_on_the_cpu():
+    proc = bench(
+        "suite",
+        "quick",
+        "--device",
+        "cpu",
+        "--backend",
+        "torch",
+        "--precision",
+        "auto",
+        "--dry-run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    labels = proc.stdout.split()
+    assert len(labels) == 5 and all("_fp32_cpu" in label for label in labels)
 
 
 def test_suite_dry_run_lists_runs():
@@ -213,3 +232,27 @@ def test_a_worker_that_wrote_nothing_gets_a_fresh_error_record(tmp_path):
         "the worker exited with code 3 without writing a result: ImportError: no torch"
     )
     assert record.spec == spec and record.workload is None
+
+
+def test_unreadable_result_files_are_skipped_with_a_warning_or_fatal_with_strict(tmp_path):
+    good = next((ROOT / "results" / "reference" / "nvidia-h200").glob("*bert*infer*bf16*.json"))
+    (tmp_path / good.name).write_text(good.read_text())
+    (tmp_path / "20261126T000000Z_truncated_abc123.json").write_text(good.read_text()[:500])
+    no_workload = json.loads(good.read_text())
+    del no_workload["spec"]["workload"]
+    (tmp_path / "20261126T000001Z_noworkload_abc123.json").write_text(json.dumps(no_workload))
+    for command in ("show", "compare", "report"):
+        extra = ["--out", str(tmp_path / "report")] if command == "report" else []
+        proc = bench(command, str(tmp_path), *extra)
+        assert proc.returncode == 0, proc.stderr
+        warnings = proc.stderr.strip().splitlines()
+        assert len(warnings) == 3, proc.stderr
+        assert "truncated_abc123.json: not a readable JSON file" in warnings[0]
+        assert "noworkload_abc123.json: malformed result record" in warnings[1]
+        assert warnings[2] == (
+            "bench: 2 unreadable result file(s) skipped (--strict makes them fatal)"
+        )
+        assert "Traceback" not in proc.stderr
+        strict = bench(command, str(tmp_path), "--strict", *extra)
+        assert strict.returncode == 2 and len(strict.stderr.strip().splitlines()) == 1
+    assert "NVIDIA H200" in bench("show", str(tmp_path)).stdout

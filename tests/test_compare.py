@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.compare import CompareError, Threshold, compare, group_title
+from bench.analysis.compare import CompareError, Threshold, compare, group_title, render
 from bench.analysis.prices import load_catalogue, local_price
 from bench.analysis.pricing import Pricing
 from bench.run.record import (
@@ -213,3 +213,36 @@ def test_cli_gate_exit_codes(tmp_path):
     spot = bench("compare", str(ok_dir), "--spot", "p3.2xlarge=0.918")
     assert spot.returncode == 0 and "0.918" in spot.stdout
     assert json.loads((ok_dir / f"{same.run_id}.json").read_text())["run_id"] == same.run_id
+
+
+def test_default_basis_charges_the_share_used_and_cpu_runs_the_whole_instance():
+    cat = load_catalogue()
+    pricing = Pricing(cat)  # the default basis
+    assert pricing.basis == "used"
+    full = cat["p3.16xlarge"].price_per_hour_usd
+    gpu_run = run(instance="p3.16xlarge", gpu="Tesla V100-SXM2-16GB", sps=360.0)
+    cpu_run = run(instance="p3.16xlarge", device="cpu", sps=36.0)
+    one_gpu_type = run(instance="p3.2xlarge", gpu="Tesla V100-SXM2-16GB", sps=360.0)
+    c = compare(pairs(gpu_run, cpu_run, one_gpu_type), pricing)
+    rows = {r.run_id: r for rows in c.groups.values() for r in rows}
+    gpu_row, cpu_row = rows[gpu_run.run_id], rows[cpu_run.run_id]
+    assert gpu_row.price_per_hour_usd == pytest.approx(full / 8)
+    assert gpu_row.price.charged_as == "1/8 GPUs"
+    assert cpu_row.price_per_hour_usd == pytest.approx(full)  # never a GPU share
+    assert cpu_row.price.charged_as == "whole (CPU run)"
+    whole = rows[one_gpu_type.run_id]  # all of a 1-GPU instance's GPUs: the whole instance
+    assert whole.price_per_hour_usd == pytest.approx(cat["p3.2xlarge"].price_per_hour_usd)
+    assert whole.price.charged_as == "1/1 GPUs"
+    # a 1-GPU run on an 8-GPU type costs per sample what the same GPU costs alone
+    assert gpu_row.usd_per_million == pytest.approx(full / 8 * 1e6 / (360 * 3600), rel=1e-12)
+    text = render(c)
+    assert text.startswith("Prices per hour: each GPU run charged its share of the instance's")
+    assert "| charged " in text and "| 1/8 GPUs " in text
+
+
+def test_instance_basis_charges_every_run_the_whole_instance():
+    cat = load_catalogue()
+    r = run(instance="p3.16xlarge", gpu="Tesla V100-SXM2-16GB", sps=360.0)
+    row = list(compare(pairs(r), Pricing(cat, basis="instance")).groups.values())[0][0]
+    assert row.price_per_hour_usd == pytest.approx(cat["p3.16xlarge"].price_per_hour_usd)
+    assert row.price.charged_as == "whole"

@@ -1,7 +1,10 @@
 """The tables of `bench show`, `bench compare` and `bench report` on the committed reference
 runs, pinned: a refactoring that changes a figure or a rendering fails here.
 
-The golden files were written by the version-1 harness from the same reference runs.
+The golden files were first written by the version-1 harness and held through the move
+to typed records unchanged; they changed once on purpose since, with the git history as
+the record: W became energy over the window (NVML's energy counter) and runs are priced by
+the share of the instance's GPUs they used, with a 'charged' column.
 """
 
 from __future__ import annotations

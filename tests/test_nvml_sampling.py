@@ -395,7 +395,9 @@ def test_summary_energy_from_the_counter_between_the_marks(env, nvml):
     assert s.energy_method == "nvml_energy_counter"
     assert s.energy_per_sample_j == 2.5
     assert s.samples_in_window == 3
-    assert s.power_mean_w == 220.0 and s.power_max_w == 240.0
+    # mean power from the counter (250 J over the 10 s window); the samples' mean is kept
+    assert s.power_mean_w == 25.0 and s.power_method == "nvml_energy_counter"
+    assert s.power_sampled_mean_w == 220.0 and s.power_max_w == 240.0
     assert s.util_gpu_mean_pct == pytest.approx(280 / 3) and s.util_gpu_max_pct == 100.0
     assert s.pstates_seen == [0]
     assert s.other_processes == [4242, 5151]

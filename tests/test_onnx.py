@@ -14,7 +14,8 @@ from bench.run.spec import RunSpec, SpecError
 from bench.run.worker import execute
 from models.bert import config as bert
 from models.bert.onnx import BertOnnx
-from models.onnx_common import PROVIDERS, VerificationError, cache_path, choose_provider
+from models.onnx_common import VerificationError, cache_path
+from models.onnx_providers import PROVIDERS, ProviderError, choose_providers
 from models.ssd.onnx import SsdOnnx
 
 SMALL = bert.BertShape(hidden=64, layers=2, heads=2, intermediate=128, max_positions=64)
@@ -47,18 +48,19 @@ def bert_spec(**kw):
     )
 
 
-def test_choose_provider():
+def test_choose_providers():
+    """The chain in brief (the full table of cases is in test_ort_providers.py)."""
     gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    cuda_only = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     cpu_only = ["CPUExecutionProvider"]
-    assert choose_provider("auto", "cuda:0", gpu_build) == PROVIDERS["tensorrt"]
-    assert choose_provider("auto", "cuda:0", cuda_only) == PROVIDERS["cuda"]
-    assert choose_provider("cuda", "cuda:0", gpu_build) == PROVIDERS["cuda"]
-    assert choose_provider("auto", "cpu", gpu_build) == PROVIDERS["cpu"]
-    with pytest.raises(ValueError, match="no tensorrt or cuda provider"):
-        choose_provider("auto", "cuda:0", cpu_only)
-    with pytest.raises(ValueError, match="needs a GPU device"):
-        choose_provider("cuda", "cpu", gpu_build)
+    trt, cuda, cpu = PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]
+    assert choose_providers("auto", "cuda:0", gpu_build).chain == (cuda, cpu)  # not probed
+    assert choose_providers("cuda", "cuda:0", gpu_build).chain == (cuda, cpu)
+    assert choose_providers("auto", "cpu", gpu_build).chain == (cpu,)
+    with pytest.raises(ProviderError, match="no tensorrt or cuda provider"):
+        choose_providers("auto", "cuda:0", cpu_only)
+    with pytest.raises(ProviderError, match="needs a GPU device"):
+        choose_providers("cuda", "cpu", gpu_build)
+    assert trt not in choose_providers("auto", "cuda:0", gpu_build).chain
 
 
 def test_cache_path_is_keyed_by_what_defines_the_model(tmp_path):
@@ -78,14 +80,6 @@ def test_training_and_bf16_are_refused_before_anything_runs():
         RunSpec(workload="bert", ort_provider="cuda")
 
 
-def test_gpu_runs_need_the_gpu_build():
-    from bench.telemetry.devices import parse_gpu_query
-
-    h100 = parse_gpu_query("0, NVIDIA H100 80GB HBM3, GPU-1, 0:19:0.0, 81559, 580.1, 9.0\n")
-    with pytest.raises(SpecError, match="needs onnxruntime-gpu, which is not installed"):
-        prepare(RunSpec(workload="bert", backend="onnxruntime", device="cuda"), gpus=h100)
-
-
 def test_ssd_export_verify_and_step(tmp_path):
     wl = SsdOnnx(ssd_spec(), cache_dir=tmp_path)
     wl.setup()
@@ -98,7 +92,12 @@ def test_ssd_export_verify_and_step(tmp_path):
     assert ((boxes[kept] >= 0) & (boxes[kept] <= 128)).all()
     again = SsdOnnx(ssd_spec(), cache_dir=tmp_path)
     again.setup()
-    assert again.exported_from_cache and again.details()["provider"] == PROVIDERS["cpu"]
+    details = again.details()
+    assert again.exported_from_cache and details["provider"] == PROVIDERS["cpu"]
+    assert details["providers"] == [PROVIDERS["cpu"]] and details["fp32_math"] == "fp32"
+    ops = details["placement"]["ops_by_provider"][PROVIDERS["cpu"]]
+    assert details["nodes_by_provider"] == {PROVIDERS["cpu"]: sum(ops.values())}
+    assert ops.get("Conv", 0) + ops.get("FusedConv", 0) > 50  # ResNet-50 and the heads
 
 
 def _tamper(path: Path) -> None:
@@ -140,6 +139,35 @@ def test_onnxruntime_runs_through_the_harness():
     assert record.workload is not None
     details = record.workload.details
     assert details["provider"] == "CPUExecutionProvider"
+    assert details["providers"] == ["CPUExecutionProvider"]
+    assert list(details["nodes_by_provider"]) == ["CPUExecutionProvider"]
     assert details["session_options"]["intra_op_num_threads"] >= 1
     assert record.environment.framework["onnxruntime_version"]
     assert "post-processing" in record.workload.step_description
+
+
+def test_a_gpu_run_waits_for_torch_to_fill_its_inputs(monkeypatch):
+    """ONNX Runtime runs on its own CUDA stream: the host-to-device copy (or gather) that
+    torch queued into the bound inputs must be finished before the session reads them."""
+    from models.onnx_common import Binding
+
+    order: list[str] = []
+
+    class Stream:
+        def synchronize(self) -> None:
+            order.append("torch stream synchronized")
+
+    class Session:
+        def run_with_iobinding(self, binding: object) -> None:
+            order.append("session run")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    binding = object.__new__(Binding)
+    binding.session, binding.binding = Session(), object()
+    binding.device = torch.device("cuda:0")
+    binding.run()
+    assert order == ["torch stream synchronized", "session run"]
+    order.clear()
+    binding.device = torch.device("cpu")  # nothing to order on the CPU
+    binding.run()
+    assert order == ["session run"]

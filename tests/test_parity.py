@@ -5,14 +5,22 @@ The MXNet side runs in its own environment, so it is probed in a subprocess ther
 
 import json
 import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertForSequenceClassification
 
 from bench.run.runner import backend_available, python_for
 from models.bert.torch import base_config
-from models.ssd.torch_net import build_ssd512_resnet50, gluon_param_counts
+from models.ssd.torch_box import detect
+from models.ssd.torch_net import (
+    build_ssd512_resnet50,
+    feature_shapes,
+    generate_anchors,
+    gluon_param_counts,
+)
 
 PROBE = """
 import json
@@ -39,6 +47,35 @@ print(json.dumps({
     "bert_parameters": bert.details()["parameters"],
     "bert_logits_shape": list(logits.shape),
 }))
+"""
+
+#: GluonCV's SSD inference post-processing, as ``SSD.hybrid_forward`` runs it after the
+#: network (gluoncv/model_zoo/ssd/ssd.py), on predictions read from argv[1]; the detections go
+#: to argv[2]. The decoders and NMS settings are the model's own.
+DETECT_PROBE = """
+import sys
+import mxnet as mx
+import numpy as np
+from gluoncv import model_zoo
+
+F = mx.nd
+net = model_zoo.get_model("ssd_512_resnet50_v1_voc", pretrained=False, pretrained_base=False)
+data = np.load(sys.argv[1])
+cls_preds, box_preds, anchors = (F.array(data[k]) for k in ("cls", "box", "anchors"))
+bboxes = net.bbox_decoder(box_preds, anchors)
+cls_ids, scores = net.cls_decoder(F.softmax(cls_preds, axis=-1))
+results = []
+for i in range(net.num_classes):
+    cls_id = cls_ids.slice_axis(axis=-1, begin=i, end=i + 1)
+    score = scores.slice_axis(axis=-1, begin=i, end=i + 1)
+    results.append(F.concat(*[cls_id, score, bboxes], dim=-1))
+result = F.contrib.box_nms(
+    F.concat(*results, dim=1), overlap_thresh=net.nms_thresh, topk=net.nms_topk,
+    valid_thresh=0.01, id_index=0, score_index=1, coord_start=2, force_suppress=False,
+)
+result = result.slice_axis(axis=1, begin=0, end=net.post_nms).asnumpy()
+np.savez(sys.argv[2], ids=result[..., 0], scores=result[..., 1], boxes=result[..., 2:6],
+         settings=np.array([net.nms_thresh, net.nms_topk, net.post_nms]))
 """
 
 pytestmark = pytest.mark.skipif(
@@ -76,3 +113,29 @@ def test_bert_parameter_counts_agree(mxnet_facts):
         model = BertForSequenceClassification(base_config())
     assert mxnet_facts["bert_parameters"] == sum(p.numel() for p in model.parameters())
     assert mxnet_facts["bert_logits_shape"] == [2, 2]
+
+
+def test_ssd_detections_agree_with_gluoncv(tmp_path: Path) -> None:
+    """The port's detect() gives GluonCV's detections for the same predictions, at a batch
+    (16 images at 512 px: 25,600 NMS box elements) where torchvision's batched_nms would have
+    looped over classes: the same ids, and scores and boxes to float32 rounding."""
+    gen = torch.Generator().manual_seed(0)
+    cls = torch.randn(16, 6132, 21, generator=gen) * 2
+    box = torch.randn(16, 6132, 4, generator=gen) * 0.5
+    anchors = generate_anchors(feature_shapes(512))
+    np.savez(tmp_path / "in.npz", cls=cls.numpy(), box=box.numpy(), anchors=anchors.numpy())
+    proc = subprocess.run(
+        [str(python_for("mxnet")), "-c", DETECT_PROBE, tmp_path / "in.npz", tmp_path / "out.npz"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gluon = np.load(tmp_path / "out.npz")
+    assert gluon["settings"].tolist() == [0.45, 400, 100]
+    ids, scores, boxes = detect(cls, box, anchors)  # GluonCV does not clip to the image
+    valid = ids >= 0
+    assert int(valid.sum()) > 16 * 50
+    np.testing.assert_array_equal(ids.numpy(), gluon["ids"].astype(np.int64))
+    np.testing.assert_allclose(scores.numpy(), gluon["scores"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(boxes.numpy(), gluon["boxes"], rtol=1e-4, atol=1e-3)

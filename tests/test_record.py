@@ -65,6 +65,17 @@ def test_version_1_file_reads_with_its_numbers():
     assert [f.code for f in record.validity.flags] == ["high_cv"]
 
 
+def test_version_1_power_becomes_energy_over_the_window():
+    """Version 1 stored NVML's sampled mean as the mean power; version 2 reads the energy
+    counter over the window, and keeps the sampled mean as a second figure."""
+    raw = json.loads(V1_FILE.read_text())
+    tele = load_record(V1_FILE).telemetry
+    assert tele.power_method == "nvml_energy_counter"
+    assert tele.power_mean_w == raw["telemetry"]["energy_j"] / raw["timing"]["window_s"]
+    assert tele.power_mean_w == pytest.approx(338.8, abs=0.05)  # 1018.3 J in 3.006 s
+    assert tele.power_sampled_mean_w == raw["telemetry"]["power_mean_w"]  # 303.05 W
+
+
 def test_unknown_keys_are_ignored_and_missing_optional_sections_default():
     data = full_record().to_dict()
     data["future_section"] = {"x": 1}

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torchvision
 
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
@@ -20,6 +21,7 @@ from models.ssd.torch_box import (
     decode_boxes,
     detect,
     encode_boxes,
+    grouped_nms,
     match_anchors,
     multibox_loss,
     ssd_targets,
@@ -193,6 +195,98 @@ def test_nms_removes_overlapping_duplicate() -> None:
     torch.testing.assert_close(boxes[0, 0], torch.tensor([30.0, 30.0, 70.0, 70.0]))
     torch.testing.assert_close(boxes[0, 2], torch.tensor([180.0, 180.0, 220.0, 220.0]))
     assert (boxes[0, 3:] == -1).all()
+
+
+def _random_predictions(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits [B, 6132, 21] and box offsets [B, 6132, 4] as an untrained 512 px SSD
+    gives them: every image has its 400 candidates above the score threshold."""
+    gen = torch.Generator().manual_seed(seed)
+    cls = torch.randn(batch, 6132, 21, generator=gen) * 2
+    return cls, torch.randn(batch, 6132, 4, generator=gen) * 0.5
+
+
+#: Box elements (boxes x 4) that torchvision's batched_nms switches to a per-class loop above:
+#: on the CPU, and on CUDA before torchvision 0.22 (100,000 since).
+TORCHVISION_LOOP_ABOVE = {"cpu": 4_000, "cuda before 0.22": 20_000}
+
+
+def test_detect_runs_one_nms_for_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At batch 16 and 512 px, 16 x 400 candidates x 4 = 25,600 box elements: above the
+    thresholds where torchvision's batched_nms loops over classes with host syncs. detect()
+    must not use batched_nms at all, and must run torchvision's NMS kernel exactly once per
+    call, whatever the device (the spies see what our code calls, not torchvision's choice)."""
+    boxes_ops = torchvision.ops.boxes
+
+    def forbidden(*args: object, **kwargs: object) -> torch.Tensor:
+        raise AssertionError("detect() reached torchvision's batched_nms")
+
+    for name in ("batched_nms", "_batched_nms_vanilla", "_batched_nms_coordinate_trick"):
+        monkeypatch.setattr(boxes_ops, name, forbidden)
+    kernel = torch.ops.torchvision.nms
+    calls: list[int] = []
+
+    def counting_nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+        calls.append(int(boxes.shape[0]))
+        return kernel(boxes, scores, iou)
+
+    monkeypatch.setattr(torch.ops.torchvision, "nms", counting_nms)
+    anchors = generate_anchors(feature_shapes(512))
+    for batch in (1, 8, 16):
+        calls.clear()
+        cls, box = _random_predictions(batch, seed=batch)
+        ids, _, _ = detect(cls, box, anchors, image_size=(512, 512))
+        assert (ids >= 0).any()
+        assert calls == [batch * ssd_common.NMS_TOPK], (batch, calls)
+    assert 16 * ssd_common.NMS_TOPK * 4 == 25_600 > max(TORCHVISION_LOOP_ABOVE.values())
+
+
+@pytest.mark.parametrize("image_size", [(512, 512), None])
+def test_detections_do_not_depend_on_the_batch(image_size: tuple[int, int] | None) -> None:
+    """Image by image, a batch of 16 gives the detections of each image alone: the same image
+    repeated 16 times, and 16 different images (with and without clipping to the image)."""
+    anchors = generate_anchors(feature_shapes(512))
+    cls, box = _random_predictions(16, seed=3)
+    alone = detect(cls[:1], box[:1], anchors, image_size)
+    repeated = detect(cls[:1].expand(16, -1, -1), box[:1].expand(16, -1, -1), anchors, image_size)
+    assert (alone[0] >= 0).sum() > 50  # NMS had work to do: many survivors, many suppressed
+    for got, want in zip(repeated, alone, strict=True):
+        assert torch.equal(got, want.expand_as(got))
+    batched = detect(cls, box, anchors, image_size)
+    for i in range(16):
+        single = detect(cls[i : i + 1], box[i : i + 1], anchors, image_size)
+        for got, want in zip(batched, single, strict=True):
+            assert torch.equal(got[i], want[0]), i
+
+
+def _per_class_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou: float
+) -> torch.Tensor:
+    """Reference: one torchvision NMS per (image, class)."""
+    kept = torch.zeros(scores.shape, dtype=torch.bool)
+    for i in range(scores.shape[0]):
+        for c in classes[i].unique():
+            (index,) = torch.where(classes[i] == c)
+            keep = torchvision.ops.nms(boxes[i, index], scores[i, index], iou)
+            kept[i, index[keep]] = True
+    return kept
+
+
+def test_grouped_nms_equals_nms_per_image_and_class() -> None:
+    gen = torch.Generator().manual_seed(0)
+    # Crowded boxes, some partly outside the image (negative corners), 3 images, 4 classes.
+    xy = torch.rand(3, 300, 2, generator=gen) * 50 - 20
+    boxes = torch.cat([xy, xy + 10 + torch.rand(3, 300, 2, generator=gen) * 40], dim=-1)
+    scores = torch.rand(3, 300, generator=gen)
+    classes = torch.randint(0, 4, (3, 300), generator=gen)
+    kept = grouped_nms(boxes, scores, classes, 0.45)
+    want = _per_class_nms(boxes, scores, classes, 0.45)
+    assert torch.equal(kept, want)
+    # Many boxes are suppressed, and far fewer would survive without the groups.
+    ungrouped = torchvision.ops.nms(boxes.reshape(-1, 4), scores.reshape(-1), 0.45)
+    assert len(ungrouped) < int(kept.sum()) < 0.6 * kept.numel()
+    # A non-finite box neither suppresses nor widens the others' spacing.
+    boxes[0, 0] = torch.tensor([float("-inf"), 0.0, float("inf"), 10.0])
+    assert torch.equal(grouped_nms(boxes, scores, classes, 0.45)[1:], want[1:])
 
 
 def test_inference_outputs_are_well_formed(cpu_net: SSD512ResNet50) -> None:

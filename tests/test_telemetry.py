@@ -1,11 +1,14 @@
 import pytest
 
+from bench.analysis.table import HEADERS, row
 from bench.run.record import (
     Environment,
     HostSummary,
     Latency,
+    Mfu,
     RunRecord,
     TelemetrySummary,
+    Throughput,
     Timing,
 )
 from bench.run.spec import RunSpec
@@ -62,15 +65,17 @@ def test_summarize_gpu_exact_values_with_energy_counter():
             throttle_mask=0x4,
         ),
     ]
-    s = summarize_gpu(samples, window_s=2.0, measured_samples=100, energy_counter_j=800.0)
+    s = summarize_gpu(samples, window_s=2.0, measured_samples=100, energy_counter_j=900.0)
     assert s["util_gpu_mean_pct"] == 95.0 and s["util_gpu_max_pct"] == 100
     assert s["util_mem_mean_pct"] == 50.0
     assert s["mem_used_peak_mib"] == 3000 and s["mem_total_mib"] == 81559
-    assert s["power_mean_w"] == 400.0 and s["power_max_w"] == 500.0
+    # mean power from the counter (900 J in 2 s); the samples' mean is the second figure
+    assert s["power_mean_w"] == 450.0 and s["power_method"] == "nvml_energy_counter"
+    assert s["power_sampled_mean_w"] == 400.0 and s["power_max_w"] == 500.0
     assert s["sm_clock_mean_mhz"] == 1970.0 and s["temp_max_c"] == 55
     assert s["throttle_reasons_seen"] == ["sw_power_cap"] and s["throttled"] is True
-    assert s["energy_j"] == 800.0 and s["energy_method"] == "nvml_energy_counter"
-    assert s["energy_per_sample_j"] == 8.0
+    assert s["energy_j"] == 900.0 and s["energy_method"] == "nvml_energy_counter"
+    assert s["energy_per_sample_j"] == 9.0
     assert s["pstates_seen"] == [0] and s["samples_in_window"] == 2
 
 
@@ -79,6 +84,8 @@ def test_summarize_gpu_integrates_power_without_a_counter():
     s = summarize_gpu(samples, window_s=3.0, measured_samples=30)
     assert s["energy_method"] == "mean_power_x_window"
     assert s["energy_j"] == 450.0 and s["energy_per_sample_j"] == 15.0
+    assert s["power_mean_w"] == s["power_sampled_mean_w"] == 150.0
+    assert s["power_method"] == "sampled_mean"
     assert s["throttled"] is False and s["throttle_reasons_seen"] == []
     empty = summarize_gpu([], window_s=1.0, measured_samples=1)
     assert empty["energy_j"] is None and empty["util_gpu_mean_pct"] is None
@@ -199,6 +206,7 @@ def test_validity_flags():
                 "throttle_reasons_seen": ["hw_slowdown"],
                 "other_processes": [4242],
                 "energy_j": 10.0,
+                "energy_method": "nvml_energy_counter",
             },
             window_s=0.5,
             cv=0.2,
@@ -220,6 +228,35 @@ def test_validity_flags():
     assert flags[-1].message == "10 iterations are too few for p95, p99"
     # no energy measured: a short window is not flagged for energy
     assert validity_flags(record(window_s=0.1)) == []
+
+
+@pytest.mark.parametrize(
+    "method, window_s, flagged",
+    [
+        ("nvml_energy_counter", 1.99, True),  # counter steps <= 0.1 s at both edges
+        ("nvml_energy_counter", 2.0, False),
+        ("mean_power_x_window", 9.9, True),  # NVML's ~1 s power average lags the ramp
+        ("mean_power_x_window", 10.0, False),
+    ],
+)
+def test_short_window_threshold_depends_on_how_energy_was_measured(method, window_s, flagged):
+    tele = {"energy_j": 100.0, "energy_method": method}
+    codes = [f.code for f in validity_flags(record(telemetry=tele, window_s=window_s))]
+    assert ("short_energy_window" in codes) is flagged
+
+
+def test_mfu_above_the_peak_is_flagged_and_not_shown():
+    r = record()
+    r.spec = RunSpec(workload="null", device="cuda:0")
+    r.throughput = Throughput(100.0, 1.0, 1200.0, Mfu(1200.0 / 989.5, 989.5, "bf16 dense"))
+    flags = validity_flags(r)
+    assert [f.code for f in flags] == ["mfu_above_peak"]
+    assert flags[0].message.startswith("model-FLOPs utilization 121% exceeds the 989.5")
+    r.validity.flags = flags
+    cells = dict(zip(HEADERS, row(r), strict=True))
+    assert cells["MFU %"] == "" and cells["flags"] == "mfu"
+    r.throughput.mfu = Mfu(0.5, 989.5, "bf16 dense")
+    assert dict(zip(HEADERS, row(r), strict=True))["MFU %"] == "50.0"
 
 
 @pytest.mark.parametrize("cv, flagged", [(0.05, False), (0.0501, True)])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.cost import run_cost
-from bench.analysis.pricing import Pricing
+from bench.analysis.pricing import Pricing, RunPrice, basis_text
 from bench.run import registry
 from bench.run.record import RunRecord
 from bench.run.spec import RunSpec
@@ -78,7 +78,7 @@ class Row:
     util_pct: float | None
     energy_per_sample_j: float | None
     price_per_hour_usd: float | None
-    price: dict[str, Any] | None
+    price: RunPrice | None
     unpriced_reason: str | None
     usd_per_million: float | None
     samples_per_usd: float | None
@@ -112,12 +112,12 @@ def work_key(spec: RunSpec, fields: Sequence[str] = WORK_FIELDS) -> WorkKey:
 def make_row(path: Path, record: RunRecord, pricing: Pricing) -> Row:
     lat, tele = record.latency, record.telemetry
     price, why = pricing.price(record)
-    hourly = pricing.hourly(price)
+    hourly = price.charged_usd if price is not None else None
     costs = run_cost(record, hourly)
     return Row(
         record=record,
         path=path,
-        instance=price["instance_type"] if price else None,
+        instance=price.instance_type if price else None,
         hardware=record.device_name,
         samples_per_s=record.samples_per_s,
         p50_ms=lat.p50_ms if lat else None,
@@ -256,6 +256,7 @@ COLUMNS = (
     "util %",
     "J/sample",
     "$/h",
+    "charged",
     "$/1M samples",
     "$/epoch",
     "thr vs base",
@@ -283,6 +284,7 @@ def table_rows(rows: Sequence[Row]) -> list[list[str]]:
                 _fmt(r.util_pct, 0),
                 _fmt(r.energy_per_sample_j, 3),
                 _fmt(r.price_per_hour_usd, 3),
+                r.price.charged_as if r.price is not None else "-",
                 _fmt(r.usd_per_million, 2),
                 _fmt(r.usd_per_epoch, 2),
                 _fmt_ratio(r.ratios.get("throughput")),
@@ -309,12 +311,9 @@ def _fmt_ratio(value: float | None) -> str:
 def render(c: Comparison, fmt: str = "github") -> str:
     from tabulate import tabulate
 
-    basis = (
-        "whole instance" if c.basis == "instance" else "share of the instance's GPUs the run used"
-    )
     parts = [
-        f"Prices: on-demand per hour, {basis}. Sorted by $ per million samples; "
-        "best = cheapest per sample."
+        f"Prices per hour: {basis_text(c.basis)} (column 'charged'). Sorted by $ per million "
+        "samples; best = cheapest per sample."
     ]
     for key, rows in c.groups.items():
         parts.append(f"\n### {group_title(key)}\n")

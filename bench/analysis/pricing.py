@@ -18,16 +18,48 @@ class PricingError(ValueError):
     """Bad pricing input (a price, an instance type, a file); the CLI exits 2."""
 
 
+#: The default basis: a run pays for the share of the instance's GPUs it used.
+DEFAULT_BASIS = "used"
+
+
+def basis_text(basis: str) -> str:
+    """The pricing rule in words, for every table and report."""
+    if basis == "instance":
+        return "every run charged the whole instance's on-demand price"
+    return (
+        "each GPU run charged its share of the instance's GPUs (the whole instance when it "
+        "used them all), CPU runs the whole instance; on-demand prices"
+    )
+
+
+@dataclass(frozen=True)
+class RunPrice:
+    """What a run is charged per hour, and on what basis."""
+
+    instance_type: str
+    #: The whole instance's hourly price (None: no trusted price in the catalogue).
+    instance_usd: float | None
+    #: What the run is charged per hour under the pricing basis.
+    charged_usd: float | None
+    #: How: ``1/8 GPUs``, ``8/8 GPUs``, ``whole (CPU run)`` or ``whole``.
+    charged_as: str
+    facts: dict[str, Any]
+
+
 @dataclass
 class Pricing:
+    """Prices runs. Basis ``used`` (the default): a GPU run pays its share of the instance's
+    GPUs (the whole instance when it used them all); a CPU run pays the whole instance, never
+    a GPU share. Basis ``instance``: every run pays the whole instance."""
+
     catalogue: dict[str, InstancePrice]
     local: InstancePrice | None = None  # --price-per-hour, for runs with no instance type
     #: --instance, for runs that recorded none: hardware name (or "*") -> instance type
     instances: dict[str, str] = field(default_factory=dict)
-    basis: str = "instance"  # or "used": the share of a multi-GPU instance a run used
+    basis: str = DEFAULT_BASIS
 
-    def price(self, record: RunRecord) -> tuple[dict[str, Any] | None, str]:
-        """The run's price facts, or None and why not."""
+    def price(self, record: RunRecord) -> tuple[RunPrice | None, str]:
+        """The run's price, or None and why not."""
         recorded = record.environment.instance.instance_type
         instance_type = recorded or self.instances.get(record.device_name, self.instances.get("*"))
         entry = lookup(self.catalogue, instance_type) if instance_type else None
@@ -36,15 +68,18 @@ class Pricing:
         entry = entry or self.local
         if entry is None:
             return None, "no instance type recorded and no --price-per-hour given"
-        used = max(gpus_used(record), 1)
-        return price_for_run(entry, min(used, entry.gpu_count)), ""
-
-    def hourly(self, price: dict[str, Any] | None) -> float | None:
-        if price is None:
-            return None
-        key = "price_per_hour_usd" if self.basis == "instance" else "price_per_hour_used_usd"
-        value = price[key]
-        return float(value) if value is not None else None
+        used = gpus_used(record)
+        facts = price_for_run(entry, min(max(used, 1), entry.gpu_count))
+        whole = entry.price_per_hour_usd
+        if self.basis == "instance":
+            charged, how = whole, "whole"
+        elif used == 0:
+            charged, how = whole, "whole (CPU run)"
+        else:
+            share = min(used, entry.gpu_count)
+            charged = facts["price_per_hour_used_usd"]
+            how = f"{share}/{entry.gpu_count} GPUs"
+        return RunPrice(entry.instance_type, whole, charged, how, facts), ""
 
 
 def build_pricing(

@@ -15,6 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.analysis.compare import COLUMNS, Comparison, Row, group_title, table_rows
+from bench.analysis.pricing import basis_text
 from bench.run import registry
 
 CSV_FIELDS = (
@@ -38,7 +39,10 @@ CSV_FIELDS = (
     "samples_per_usd",
     "usd_per_epoch",
     "hours_per_epoch",
+    "charged_as",
 )
+#: Columns taken from the comparison row as they are.
+_ROW_FIELDS = CSV_FIELDS[8:-1]
 
 
 def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -77,7 +81,8 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                     "batch": s.batch,
                     "shape": registry.workload_info(s.workload).shape_value(s),
                     "device": s.device,
-                    **{k: getattr(r, k) for k in CSV_FIELDS[8:]},
+                    **{k: getattr(r, k) for k in _ROW_FIELDS},
+                    "charged_as": r.price.charged_as if r.price is not None else None,
                 }
             )
 
@@ -242,11 +247,7 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
 
 
 def _basis(c: Comparison) -> str:
-    return (
-        "whole-instance on-demand prices"
-        if c.basis == "instance"
-        else "prices of the share of each instance's GPUs a run used"
-    )
+    return basis_text(c.basis)
 
 
 Groups = list[tuple[tuple[Any, ...], list[Row]]]

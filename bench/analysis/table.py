@@ -9,7 +9,7 @@ from tabulate import tabulate
 
 from bench.run import registry
 from bench.run.record import RunRecord
-from bench.telemetry.validity import FLAG_CODES, short_codes
+from bench.telemetry.validity import FLAG_CODES, MFU_MAX, short_codes
 
 HEADERS = (
     "workload",
@@ -40,6 +40,8 @@ def row(record: RunRecord) -> list[Any]:
     p99 = _num(lat.p99_ms if lat else None, 2)
     cv = lat.cv if lat else None
     mfu = tput.mfu.mfu if tput is not None and tput.mfu is not None else None
+    if mfu is not None and mfu > MFU_MAX:
+        mfu = None  # impossible: not shown, flagged (mfu) instead
     return [
         spec.workload,
         spec.backend,

@@ -203,7 +203,12 @@ class TelemetrySummary:
     util_mem_mean_pct: float | None = None
     mem_used_peak_mib: float | None = None
     mem_total_mib: float | None = None
+    #: Mean power over the window: energy counter / window where the counter exists.
     power_mean_w: float | None = None
+    #: ``nvml_energy_counter`` or ``sampled_mean`` (NVML's ~1 s power averages).
+    power_method: str | None = None
+    #: The mean of the sampled power readings, a second figure (lags the ramp).
+    power_sampled_mean_w: float | None = None
     power_max_w: float | None = None
     power_limit_w: float | None = None
     sm_clock_mean_mhz: float | None = None
@@ -323,11 +328,24 @@ class RunRecord:
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 had no scenario section, no epoch size, and could lack validity."""
+    """Version 1 had no scenario section and no epoch size, and its mean power was the
+    mean of NVML's sampled readings: where the energy counter was read, mean power becomes
+    energy over the window, as version 2 measures it, and the sampled mean is kept."""
     out = dict(data)
     spec = out.get("spec") or {}
     if out.get("workload") is not None and out.get("timing") is not None:
         out.setdefault("scenario", {"name": spec.get("scenario", "loop")})
+    tele = out.get("telemetry")
+    timing = out.get("timing")
+    if isinstance(tele, dict) and tele.get("power_mean_w") is not None:
+        tele = {**tele, "power_sampled_mean_w": tele["power_mean_w"]}
+        tele["power_method"] = "sampled_mean"
+        window = timing.get("window_s") if isinstance(timing, dict) else None
+        energy = tele.get("energy_j")
+        if tele.get("energy_method") == "nvml_energy_counter" and energy and window:
+            tele["power_mean_w"] = energy / window
+            tele["power_method"] = "nvml_energy_counter"
+        out["telemetry"] = tele
     return out
 
 

@@ -5,6 +5,7 @@ crash of the caller."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,7 +23,14 @@ from bench.run import envinfo, registry
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import RunSpec, SpecError
 from bench.run.store import load_record, write_record
-from bench.telemetry.devices import GpuInfo, check_precision, default_gpus, gpu_for, resolve_device
+from bench.telemetry.devices import (
+    GpuInfo,
+    check_precision,
+    default_gpus,
+    gpu_for,
+    resolve_device,
+    resolve_precision,
+)
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 DEFAULT_OUT = Path("results/runs")
@@ -42,21 +50,31 @@ class RunOptions:
     instance: str | None = None
 
 
-def prepare(spec: RunSpec, gpus: list[GpuInfo] | None = None) -> RunSpec:
-    """Check what the spec alone cannot (registry, device, precision) and resolve the device.
+def prepare(
+    spec: RunSpec,
+    gpus: list[GpuInfo] | None = None,
+    *,
+    installed: Callable[[str], bool] | None = None,
+) -> RunSpec:
+    """Check what the spec alone cannot (registry, device, precision, checkpoint) and
+    resolve the device and an ``auto`` precision.
 
-    Raises :class:`SpecError` before anything runs or is written.
+    ``gpus`` (default: the GPUs this process sees) and ``installed`` (whether a distribution
+    is installed; default: this environment's metadata) are the machine's facts, given as
+    data in tests. Raises :class:`SpecError` before anything runs or is written.
     """
+    installed = installed or distribution_installed
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
-    if spec.precision not in entry.precisions:
-        raise SpecError(
-            f"{spec.workload} on {spec.backend} does not support {spec.precision}: "
-            f"choose from {', '.join(sorted(entry.precisions))}"
-        )
     gpus = default_gpus() if gpus is None else gpus
     device = resolve_device(spec.device, gpus)
     gpu = gpu_for(device, gpus)
-    check_precision(spec.precision, device, gpu)
+    precision = resolve_precision(spec.precision, device, gpu, entry.precisions)
+    if precision not in entry.precisions:
+        raise SpecError(
+            f"{spec.workload} on {spec.backend} does not support {precision}: "
+            f"choose from {', '.join(sorted(entry.precisions))}"
+        )
+    check_precision(precision, device, gpu)
     limit = entry.max_compute_capability
     if gpu is not None and limit and gpu.compute_capability and gpu.compute_capability > limit:
         major, minor = gpu.compute_capability
@@ -64,18 +82,26 @@ def prepare(spec: RunSpec, gpus: list[GpuInfo] | None = None) -> RunSpec:
             f"{spec.backend} cannot run on {gpu.name} (compute capability {major}.{minor}): "
             f"{entry.gpu_limit_reason}; use --backend torch"
         )
-    if gpu is not None and entry.gpu_distribution and not _installed(entry.gpu_distribution):
+    if gpu is not None and entry.gpu_distribution and not installed(entry.gpu_distribution):
         raise SpecError(
             f"{spec.backend} on a GPU needs {entry.gpu_distribution}, which is not installed "
             "here (`make setup` installs it where nvidia-smi finds a GPU)"
         )
-    if spec.pretrained is not None and not Path(spec.pretrained).is_dir():
-        raise SpecError(f"--pretrained directory {spec.pretrained} does not exist")
+    if spec.pretrained is not None:
+        directory = Path(spec.pretrained)
+        if not directory.is_dir():
+            raise SpecError(f"--pretrained directory {spec.pretrained} does not exist")
+        missing = registry.workload_info(spec.workload).missing_checkpoint(spec.backend, directory)
+        if missing is not None:
+            raise SpecError(
+                f"--pretrained {spec.pretrained} holds no {spec.workload} checkpoint for "
+                f"{spec.backend}: expected {missing}"
+            )
     python_for(entry.env)
-    return spec.replace(device=device)
+    return spec.replace(device=device, precision=precision)
 
 
-def _installed(distribution: str) -> bool:
+def distribution_installed(distribution: str) -> bool:
     try:
         importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -127,9 +153,21 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
         cmd += ["--telemetry-interval", str(options.telemetry_interval_s or 0)]
         if instance:
             cmd += ["--instance", instance]
-        code, tail = _run_worker(cmd, options.timeout_s)
+        try:
+            code, tail = _run_worker(cmd, options.timeout_s)
+        except BaseException:
+            _remove_partial_outputs(result_file, out_dir)
+            raise
         record = collect(result_file, spec, code, tail, instance)
     return record, write_record(record, out_dir)
+
+
+def _remove_partial_outputs(result_file: Path, out_dir: Path) -> None:
+    """After an interrupt: the telemetry series the worker may have written for a run that
+    will have no record."""
+    with contextlib.suppress(ResultError, OSError):
+        run_id = load_record(result_file).run_id
+        (out_dir / f"{run_id}.telemetry.csv").unlink(missing_ok=True)
 
 
 def collect(
@@ -150,14 +188,23 @@ def collect(
     return record
 
 
+#: After SIGTERM, how long a worker's process group gets before SIGKILL.
+STOP_GRACE_S = 5.0
+
+
 def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, str]:
-    """Run the worker, passing its stderr through live (progress bars) and keeping a tail."""
+    """Run the worker, passing its stderr through live (progress bars) and keeping a tail.
+
+    The worker leads its own process group, so that a timeout or an interrupt of this
+    process (SIGINT, SIGTERM) stops it and everything it started: nothing is left holding
+    the GPU. Its output always ends on a new line, so the next line starts clean.
+    """
     env = dict(os.environ)
     root = str(envinfo.PROJECT_ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # cuda:N then means the N-th visible GPU in nvidia-smi's (PCI) order, for every framework
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd=root)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd=root, start_new_session=True)
     tail: collections.deque[bytes] = collections.deque(maxlen=64)
 
     stderr = proc.stderr
@@ -174,15 +221,41 @@ def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, st
     try:
         code: int | None = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        stop_group(proc)
         code = None
     except BaseException:
-        proc.kill()
-        proc.wait()
+        stop_group(proc)
         raise
-    reader.join(timeout=5)
+    finally:
+        reader.join(timeout=5)
+        stderr.close()
+        _end_line(b"".join(tail))
     return code, b"".join(tail).decode(errors="replace")
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the process group ``proc`` leads, then SIGKILL what is left after
+    ``grace_s``; returns once ``proc`` has exited."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; make sure no member of its group outlives it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+
+
+def _end_line(output: bytes) -> None:
+    """A progress bar closes with a carriage return and no newline: in a log (not a
+    terminal) the next line would run into it."""
+    cleared_in_a_terminal = output.endswith(b"\r") and sys.stderr.isatty()
+    if output and not output.endswith(b"\n") and not cleared_in_a_terminal:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def _crash_message(code: int | None, tail: str) -> str:

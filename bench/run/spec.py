@@ -11,6 +11,9 @@ WORKLOADS = ("ssd", "bert", "null")
 BACKENDS = ("torch", "mxnet", "onnxruntime")
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: ``auto``: bf16 where the GPU and backend have it, else fp16; fp32 on the CPU. Resolved
+#: before the run starts; stored specs hold the resolved precision.
+AUTO_PRECISION = "auto"
 #: How work is issued (bench.run.scenarios); ``loop``: a fixed loop of synchronized steps.
 SCENARIOS = ("loop",)
 ORT_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
@@ -58,7 +61,7 @@ class RunSpec:
         _choice("workload", self.workload, WORKLOADS)
         _choice("backend", self.backend, BACKENDS)
         _choice("mode", self.mode, MODES)
-        _choice("precision", self.precision, PRECISIONS)
+        _choice("precision", self.precision, (*PRECISIONS, AUTO_PRECISION))
         _choice("scenario", self.scenario, SCENARIOS)
         _choice("ort_provider", self.ort_provider, ORT_PROVIDERS)
         if self.ort_provider != "auto" and self.backend != "onnxruntime":

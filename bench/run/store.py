@@ -60,5 +60,17 @@ def result_files(paths: Iterable[Path]) -> Iterator[Path]:
             raise ResultError(f"{path}: no such file or directory")
 
 
-def load_records(paths: Iterable[Path]) -> list[tuple[Path, RunRecord]]:
-    return [(p, load_record(p)) for p in result_files(paths)]
+def load_records(
+    paths: Iterable[Path], *, strict: bool = True, skipped: list[str] | None = None
+) -> list[tuple[Path, RunRecord]]:
+    """The records under ``paths``. With ``strict`` the first unreadable or malformed file
+    raises; otherwise it is left out and its reason appended to ``skipped``."""
+    records = []
+    for path in result_files(paths):
+        try:
+            records.append((path, load_record(path)))
+        except ResultError as exc:
+            if strict or skipped is None:
+                raise
+            skipped.append(str(exc))
+    return records

@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.run.spec import RunSpec
@@ -54,6 +55,9 @@ class WorkloadInfo:
     #: fp32 math mode of each backend's GPU runs (``tf32`` or ``fp32``); the workload sets
     #: its framework's switches to match.
     fp32_math: Mapping[str, str] = field(default_factory=dict)
+    #: Per backend, what a ``--pretrained`` directory must hold: a tuple of requirements,
+    #: each a tuple of alternative file-name patterns (globs), every requirement met.
+    checkpoint: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     def shape_value(self, spec: RunSpec) -> int | None:
         return int(getattr(spec, self.shape.field)) if self.shape is not None else None
@@ -66,6 +70,13 @@ class WorkloadInfo:
         if self.shape is None or value is None:
             return ""
         return str(getattr(self.shape, style)).format(value)
+
+    def missing_checkpoint(self, backend: str, directory: Path) -> str | None:
+        """What ``directory`` lacks to be a checkpoint for ``backend``, or None if nothing."""
+        for alternatives in self.checkpoint.get(backend, ()):
+            if not any(any(directory.glob(pattern)) for pattern in alternatives):
+                return " or ".join(alternatives)
+        return None
 
     def uses_tf32(self, spec: RunSpec) -> bool:
         """Whether the spec's fp32 matrix work runs on TF32 tensor cores (GPU fp32 runs of a

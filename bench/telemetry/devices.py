@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from bench.run.spec import SpecError
@@ -119,11 +120,31 @@ def check_precision(precision: str, device: str, gpu: GpuInfo | None) -> None:
             raise SpecError("fp16 is not supported on the CPU: use bf16 or fp32")
         return
     cap = gpu.compute_capability if gpu else None
-    if precision == "bf16" and cap is not None and cap < (8, 0):
+    if precision == "bf16" and cap is not None and cap < BF16_MIN_CAPABILITY:
         name = gpu.name if gpu else device
         raise SpecError(
             f"bf16 needs compute capability 8.0 or newer; {name} has {cap[0]}.{cap[1]}: use fp16"
         )
+
+
+#: Compute capability from which GPUs have bf16 tensor cores (Ampere): not V100 or T4.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def resolve_precision(
+    precision: str, device: str, gpu: GpuInfo | None, supported: Collection[str]
+) -> str:
+    """``auto`` as the best mixed precision this device and backend run: bf16 on GPUs with
+    compute capability 8.0 or newer (A10G, L4, A100, H100, ...), fp16 on older ones (V100,
+    T4) or where the backend has no bf16, fp32 on the CPU. Other precisions pass through."""
+    if precision != "auto":
+        return precision
+    if not device.startswith("cuda"):
+        return "fp32"
+    cap = gpu.compute_capability if gpu is not None else None
+    if "bf16" in supported and cap is not None and cap >= BF16_MIN_CAPABILITY:
+        return "bf16"
+    return "fp16" if "fp16" in supported else "fp32"
 
 
 def default_gpus() -> list[GpuInfo]:

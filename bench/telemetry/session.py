@@ -229,9 +229,12 @@ def summarize_gpu(
     """The measured window's GPU figures from its samples.
 
     Energy is the NVML counter's delta when given (Volta and newer); otherwise mean power
-    times the window, with ``energy_method`` saying which.
+    times the window, with ``energy_method`` saying which. Mean power is energy over the
+    window when the counter gave it: NVML's power reading is a ~1 s average that lags the
+    ramp at the window's start, so the sampled mean (``power_sampled_mean_w``) runs low.
     """
     power = _present(samples, "power_w")
+    sampled_mean = _mean(power)
     throttles = sorted({n for s in samples for n in throttle_names(s.throttle_mask)})
     if energy_counter_j is not None:
         energy, method = energy_counter_j, "nvml_energy_counter"
@@ -246,7 +249,17 @@ def summarize_gpu(
         "util_mem_mean_pct": _mean(_present(samples, "util_mem_pct")),
         "mem_used_peak_mib": _max(_present(samples, "mem_used_mib")),
         "mem_total_mib": _max(_present(samples, "mem_total_mib")),
-        "power_mean_w": _mean(power),
+        "power_mean_w": (
+            energy_counter_j / window_s
+            if energy_counter_j is not None and window_s > 0
+            else sampled_mean
+        ),
+        "power_method": (
+            "nvml_energy_counter"
+            if energy_counter_j is not None and window_s > 0
+            else ("sampled_mean" if power else None)
+        ),
+        "power_sampled_mean_w": sampled_mean,
         "power_max_w": _max(power),
         "power_limit_w": _max(_present(samples, "power_limit_w")),
         "sm_clock_mean_mhz": _mean(_present(samples, "sm_clock_mhz")),

@@ -6,15 +6,22 @@ from bench.run.record import Flag, RunRecord
 
 #: Latency coefficient of variation above which a run is flagged as noisy.
 CV_THRESHOLD = 0.05
-#: NVML's power readings are averaged over about one second on recent GPUs, and the
-#: energy counter moves in steps of tens of milliseconds: a shorter window's energy is
-#: mostly edge effects.
-ENERGY_MIN_WINDOW_S = 1.0
+#: Shortest window whose energy and mean power are trusted, by how they were measured.
+#: The energy counter is read at both edges of the window; it advances in steps of at most
+#: 100 ms (it moved in every 100 ms sample of the H200 reference runs), so the edges cost at
+#: most 2 x 0.1 s of energy: under 10 % from 2 s on. NVML's power reading is an average over
+#: about 1 s, so a mean of samples misses up to ~1 s of the ramp at the window's start:
+#: under 10 % from 10 s on.
+ENERGY_MIN_WINDOW_S = {"nvml_energy_counter": 2.0, "mean_power_x_window": 10.0}
+#: Model-FLOPs utilization above this is impossible: the FLOP count or the math mode
+#: (and so the peak) is wrong.
+MFU_MAX = 1.0
 
 FLAG_CODES = {
     "throttled": "thr",
     "other_processes": "procs",
     "short_energy_window": "short",
+    "mfu_above_peak": "mfu",
     "high_cv": "cv",
     "few_iterations": "few",
 }
@@ -34,11 +41,19 @@ def validity_flags(record: RunRecord) -> list[Flag]:
         pids = ", ".join(map(str, tele.other_processes))
         flag("other_processes", f"other processes used the GPU during the run (pids {pids})")
     window = timing.window_s if timing is not None else None
-    if tele.energy_j is not None and window is not None and window < ENERGY_MIN_WINDOW_S:
+    least = ENERGY_MIN_WINDOW_S.get(tele.energy_method or "")
+    if tele.energy_j is not None and window is not None and least and window < least:
         flag(
             "short_energy_window",
-            f"measured window {window:.3f} s is shorter than {ENERGY_MIN_WINDOW_S} s: "
-            "energy and power figures are unreliable",
+            f"measured window {window:.3f} s is shorter than {least} s, the least for "
+            f"energy by {tele.energy_method}: energy and power figures are unreliable",
+        )
+    mfu = record.throughput.mfu if record.throughput is not None else None
+    if mfu is not None and mfu.mfu is not None and mfu.mfu > MFU_MAX:
+        flag(
+            "mfu_above_peak",
+            f"model-FLOPs utilization {mfu.mfu:.0%} exceeds the {mfu.peak_tflops} TFLOP/s "
+            f"peak ({mfu.basis}): the FLOP count or the fp32 math mode is wrong",
         )
     if latency is not None:
         if latency.cv is not None and latency.cv > CV_THRESHOLD:

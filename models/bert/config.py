@@ -74,6 +74,17 @@ def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / (total - warmup))
 
 
+_HF_CHECKPOINT = (
+    ("config.json",),
+    (
+        "model.safetensors",
+        "pytorch_model.bin",
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    ),
+)
+
+
 def _flops(spec: RunSpec) -> tuple[float | None, str]:
     flops = forward_flops_per_sample(spec.seq_len)
     return flops, f"analytic: matrix multiplies of BERT at seq_len {spec.seq_len}"
@@ -85,7 +96,16 @@ INFO = WorkloadInfo(
     shape=ShapeLabels(field="seq_len", tag="s{0}", column="seq {0}", title="seq {0}"),
     epoch_samples=EPOCH_SAMPLES,
     epoch_dataset="IMDB train",
-    # PyTorch: matrix multiplies dominate and run in full fp32 (BertTorch turns
-    # torch.backends.cuda.matmul.allow_tf32 off). MXNet and ONNX Runtime: declared fp32.
+    # Matrix multiplies dominate. PyTorch runs them in full fp32 (BertTorch turns
+    # torch.backends.cuda.matmul.allow_tf32 off); MXNet's cuBLAS GEMMs would use TF32 by
+    # default on Ampere, so BertGluon sets NVIDIA_TF32_OVERRIDE=0 to match; ONNX Runtime's
+    # CUDA provider gets use_tf32=0 (its default is 1). Every backend does full fp32.
     fp32_math={"torch": "fp32", "mxnet": "fp32", "onnxruntime": "fp32"},
+    # transformers' save_pretrained() layout (ONNX Runtime exports from it); a BERTClassifier's
+    # save_parameters() file for MXNet
+    checkpoint={
+        "torch": _HF_CHECKPOINT,
+        "onnxruntime": _HF_CHECKPOINT,
+        "mxnet": (("*.params",),),
+    },
 )

@@ -65,6 +65,9 @@ class BertOnnx(OnnxWorkload):
         self.fusion: dict[str, int] = {}
         self.library: dict[str, torch.Tensor] | None = None
 
+    def declared_fp32_math(self) -> str:
+        return bert.INFO.fp32_math["onnxruntime"]
+
     def source_model(self) -> torch.nn.Module:
         torch.manual_seed(self.spec.seed)
         if self.spec.pretrained:

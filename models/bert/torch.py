@@ -110,9 +110,15 @@ class BertTorch(TorchWorkload):
             self.model.eval()
 
     def _inputs(self) -> dict[str, torch.Tensor]:
+        """The step's inputs; labels only when training. With include_h2d, copied from pinned
+        host memory in the step, as every backend's timed copy is."""
+        needed = {k: v for k, v in self.host_batch.items() if self._needs(k)}
         if self.spec.include_h2d:
-            return {k: v.to(self.device, non_blocking=True) for k, v in self.host_batch.items()}
-        return self.batch
+            return {k: v.to(self.device, non_blocking=True) for k, v in needed.items()}
+        return {k: self.batch[k] for k in needed}
+
+    def _needs(self, name: str) -> bool:
+        return name != "labels" or self.spec.mode == "train"
 
     def step(self) -> torch.Tensor:
         assert self.model is not None, "setup() first"
@@ -124,7 +130,7 @@ class BertTorch(TorchWorkload):
             self.scheduler.step()
             return loss.detach()
         with torch.inference_mode():
-            return self._logits({k: v for k, v in inputs.items() if k != "labels"})
+            return self._logits(inputs)
 
     def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Inference: forward to logits (call in inference mode)."""

@@ -19,6 +19,8 @@ NEGATIVE_MINING_RATIO = 3.0
 BOX_STDS = (0.1, 0.1, 0.2, 0.2)
 #: VOC07+12 trainval images: one epoch of the lab.
 EPOCH_SAMPLES = 16_551
+#: File name of the PyTorch port's weights in a ``--pretrained`` directory (a state dict).
+TORCH_CHECKPOINT = "ssd_512_resnet50_v1_voc.pt"
 
 SCORE_THRESHOLD = 0.01
 
@@ -93,7 +95,17 @@ INFO = WorkloadInfo(
     shape=ShapeLabels(field="image_size", tag="i{0}", column="{0}px", title="{0}x{0}"),
     epoch_samples=EPOCH_SAMPLES,
     epoch_dataset="VOC07+12 trainval",
-    # PyTorch: convolutions dominate, and cuDNN runs fp32 convolutions on TF32 tensor cores
-    # (SsdTorch sets torch.backends.cudnn.allow_tf32). MXNet and ONNX Runtime: declared fp32.
-    fp32_math={"torch": "tf32", "mxnet": "fp32", "onnxruntime": "fp32"},
+    # Convolutions dominate. PyTorch: cuDNN runs fp32 convolutions on TF32 tensor cores
+    # (SsdTorch sets torch.backends.cudnn.allow_tf32). MXNet 1.9 (CUDA 11, cuDNN 8): TF32 is
+    # its default on Ampere and newer (cuDNN's default math mode; MXNet's own test_utils say
+    # so); the workload leaves NVIDIA_TF32_OVERRIDE unset to keep it. ONNX Runtime's CUDA
+    # provider: use_tf32 (on by default since 1.18), set explicitly. Every backend then does
+    # the same fp32 math.
+    fp32_math={"torch": "tf32", "mxnet": "tf32", "onnxruntime": "tf32"},
+    # the PyTorch port's state dict (ONNX Runtime exports from it); GluonCV's model file
+    checkpoint={
+        "torch": ((TORCH_CHECKPOINT,),),
+        "onnxruntime": ((TORCH_CHECKPOINT,),),
+        "mxnet": (("ssd_512_resnet50_v1_voc*.params",),),
+    },
 )

@@ -19,7 +19,7 @@ from mxnet import autograd, gluon
 
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
-from models.mxnet_common import MxnetWorkload
+from models.mxnet_common import MxnetWorkload, quiet_undecided_type
 from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 
@@ -73,7 +73,9 @@ class SsdGluon(MxnetWorkload):
         "the positive count back to the host), backward, SGD lr 0.001 momentum 0.9 wd 0.0005; "
         "matching targets precomputed once with SSDTargetGenerator (GluonCV computes them in "
         "the data loader). infer: forward with GluonCV's box decoding and class-wise NMS 0.45, "
-        "top 100. Hybridized with static_alloc/static_shape."
+        "top 100. Hybridized with static_alloc/static_shape. With include_h2d the step copies "
+        "the images (and, when training, the targets) from pinned host memory, staged in "
+        "float32 in setup."
     )
 
     def __init__(self, spec: RunSpec, learning_rate: float = ssd.LEARNING_RATE) -> None:
@@ -82,12 +84,18 @@ class SsdGluon(MxnetWorkload):
         self.library: mx.nd.NDArray | None = None
 
     def setup(self) -> None:
+        with quiet_undecided_type():
+            self._setup()
+
+    def _setup(self) -> None:
         spec = self.spec
         self.net = build_network(spec.image_size, spec.pretrained, self.ctx)
         self.net.hybridize(static_alloc=True, static_shape=True)
         host = detection_batch(spec.batch, spec.image_size, seed=spec.seed)
-        self.host_images = host.images
         self.images = self.to_device(host.images)
+        if spec.include_h2d:
+            # Page-locked on GPU runs and already float32: step() only copies.
+            self.host_images = self.stage_on_host(host.images)
         if spec.mode == "train":
             self._setup_training(host)
 
@@ -106,6 +114,9 @@ class SsdGluon(MxnetWorkload):
             box_targets.append(bt)
         self.cls_targets = mx.nd.concat(*cls_targets, dim=0)
         self.box_targets = mx.nd.concat(*box_targets, dim=0)
+        if self.spec.include_h2d:  # copied in the step, as PyTorch's path does
+            self.host_cls_targets = self.stage_on_host(self.cls_targets)
+            self.host_box_targets = self.stage_on_host(self.box_targets)
         self.loss_fn = SSDMultiBoxLoss(negative_mining_ratio=ssd.NEGATIVE_MINING_RATIO)
         self.trainer = gluon.Trainer(
             self.net.collect_params(),
@@ -117,16 +128,25 @@ class SsdGluon(MxnetWorkload):
 
     def _input(self) -> mx.nd.NDArray:
         if self.spec.include_h2d:
-            return self.to_device(self.host_images)
+            return self.copy_to_device(self.host_images)
         return self.images
+
+    def _targets(self) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
+        if self.spec.include_h2d:
+            return (
+                self.copy_to_device(self.host_cls_targets),
+                self.copy_to_device(self.host_box_targets),
+            )
+        return self.cls_targets, self.box_targets
 
     def step(self) -> Any:
         x = self._input()
         if self.spec.mode == "infer":
             return self.net(x)
+        cls_targets, box_targets = self._targets()
         with autograd.record():
             cls_preds, box_preds, _ = self.net(x)
-            sum_loss, _, _ = self.loss_fn(cls_preds, box_preds, self.cls_targets, self.box_targets)
+            sum_loss, _, _ = self.loss_fn(cls_preds, box_preds, cls_targets, box_targets)
             if self.amp is not None:
                 with self.amp.scale_loss(sum_loss, self.trainer) as scaled:
                     autograd.backward(scaled)
@@ -159,6 +179,7 @@ class SsdGluon(MxnetWorkload):
         return {
             "parameters": trainable_parameters(self.net),
             "gluoncv_param_counts": parameter_counts(self.net),
+            "fp32_math": self.fp32_math,
         }
 
 

@@ -45,6 +45,9 @@ class SsdOnnx(OnnxWorkload):
     #: The images staged by ``stage_samples()``.
     library: torch.Tensor | None = None
 
+    def declared_fp32_math(self) -> str:
+        return ssd.INFO.fp32_math["onnxruntime"]
+
     def source_model(self) -> torch.nn.Module:
         torch.manual_seed(self.spec.seed)
         net = build_ssd512_resnet50("cpu")

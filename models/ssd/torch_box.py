@@ -2,14 +2,15 @@
 
 Boxes are corner boxes (xmin, ymin, xmax, ymax) in pixels unless a name says ``center``
 (cx, cy, w, h). Everything is batched and free of host synchronisation except :func:`detect`,
-whose NMS returns a data-dependent number of boxes.
+whose NMS returns a data-dependent number of boxes (one ``torchvision.ops.nms`` call per batch,
+see :func:`grouped_nms`).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+import torchvision
 
 from models.ssd.common import BOX_STDS, NMS_TOPK, POST_NMS
 from models.ssd.common import IOU_THRESHOLD as IOU_THRESH
@@ -216,16 +217,8 @@ def detect(
     cand_ids = top_index % fg
     # Invalid candidates stay in (their score is lowest, so they never suppress a valid box):
     # it keeps every shape fixed up to the NMS.
-    group = torch.arange(batch, device=flat.device).unsqueeze(1) * fg + cand_ids
-    keep = batched_nms(
-        cand_boxes.reshape(-1, 4),
-        torch.where(valid, top_scores, top_scores - 2.0).reshape(-1),
-        group.reshape(-1),
-        nms_thresh,
-    )
-    kept = torch.zeros(batch * k, dtype=torch.bool, device=flat.device)
-    kept[keep] = True
-    kept = kept.reshape(batch, k) & valid
+    nms_scores = torch.where(valid, top_scores, top_scores - 2.0)
+    kept = grouped_nms(cand_boxes, nms_scores, cand_ids, nms_thresh) & valid
     # Candidates are score-sorted per image, so the survivors' order is their rank.
     slot = kept.cumsum(dim=1) - 1
     take = kept & (slot < post_nms)
@@ -238,3 +231,40 @@ def detect(
     box_slot = slot.unsqueeze(-1).expand(-1, -1, 4)
     out_boxes.scatter_(1, box_slot, torch.where(take.unsqueeze(-1), cand_boxes, -1.0))
     return out_ids[:, :post_nms], out_scores[:, :post_nms], out_boxes[:, :post_nms]
+
+
+def grouped_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Class-wise NMS of every image of a batch in one ``torchvision.ops.nms`` call.
+
+    boxes ``[B, K, 4]`` corner boxes, scores ``[B, K]``, classes ``[B, K]`` (integers).
+    Returns ``[B, K]`` bool: the boxes that survive NMS against the higher-scoring boxes of
+    their own image and class (IoU > ``iou_threshold`` suppresses).
+
+    ``torchvision.ops.batched_nms`` is not used: above a box count that depends on the device
+    (``boxes.numel()`` over 4,000 on the CPU; over 20,000 on CUDA before torchvision 0.22,
+    100,000 since) it switches to a loop of one NMS per class with host synchronisations, so
+    the work (and its dependence on the host CPU) would change with the batch size. Here every
+    batch size does the same work: boxes are moved apart so that no two groups can overlap --
+    along x by class, along y by image, in steps of the extent of all boxes plus 1 -- and a
+    single NMS runs on the moved copies (the coordinate trick of ``batched_nms``, on two axes
+    so that the offsets, and the float32 rounding they cause, stay small: at most
+    ``max(classes, images) x extent``). Non-finite coordinates are left as they are (they
+    never suppress, as in a per-class NMS); the extent is that of the finite ones.
+    """
+    batch, k = scores.shape
+    coords = boxes.float()  # the offsets need float32's precision at least
+    finite = torch.isfinite(coords)
+    low = torch.where(finite, coords, torch.zeros_like(coords)).amin()
+    high = torch.where(finite, coords, torch.zeros_like(coords)).amax()
+    step = high - low + 1.0
+    image = torch.arange(batch, device=coords.device, dtype=coords.dtype).unsqueeze(1)
+    dx = classes.to(coords.dtype) * step
+    dy = image.expand(batch, k) * step
+    shift = torch.stack([dx, dy, dx, dy], dim=-1)
+    moved = (coords - low) + shift
+    keep = torchvision.ops.nms(moved.reshape(-1, 4), scores.reshape(-1).float(), iou_threshold)
+    kept = torch.zeros(batch * k, dtype=torch.bool, device=boxes.device)
+    kept[keep] = True
+    return kept.reshape(batch, k)

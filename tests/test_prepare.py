@@ -1,0 +1,113 @@
+"""What `prepare` refuses or resolves before a run starts, with the machine's facts (GPUs,
+installed distributions) given as data: the same answers on any machine."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.run.runner import prepare
+from bench.run.spec import RunSpec, SpecError
+from bench.telemetry.devices import parse_gpu_query, resolve_precision
+
+V100 = parse_gpu_query("0, Tesla V100-SXM2-16GB, GPU-v, 00000000:1B:00.0, 16384, 535.1, 7.0\n")
+T4 = parse_gpu_query("0, Tesla T4, GPU-t, 00000000:1E:00.0, 15360, 535.1, 7.5\n")
+A10G = parse_gpu_query("0, NVIDIA A10G, GPU-a, 00000000:00:1E.0, 23028, 535.1, 8.6\n")
+H100 = parse_gpu_query("0, NVIDIA H100 80GB HBM3, GPU-h, 00000000:19:00.0, 81559, 580.1, 9.0\n")
+ALL = {"torch", "mxnet", "onnxruntime"}
+
+
+def everything_installed(_distribution: str) -> bool:
+    return True
+
+
+@pytest.mark.parametrize(
+    "gpus, backend, expected",
+    [
+        (V100, "torch", "fp16"),  # no bf16 before compute capability 8.0
+        (T4, "torch", "fp16"),
+        (A10G, "torch", "bf16"),
+        (H100, "torch", "bf16"),
+        (A10G, "mxnet", "fp16"),  # MXNet has no bf16
+        (A10G, "onnxruntime", "fp16"),
+        ([], "torch", "fp32"),  # the CPU
+    ],
+)
+def test_auto_precision_is_resolved_and_stored(gpus, backend, expected):
+    device = "cuda" if gpus else "cpu"
+    spec = RunSpec(workload="bert", backend=backend, precision="auto", device=device)
+    resolved = prepare(spec, gpus=gpus, installed=everything_installed)
+    assert resolved.precision == expected
+    assert f"_{expected}_" in resolved.label
+
+
+def test_resolve_precision_without_a_known_capability_takes_fp16():
+    assert resolve_precision("auto", "cuda:0", None, ALL | {"fp16", "bf16"}) == "fp16"
+    assert resolve_precision("bf16", "cpu", None, {"bf16"}) == "bf16"  # only auto resolves
+    assert resolve_precision("auto", "cuda:0", None, {"fp32"}) == "fp32"
+
+
+def test_bf16_is_refused_on_gpus_without_it():
+    with pytest.raises(SpecError, match="bf16 needs compute capability 8.0"):
+        prepare(RunSpec(workload="bert", precision="bf16", device="cuda"), gpus=T4)
+
+
+def test_a_gpu_that_is_not_there_is_refused():
+    with pytest.raises(SpecError, match="cuda:3 asked for, but only 1 GPU"):
+        prepare(RunSpec(workload="ssd", device="cuda:3"), gpus=H100)
+    with pytest.raises(SpecError, match="no NVIDIA GPU was found"):
+        prepare(RunSpec(workload="ssd", device="cuda"), gpus=[])
+
+
+def test_onnxruntime_gpu_runs_need_the_gpu_build():
+    spec = RunSpec(workload="bert", backend="onnxruntime", device="cuda")
+    with pytest.raises(SpecError, match="needs onnxruntime-gpu, which is not installed"):
+        prepare(spec, gpus=H100, installed=lambda name: name != "onnxruntime-gpu")
+    assert prepare(spec, gpus=H100, installed=everything_installed).device == "cuda:0"
+
+
+def test_mxnet_is_refused_on_gpus_newer_than_its_build():
+    spec = RunSpec(workload="ssd", backend="mxnet", device="cuda")
+    with pytest.raises(SpecError, match="compute capability 9.0"):
+        prepare(spec, gpus=H100, installed=everything_installed)
+    assert prepare(spec, gpus=A10G, installed=everything_installed).device == "cuda:0"
+
+
+@pytest.mark.parametrize(
+    "workload, backend, files, expected",
+    [
+        ("bert", "torch", [], "config.json"),
+        ("bert", "torch", ["config.json"], "model.safetensors or pytorch_model.bin"),
+        ("bert", "onnxruntime", ["model.safetensors"], "config.json"),
+        ("bert", "mxnet", ["config.json"], "*.params"),
+        ("ssd", "torch", ["weights.pt"], "ssd_512_resnet50_v1_voc.pt"),
+        ("ssd", "mxnet", ["ssd_512_resnet50_v1_voc.pt"], "ssd_512_resnet50_v1_voc*.params"),
+    ],
+)
+def test_a_pretrained_directory_without_a_checkpoint_is_refused(
+    tmp_path: Path, workload, backend, files, expected
+):
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    spec = RunSpec(workload=workload, backend=backend, device="cpu", pretrained=str(tmp_path))
+    with pytest.raises(SpecError, match="holds no .* checkpoint") as info:
+        prepare(spec, gpus=[])
+    assert f"expected {expected}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "workload, backend, files",
+    [
+        ("bert", "torch", ["config.json", "model.safetensors"]),
+        ("bert", "torch", ["config.json", "pytorch_model.bin.index.json"]),
+        ("bert", "mxnet", ["bert_imdb.params"]),
+        ("ssd", "onnxruntime", ["ssd_512_resnet50_v1_voc.pt"]),
+        ("ssd", "mxnet", ["ssd_512_resnet50_v1_voc-9c8b225a.params"]),
+    ],
+)
+def test_a_pretrained_directory_with_a_checkpoint_is_accepted(
+    tmp_path: Path, workload, backend, files
+):
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    spec = RunSpec(workload=workload, backend=backend, device="cpu", pretrained=str(tmp_path))
+    assert prepare(spec, gpus=[]).pretrained == str(tmp_path)
