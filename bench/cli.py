@@ -15,15 +15,18 @@ from bench.analysis import table
 from bench.analysis.compare import CompareError, Threshold, compare, gate_verdict, render
 from bench.analysis.cost import PRICE_BASES
 from bench.analysis.pricing import DEFAULT_BASIS, Pricing, PricingError, build_pricing
-from bench.run import runner, suites
+from bench.run import runner, sla, suites
 from bench.run.ec2 import instance_facts
 from bench.run.record import ResultError, RunRecord
+from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
     AUTO_PRECISION,
     BACKENDS,
+    BATCH_SHAPES,
     MODES,
     ORT_PROVIDERS,
     PRECISIONS,
+    SCENARIOS,
     WORKLOADS,
     RunSpec,
     SpecError,
@@ -128,6 +131,43 @@ def _add_pricing(p: argparse.ArgumentParser) -> None:
     )
 
 
+def latency_ms(text: str) -> float:
+    """``15ms``, ``15`` (milliseconds), ``0.015s`` or ``1500us`` as milliseconds."""
+    value = text.strip().lower()
+    for suffix, scale in (("ms", 1.0), ("us", 1e-3), ("s", 1e3)):
+        if value.endswith(suffix):
+            number, factor = value[: -len(suffix)], scale
+            break
+    else:
+        number, factor = value, 1.0
+    try:
+        return float(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a latency: {text!r} (e.g. 15ms)") from None
+
+
+def _add_loadgen(p: argparse.ArgumentParser, *, sla: bool = False) -> None:
+    g = p.add_argument_group("LoadGen scenarios")
+    if not sla:
+        g.add_argument("--target-qps", type=float, help="server: arrival rate; offline: hint")
+    g.add_argument(
+        "--latency-bound",
+        type=latency_ms,
+        required=sla,
+        help="latency constraint, e.g. 15ms (server; expected latency for the streams)",
+    )
+    g.add_argument("--percentile", type=float, default=99.0, help="of the bound (default 99)")
+    g.add_argument("--max-batch", type=int, help="largest batch the SUT forms (default --batch)")
+    g.add_argument(
+        "--batch-timeout",
+        type=latency_ms,
+        default=2.0,
+        help="how long the SUT waits for a batch to fill after its first query (default 2ms)",
+    )
+    g.add_argument("--batch-shapes", choices=BATCH_SHAPES, default="fixed")
+    g.add_argument("--sample-count", type=int, default=256, help="samples staged for LoadGen")
+
+
 def _add_strict(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strict",
@@ -152,6 +192,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch and weights")
     p.add_argument("--pretrained", help="load weights from this local directory")
+    p.add_argument(
+        "--scenario",
+        default="loop",
+        choices=SCENARIOS,
+        help="loop: a fixed loop of synchronized steps (default); single-stream, multi-stream, "
+        "server, offline: MLPerf LoadGen issues and times the queries (inference only; "
+        "--duration/--iters are then the test's minimum duration/query count, default 10 s)",
+    )
+    _add_loadgen(p)
+    _add_common(p, suite=False)
+
+    p = sub.add_parser(
+        "sla",
+        help="highest server QPS whose p99 stays under a latency bound (LoadGen)",
+        description="Find the highest load (queries per second, Poisson arrivals) at which "
+        "MLPerf LoadGen's server scenario is VALID for a latency bound, by a bracketing "
+        "search over server runs; every point is a run with its own record.",
+    )
+    p.add_argument("--workload", required=True, choices=WORKLOADS)
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--batch", type=int, default=1, help="default --max-batch")
+    p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length")
+    p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrained", help="load weights from this local directory")
+    p.add_argument("--start-qps", type=float, default=10.0, help="first load tried (default 10)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"stop when the bracket is narrower than this share (default {DEFAULT_TOLERANCE})",
+    )
+    p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS)
+    _add_loadgen(p, sla=True)
     _add_common(p, suite=False)
 
     p = sub.add_parser(
@@ -290,14 +364,30 @@ def _exit_code(records: list[RunRecord]) -> int:
     return EXIT_OK if all(r.ok for r in records) else EXIT_FAILED_RUN
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    options = _run_options(args)
-    fields: dict[str, Any] = {name: getattr(args, name) for name in RUN_FIELDS}
+def _spec(args: argparse.Namespace, **fields: Any) -> RunSpec:
+    for name in RUN_FIELDS:
+        if hasattr(args, name):
+            fields.setdefault(name, getattr(args, name))
+    fields.update(
+        latency_bound_ms=args.latency_bound,
+        latency_percentile=args.percentile,
+        max_batch=args.max_batch,
+        batch_timeout_ms=args.batch_timeout,
+        batch_shapes=args.batch_shapes,
+        sample_count=args.sample_count,
+    )
     if args.duration is not None:
         fields.update(iters=None, duration_s=args.duration)
     elif args.iters is not None:
         fields["iters"] = args.iters
-    spec = runner.prepare(RunSpec(**fields))
+    elif fields.get("scenario", "loop") != "loop":
+        fields.update(iters=None, duration_s=LOADGEN_DEFAULT_DURATION_S)
+    return RunSpec(**fields)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    options = _run_options(args)
+    spec = runner.prepare(_spec(args, target_qps=args.target_qps))
     record, path = runner.run(spec, options)
     print(table.render([record]))
     print(f"result: {path}")
@@ -332,6 +422,12 @@ def cmd_suite(args: argparse.Namespace) -> int:
     if args.dry_run:
         for spec in specs:
             print(spec.label)
+        device = resolve_device(args.device or "auto", gpus)
+        for spec, start in suites.sla_specs(
+            args.name, gpu=device.startswith("cuda"), backends=backends, device=device
+        ):
+            bound = f"p{spec.latency_percentile:g}<={spec.latency_bound_ms:g}ms"
+            print(f"sla:{spec.workload}_{spec.backend}_{bound}_from{start:g}qps")
         return EXIT_OK
     records = runner.run_all(specs, options)
     print(table.render(records))
@@ -339,7 +435,68 @@ def cmd_suite(args: argparse.Namespace) -> int:
     print(f"{len(records) - failed} of {len(records)} runs ok; results in {args.out}")
     for line in skipped:
         print(line)
-    return _exit_code(records)
+    searches_ok = _suite_searches(args, options, gpus, backends)
+    return _exit_code(records) if searches_ok else EXIT_FAILED_RUN
+
+
+def _suite_searches(
+    args: argparse.Namespace,
+    options: runner.RunOptions,
+    gpus: list[Any],
+    backends: tuple[str, ...],
+) -> bool:
+    """The suite's SLA searches, if it has any; False when one failed or did not converge."""
+    device = resolve_device(args.device or "auto", gpus)
+    ok = True
+    for spec, start in suites.sla_specs(
+        args.name, gpu=device.startswith("cuda"), backends=backends, device=device
+    ):
+        try:
+            spec = runner.prepare(spec, gpus)
+        except SpecError as exc:
+            print(f"skipped the SLA search of {spec.label}: {exc}")
+            continue
+        print(f"SLA search: {spec.workload} on {spec.backend}", file=sys.stderr, flush=True)
+        try:
+            result = sla.search(spec, lambda s: runner.run(s, options)[0], start_qps=start)
+        except sla.SlaError as exc:
+            print(f"SLA search of {spec.label} stopped: {exc}")
+            ok = False
+            continue
+        print(f"\nSLA search, {spec.workload} on {spec.backend}:\n{sla.render(result)}")
+        print(f"search: {sla.write_result(result, args.out)}")
+        ok = ok and result.converged
+    return ok
+
+
+def cmd_sla(args: argparse.Namespace) -> int:
+    options = _run_options(args)
+    spec = runner.prepare(_spec(args, mode="infer", scenario="server", target_qps=1.0))
+
+    def run_point(point: RunSpec) -> RunRecord:
+        print(f"[{point.target_qps:g} QPS] {point.label}", file=sys.stderr, flush=True)
+        return runner.run(point, options)[0]
+
+    def show(point: sla.SlaPoint) -> None:
+        verdict = "VALID" if point.valid else f"INVALID ({point.reason})"
+        print(f"  {point.target_qps:g} QPS: {verdict}", file=sys.stderr, flush=True)
+
+    try:
+        result = sla.search(
+            spec,
+            run_point,
+            start_qps=args.start_qps,
+            tolerance=args.tolerance,
+            max_points=args.max_points,
+            on_point=show,
+        )
+    except sla.SlaError as exc:
+        print(f"bench: the search stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    print(sla.render(result))
+    path = sla.write_result(result, args.out)
+    print(f"search: {path}")
+    return EXIT_OK if result.converged else EXIT_FAILED_RUN
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -417,8 +574,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return run_monitor(args.interval, args.count)
 
 
+#: A LoadGen scenario's minimum duration when neither --duration nor --iters is given.
+LOADGEN_DEFAULT_DURATION_S = 10.0
+
 #: Spec fields `bench run` takes from its options as they are.
 RUN_FIELDS = (
+    "scenario",
     "workload",
     "backend",
     "mode",
@@ -435,6 +596,7 @@ RUN_FIELDS = (
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sla": cmd_sla,
     "compare": cmd_compare,
     "report": cmd_report,
     "run": cmd_run,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Sequence
 
-from bench.run.workload import Workload, WorkloadInfo
+from bench.run.workload import Workload, WorkloadInfo, check_indices
 
 
 class FakeOom(Exception):
@@ -63,3 +65,28 @@ def _counting_flops(_spec: object) -> tuple[float | None, str]:
 
 #: Facts of a workload that declares 1 GFLOP per sample, so that TFLOP/s can be checked.
 COUNTING_INFO = WorkloadInfo(name="null", flops=_counting_flops, epoch_samples=1000)
+
+
+#: The service time of SleepWorkload: every batch takes this long, whatever its size.
+SERVICE_S = 0.010
+
+
+class SleepWorkload(Workload):
+    """A server of known capacity: each batch of queries takes SERVICE_S (one worker), so
+    with batches of one it is an M/D/1 queue under Poisson arrivals."""
+
+    step_description = f"sleeps {SERVICE_S * 1000:g} ms per batch"
+
+    def setup(self) -> None:
+        self.staged = 0
+
+    def step(self) -> None:
+        time.sleep(SERVICE_S)
+
+    def stage_samples(self, count: int) -> None:
+        self.staged = count
+
+    def infer_samples(self, indices: Sequence[int]) -> int:
+        check_indices(indices, self.staged)
+        time.sleep(SERVICE_S)
+        return len(indices)

@@ -13,3 +13,13 @@ def test_interleaved_rounds_on_the_null_workload():
     assert out["overhead_ratio"] == out["s_per_iter"]["harness"] / out["s_per_iter"]["bare"]
     assert out["telemetry_interval_s"] == 0.05
     assert out["spec"] == spec.to_dict()
+
+
+def test_sut_rounds_compare_single_stream_queries_with_loop_steps():
+    from bench.run.overhead import sut_rounds
+
+    out = sut_rounds(RunSpec(workload="null", device="cpu", warmup=1), rounds=2, duration_s=0.3)
+    assert len(out["rounds_s"]["loop"]) == len(out["rounds_s"]["single_stream"]) == 2
+    # a LoadGen query through the batcher thread costs more than an empty loop step
+    assert out["single_stream_s_per_query"] > out["loop_s_per_step"] > 0
+    assert out["sut_us_per_query"] > 0 and out["sut_ratio"] > 1

@@ -11,6 +11,11 @@ from typing import Any
 
 from bench.analysis.cost import run_cost
 from bench.analysis.pricing import Pricing, RunPrice, basis_text
+from bench.analysis.serving import COLUMNS as SERVING_COLUMNS
+from bench.analysis.serving import ServingKey, ServingRow, serving_groups
+from bench.analysis.serving import summary_lines as serving_summary_lines
+from bench.analysis.serving import table_rows as serving_table_rows
+from bench.analysis.serving import title as serving_title
 from bench.run import registry
 from bench.run.record import RunRecord
 from bench.run.spec import RunSpec
@@ -145,6 +150,8 @@ class Comparison:
     regressions: list[str]
     gated: int
     basis: str
+    #: LoadGen server runs: the highest valid load per instance and path at each bound.
+    serving: dict[ServingKey, list[ServingRow]] = field(default_factory=dict)
 
 
 def compare(
@@ -202,7 +209,10 @@ def compare(
         groups.setdefault(work_key(row.spec), []).append(row)
     for members in groups.values():
         members.sort(key=_rank)
-    return Comparison(groups, failed, unmatched, regressions, gated, pricing.basis)
+    every = [row for members in groups.values() for row in members]
+    return Comparison(
+        groups, failed, unmatched, regressions, gated, pricing.basis, serving_groups(every)
+    )
 
 
 def _find_baseline(row: Row, bases: Sequence[Row]) -> tuple[Row | None, bool]:
@@ -238,9 +248,11 @@ def _label(row: Row) -> str:
 
 
 def group_title(key: WorkKey) -> str:
-    workload, mode, batch, h2d, _scenario, shape = key
+    workload, mode, batch, h2d, scenario, shape = key
     shape_text = registry.workload_info(workload).format_shape(shape, "title")
     extra = ", host-to-device copy timed" if h2d else ""
+    if scenario != "loop":
+        extra += f", LoadGen {scenario}"
     return f"{workload} {mode}, batch {batch} {shape_text}{extra}".strip()
 
 
@@ -325,6 +337,19 @@ def render(c: Comparison, fmt: str = "github") -> str:
     )
     if unpriced:
         parts.append("\nNot priced: " + "; ".join(unpriced))
+    if c.serving:
+        parts.append("\n## Cost at a latency bound (LoadGen server scenario)\n")
+        parts += serving_summary_lines(c.serving)
+    for key, srows in c.serving.items():
+        parts.append(f"\n### {serving_title(key)}\n")
+        parts.append(
+            tabulate(
+                serving_table_rows(srows),
+                headers=SERVING_COLUMNS,
+                tablefmt=fmt,
+                disable_numparse=True,
+            )
+        )
     if c.failed_runs:
         parts.append("\nRuns that did not finish (not compared):")
         parts += [

@@ -16,6 +16,11 @@ from tabulate import tabulate
 
 from bench.analysis.compare import COLUMNS, Comparison, Row, group_title, table_rows
 from bench.analysis.pricing import basis_text
+from bench.analysis.serving import COLUMNS as SERVING_COLUMNS
+from bench.analysis.serving import ServingRow
+from bench.analysis.serving import summary_lines as serving_summary_lines
+from bench.analysis.serving import table_rows as serving_table_rows
+from bench.analysis.serving import title as serving_title
 from bench.run import registry
 
 CSV_FIELDS = (
@@ -139,6 +144,25 @@ class Figures:
         self.save(name, fig)
         return [rows[i] for i in best]
 
+    def load_curve(self, name: str, title: str, rows: list[ServingRow], bound_ms: float) -> None:
+        """Latency at the bound's percentile against the offered load, per instance and
+        path; VALID runs filled, INVALID hollow; the bound as a line."""
+        fig, ax = self.plt.subplots(figsize=(8, 5))
+        for row in rows:
+            points = [(q, lat, ok) for q, lat, ok in row.curve if lat is not None]
+            if not points:
+                continue
+            label = f"{row.instance or row.hardware} · {row.backend} · {row.precision}"
+            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], "-", label=label)
+            for q, lat, ok in points:
+                ax.plot(q, lat, "o", color=line.get_color(), fillstyle="full" if ok else "none")
+        ax.axhline(bound_ms, color="#c44e52", linestyle="--", label=f"bound {bound_ms:g} ms")
+        ax.set_xlabel("offered load (queries/s)")
+        ax.set_ylabel("latency at the bound's percentile (ms)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        self.save(name, fig)
+
     def telemetry(self, name: str, runs: list[tuple[Row, list[dict[str, str]]]]) -> None:
         fig, axes = self.plt.subplots(len(runs), 1, figsize=(9, 2.2 * len(runs)), squeeze=False)
         for ax, (row, samples) in zip(axes[:, 0], runs, strict=True):
@@ -229,6 +253,11 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
                     f"{group_title(key)}: " + "; ".join(row_label(r) for r in best)
                 )
         sections.append((group_title(key), images))
+    serving_images = []
+    for i, (skey, srows) in enumerate(c.serving.items()):
+        name = f"serving_{i}"
+        figs.load_curve(name, serving_title(skey), srows, skey[2])
+        serving_images.append(name)
     series = [(r, s) for r in all_rows if (s := _read_series(r))]
     if series:
         figs.telemetry("telemetry", series)
@@ -241,8 +270,12 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
     for name, data in figs.images.items():
         (out_dir / f"{name}.png").write_bytes(data)
     groups = list(c.groups.items())
-    paths["md"].write_text(_markdown(title, c, groups, sections, frontier_lines, bool(series)))
-    paths["html"].write_text(_html(title, c, groups, sections, frontier_lines, figs.images))
+    paths["md"].write_text(
+        _markdown(title, c, groups, sections, frontier_lines, bool(series), serving_images)
+    )
+    paths["html"].write_text(
+        _html(title, c, groups, sections, frontier_lines, figs.images, serving_images)
+    )
     return paths
 
 
@@ -261,6 +294,7 @@ def _markdown(
     sections: Sections,
     frontier: list[str],
     has_series: bool,
+    serving_images: list[str],
 ) -> str:
     lines = [
         f"# {title}",
@@ -269,6 +303,23 @@ def _markdown(
         "best = cheapest per sample. Machine-readable: [runs.csv](runs.csv).",
         "",
     ]
+    if c.serving:
+        lines += ["## Cost at a latency bound (LoadGen server scenario)", ""]
+        lines += [f"- {line}" for line in serving_summary_lines(c.serving)] + [""]
+        for (skey, srows), name in zip(c.serving.items(), serving_images, strict=True):
+            lines += [
+                f"### {serving_title(skey)}",
+                "",
+                tabulate(
+                    serving_table_rows(srows),
+                    headers=SERVING_COLUMNS,
+                    tablefmt="github",
+                    disable_numparse=True,
+                ),
+                "",
+                f"![{name}]({name}.png)",
+                "",
+            ]
     for (_, rows), (heading, images) in zip(groups, sections, strict=True):
         lines += [
             f"## {heading}",
@@ -301,6 +352,7 @@ def _html(
     sections: Sections,
     frontier: list[str],
     images: dict[str, bytes],
+    serving_images: list[str],
 ) -> str:
     def img(name: str) -> str:
         data = base64.b64encode(images[name]).decode()
@@ -311,6 +363,21 @@ def _html(
         f"<p>Runs sorted by $ per million samples ({html.escape(_basis(c))}); best = "
         "cheapest per sample.</p>",
     ]
+    if c.serving:
+        body.append("<h2>Cost at a latency bound (LoadGen server scenario)</h2><ul>")
+        body += [f"<li>{html.escape(line)}</li>" for line in serving_summary_lines(c.serving)]
+        body.append("</ul>")
+        for (skey, srows), name in zip(c.serving.items(), serving_images, strict=True):
+            body.append(f"<h3>{html.escape(serving_title(skey))}</h3>")
+            body.append(
+                tabulate(
+                    serving_table_rows(srows),
+                    headers=SERVING_COLUMNS,
+                    tablefmt="html",
+                    disable_numparse=True,
+                )
+            )
+            body.append(img(name))
     for (_, rows), (heading, names) in zip(groups, sections, strict=True):
         body.append(f"<h2>{html.escape(heading)}</h2>")
         body.append(

@@ -23,6 +23,9 @@ class Measurement:
     window_s: float
     warmup_s: float
     marks: dict[str, float] = field(default_factory=dict)
+    #: Samples processed in the window when each latency is not one step of
+    #: ``samples_per_step`` samples (a LoadGen query's latency is one sample's).
+    samples: int | None = None
 
     @property
     def iterations(self) -> int:

@@ -102,6 +102,58 @@ def interleaved_rounds(
     return out
 
 
+def sut_rounds(spec: RunSpec, rounds: int, duration_s: float) -> dict[str, Any]:
+    """The batching SUT's own cost per query: LoadGen single-stream queries of one sample
+    against the fixed loop's batch-1 steps of the same set-up workload, rounds interleaved.
+
+    Both include the device synchronize; the difference is what the SUT adds (LoadGen's
+    issue call, the hand-off to the batcher thread, the gather of the staged sample, the
+    completion call), in microseconds per query and as a ratio."""
+    from bench.run.loadgen import SingleStream
+
+    spec = spec.replace(batch=1, mode="infer")
+    entry = registry.lookup(spec.workload, spec.backend, spec.mode)
+    workload = registry.workload_class(entry)(spec)
+    workload.setup()
+    workload.stage_samples(64)
+    loop_s: list[float] = []
+    sut_s: list[float] = []
+    for _ in range(rounds):
+        # the loop for about half the round's time, then single-stream queries for as long
+        m = measure(
+            workload.step,
+            workload.sync,
+            warmup=spec.warmup,
+            iters=None,
+            duration_s=duration_s,
+            progress=False,
+            stream=io.StringIO(),
+        )
+        loop_s.append(m.window_s / m.iterations)
+        streamed = spec.replace(
+            scenario="single-stream",
+            iters=None,
+            duration_s=duration_s,
+            latency_bound_ms=loop_s[-1] * 1000,  # LoadGen sizes its query count with it
+            sample_count=64,
+            warmup=0,
+        )
+        q = SingleStream(streamed).run(workload, progress=False)
+        sut_s.append(q.window_s / q.iterations)
+    workload.teardown()
+    loop, sut = statistics.median(loop_s), statistics.median(sut_s)
+    return {
+        "spec": spec.to_dict(),
+        "rounds": rounds,
+        "duration_s": duration_s,
+        "loop_s_per_step": loop,
+        "single_stream_s_per_query": sut,
+        "sut_us_per_query": (sut - loop) * 1e6,
+        "sut_ratio": sut / loop,
+        "rounds_s": {"loop": loop_s, "single_stream": sut_s},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.run.overhead", description=__doc__.split("\n")[0]
@@ -121,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the harness with telemetry sampling at this interval (0: no)",
     )
     p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument(
+        "--sut",
+        action="store_true",
+        help="also time LoadGen single-stream queries against the loop at batch 1 (the "
+        "batching SUT's cost per query), on this workload and on the null workload",
+    )
+    p.add_argument("--sut-seconds", type=float, default=3.0, help="per round and side")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device, default_gpus())
@@ -153,6 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     nus = result["null_us_per_iter"]
     print(f"null step: harness {nus['harness']:.3f} us/iter, bare {nus['bare']:.3f} us/iter")
+    if args.sut:
+        result["sut"] = {}
+        for sut_spec in (spec, RunSpec(workload="null", device=device, warmup=10)):
+            sut = sut_rounds(sut_spec, rounds=3, duration_s=args.sut_seconds)
+            result["sut"][sut_spec.workload] = sut
+            print(
+                f"SUT ({sut_spec.workload}, batch 1): loop {sut['loop_s_per_step'] * 1e3:.4f} "
+                f"ms/step, single-stream {sut['single_stream_s_per_query'] * 1e3:.4f} ms/query: "
+                f"+{sut['sut_us_per_query']:.1f} us per query, ratio {sut['sut_ratio']:.4f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -119,9 +119,15 @@ class ScenarioFacts:
     """How work was issued: ``loop`` is a fixed loop of synchronized steps."""
 
     name: str = "loop"
-    #: ``synchronized``: the host waits for the device after every step before the clock.
+    #: ``synchronized``: the host waits for the device after every step before the clock;
+    #: ``loadgen``: MLPerf LoadGen issued the queries and timed them.
     timing: str = "synchronized"
     settings: dict[str, Any] = field(default_factory=dict)
+    #: LoadGen's summary: valid or not and why, completed QPS, latency percentiles, early
+    #: stopping (``bench.run.loadgen_log``), and the batching SUT's statistics.
+    result: dict[str, Any] | None = None
+    #: Directory beside the record holding the scenario's own files (LoadGen's logs).
+    artifacts: str | None = None
 
 
 @dataclass
@@ -291,6 +297,14 @@ class RunRecord:
     @property
     def samples_per_s(self) -> float | None:
         return self.throughput.samples_per_s if self.throughput is not None else None
+
+    @property
+    def loadgen_valid(self) -> bool | None:
+        """LoadGen's verdict for a LoadGen scenario run; None for the loop."""
+        result = self.scenario.result if self.scenario is not None else None
+        if not result or "valid" not in result:
+            return None
+        return bool(result["valid"])
 
     # -- (de)serialisation: the only place that knows the JSON layout ----------------------
 

@@ -9,6 +9,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,11 +164,12 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
 
 
 def _remove_partial_outputs(result_file: Path, out_dir: Path) -> None:
-    """After an interrupt: the telemetry series the worker may have written for a run that
-    will have no record."""
+    """After an interrupt: the telemetry series and LoadGen logs the worker may have written
+    for a run that will have no record."""
     with contextlib.suppress(ResultError, OSError):
         run_id = load_record(result_file).run_id
         (out_dir / f"{run_id}.telemetry.csv").unlink(missing_ok=True)
+        shutil.rmtree(out_dir / f"{run_id}.loadgen", ignore_errors=True)
 
 
 def collect(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from bench.run.loop import Measurement, measure
@@ -38,8 +39,10 @@ class Scenario(ABC):
         progress: bool = True,
         on_mark: Mark | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        artifacts: Path | None = None,
     ) -> Measurement:
-        """Issue work to a set-up workload; ``on_mark(phase, unix_time)`` at phase edges."""
+        """Issue work to a set-up workload; ``on_mark(phase, unix_time)`` at phase edges.
+        Files the scenario keeps (LoadGen's logs) go into ``artifacts``."""
 
     def facts(self) -> ScenarioFacts:
         """What the record keeps about how work was issued."""
@@ -63,6 +66,7 @@ class FixedLoop(Scenario):
         progress: bool = True,
         on_mark: Mark | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        artifacts: Path | None = None,
     ) -> Measurement:
         spec = self.spec
         return measure(
@@ -86,6 +90,10 @@ SCENARIOS: dict[str, type[Scenario]] = {FixedLoop.name: FixedLoop}
 
 
 def for_spec(spec: RunSpec) -> Scenario:
+    if spec.uses_loadgen:
+        from bench.run.loadgen import LOADGEN_SCENARIOS  # LoadGen's scenarios build on these
+
+        return LOADGEN_SCENARIOS[spec.scenario](spec)
     cls = SCENARIOS.get(spec.scenario)
     if cls is None:
         raise SpecError(f"unknown scenario {spec.scenario!r}: choose from {', '.join(SCENARIOS)}")

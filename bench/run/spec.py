@@ -14,8 +14,13 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 #: ``auto``: bf16 where the GPU and backend have it, else fp16; fp32 on the CPU. Resolved
 #: before the run starts; stored specs hold the resolved precision.
 AUTO_PRECISION = "auto"
-#: How work is issued (bench.run.scenarios); ``loop``: a fixed loop of synchronized steps.
-SCENARIOS = ("loop",)
+#: How work is issued (bench.run.scenarios): ``loop``, a fixed loop of synchronized steps,
+#: or one of MLPerf LoadGen's scenarios (inference only).
+LOADGEN_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
+SCENARIOS = ("loop", *LOADGEN_SCENARIOS)
+#: How the batching system under test shapes its batches: ``fixed`` pads every batch to
+#: ``max_batch`` (one input shape), ``bucketed`` to the next power of two.
+BATCH_SHAPES = ("fixed", "bucketed")
 ORT_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -36,7 +41,8 @@ class RunSpec:
 
     ``device`` may be ``auto`` or ``cuda`` here; the runner resolves it to ``cpu`` or
     ``cuda:N`` before the run starts, and the stored spec holds the resolved value.
-    Exactly one of ``iters`` and ``duration_s`` bounds the measured window.
+    Exactly one of ``iters`` and ``duration_s`` bounds the measured window; in a LoadGen
+    scenario they are the test's minimum query count or minimum duration instead.
     """
 
     workload: str
@@ -56,6 +62,20 @@ class RunSpec:
     scenario: str = "loop"
     #: ONNX Runtime execution provider; ``auto``: TensorRT, CUDA, CPU by availability.
     ort_provider: str = "auto"
+    # -- LoadGen scenarios (ignored by ``loop``) ---------------------------------------------
+    #: server: the Poisson arrival rate; offline: LoadGen's expected QPS (sizes the test).
+    target_qps: float | None = None
+    #: server: the latency constraint; single- and multi-stream: the expected latency.
+    latency_bound_ms: float | None = None
+    #: The latency percentile the bound applies to.
+    latency_percentile: float = 99.0
+    #: Largest batch the batching SUT forms (None: ``batch``).
+    max_batch: int | None = None
+    #: How long the SUT waits for a batch to fill after its first query arrived.
+    batch_timeout_ms: float = 2.0
+    batch_shapes: str = "fixed"
+    #: Samples staged on the device for LoadGen's query sample library.
+    sample_count: int = 256
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -87,6 +107,39 @@ class RunSpec:
             raise SpecError("include_h2d must be true or false")
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             raise SpecError("pretrained must be a directory path")
+        self._check_loadgen()
+
+    @property
+    def uses_loadgen(self) -> bool:
+        return self.scenario in LOADGEN_SCENARIOS
+
+    @property
+    def effective_max_batch(self) -> int:
+        return self.max_batch if self.max_batch is not None else self.batch
+
+    def _check_loadgen(self) -> None:
+        _choice("batch_shapes", self.batch_shapes, BATCH_SHAPES)
+        if self.max_batch is not None:
+            _int_range("max_batch", self.max_batch, 1, MAX_BATCH)
+        _int_range("sample_count", self.sample_count, 1, 1_000_000)
+        _positive("batch_timeout_ms", self.batch_timeout_ms, allow_zero=True)
+        if not _number(self.latency_percentile) or not 0 < self.latency_percentile < 100:
+            raise SpecError(
+                f"latency_percentile must be in (0, 100), not {self.latency_percentile!r}"
+            )
+        if self.target_qps is not None:
+            _positive("target_qps", self.target_qps)
+        if self.latency_bound_ms is not None:
+            _positive("latency_bound_ms", self.latency_bound_ms)
+        if not self.uses_loadgen:
+            return
+        if self.mode != "infer":
+            raise SpecError(
+                f"the {self.scenario} scenario issues inference queries: training has "
+                "no LoadGen scenario (use the loop)"
+            )
+        if self.scenario == "server" and (self.target_qps is None or self.latency_bound_ms is None):
+            raise SpecError("the server scenario needs a target QPS and a latency bound")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,8 +172,33 @@ class RunSpec:
             workload_info(self.workload).shape_text(self, "tag"),
             self.precision,
             dev,
+            self._scenario_tag(),
         ]
         return "_".join(p for p in parts if p)
+
+    def _scenario_tag(self) -> str:
+        if not self.uses_loadgen:
+            return ""
+        tag = self.scenario
+        if self.target_qps is not None and self.scenario == "server":
+            tag += f"-q{_format_number(self.target_qps)}"
+        return tag
+
+
+def _format_number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = _number(value) and (value >= 0 if allow_zero else value > 0)  # type: ignore[operator]
+    if not ok:
+        raise SpecError(
+            f"{name} must be {'0 or more' if allow_zero else 'positive'}, not {value!r}"
+        )
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

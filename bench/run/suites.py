@@ -18,6 +18,9 @@ class Suite:
     name: str
     description: str
     build: Callable[[bool], list[dict[str, Any]]]
+    #: SLA searches to run after the runs: spec fields of the server scenario plus
+    #: ``start_qps``, per workload (every inference backend).
+    sla: Callable[[bool], list[dict[str, Any]]] = lambda gpu: []
 
 
 def _quick(gpu: bool) -> list[dict[str, Any]]:
@@ -56,6 +59,60 @@ def _workshop(gpu: bool) -> list[dict[str, Any]]:
     return runs
 
 
+def _serving(gpu: bool) -> list[dict[str, Any]]:
+    """Per workload: single-stream latency (one sample per query) and offline throughput."""
+    window = {"warmup": 10, "iters": None, "duration_s": 10.0 if gpu else 5.0}
+    runs = []
+    for workload, batch, single_ms in (("ssd", 8, 15.0), ("bert", 32, 5.0)):
+        if not gpu:
+            batch, single_ms = (1, 400.0) if workload == "ssd" else (4, 150.0)
+        runs += [
+            {
+                "workload": workload,
+                "mode": "infer",
+                "batch": 1,
+                "scenario": "single-stream",
+                "latency_bound_ms": single_ms,
+                **window,
+            },
+            {
+                "workload": workload,
+                "mode": "infer",
+                "batch": batch,
+                "scenario": "offline",
+                **window,
+            },
+        ]
+    return runs
+
+
+def _serving_sla(gpu: bool) -> list[dict[str, Any]]:
+    """The highest server load under a p99 bound: 50 ms (SSD) and 15 ms (BERT) on a GPU, as
+    interactive services ask; loose enough to mean something on a 2-core CPU otherwise."""
+    window = {"warmup": 10, "iters": None, "duration_s": 30.0 if gpu else 10.0}
+    if gpu:
+        return [
+            {"workload": "ssd", "batch": 8, "latency_bound_ms": 50.0, "start_qps": 100.0, **window},
+            {
+                "workload": "bert",
+                "batch": 32,
+                "latency_bound_ms": 15.0,
+                "start_qps": 500.0,
+                **window,
+            },
+        ]
+    return [
+        {
+            "workload": "bert",
+            "batch": 4,
+            "seq_len": 64,
+            "latency_bound_ms": 1000.0,
+            "start_qps": 4.0,
+            **window,
+        },
+    ]
+
+
 SUITES = {
     s.name: s
     for s in (
@@ -67,8 +124,40 @@ SUITES = {
             "the labs' settings: SSD b16 @512, BERT b32 @128, train and infer",
             _workshop,
         ),
+        Suite(
+            "serving",
+            "LoadGen single-stream and offline per workload, then the highest server load "
+            "under a p99 bound (SLA search)",
+            _serving,
+            _serving_sla,
+        ),
     )
 }
+
+
+def sla_specs(
+    name: str, *, gpu: bool, backends: tuple[str, ...], device: str
+) -> list[tuple[RunSpec, float]]:
+    """The server specs (at their starting load) and starting QPS of a suite's SLA searches,
+    one per workload and inference backend."""
+    suite = SUITES[name]
+    out = []
+    for item in suite.sla(gpu):
+        fields = {k: v for k, v in item.items() if k != "start_qps"}
+        for (workload, backend), entry in registry.REGISTRY.items():
+            if workload != fields["workload"] or backend not in backends:
+                continue
+            if "infer" not in entry.modes:
+                continue
+            spec = RunSpec(
+                **fields,
+                backend=backend,
+                device=device,
+                scenario="server",
+                target_qps=item["start_qps"],
+            )
+            out.append((spec, float(item["start_qps"])))
+    return out
 
 
 def suite_specs(

@@ -94,7 +94,9 @@ def execute(
                 progress=progress,
                 on_mark=telemetry.mark if telemetry else None,
                 clock=clock,
+                artifacts=out_dir / f"{record.run_id}.loadgen" if out_dir is not None else None,
             )
+        record.scenario = scenario.facts()
         fill_measurement(record, measurement)
         fill_mfu(record)
         # after the run: some frameworks only know parameter shapes after a forward pass
@@ -131,7 +133,7 @@ def fill_measurement(record: RunRecord, m: Measurement) -> None:
     """Put timings, throughput and latency statistics of ``m`` into ``record``."""
     work = record.workload
     per_step = work.samples_per_step if work is not None else record.spec.batch
-    samples = per_step * m.iterations
+    samples = m.samples if m.samples is not None else per_step * m.iterations
     tput = throughput(samples, m.iterations, m.window_s)
     flops = work.flops_forward_per_sample if work is not None else None
     if work is not None and flops is not None:

@@ -1,0 +1,101 @@
+"""Cost at a latency bound: the highest VALID server load per instance and path, $ per
+million inferences there beside offline, in `bench compare` and `bench report`."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.analysis.compare import compare, render
+from bench.analysis.prices import load_catalogue
+from bench.analysis.pricing import Pricing
+from bench.analysis.report import build
+from bench.run.record import (
+    Environment,
+    InstanceFacts,
+    Outcome,
+    RunRecord,
+    ScenarioFacts,
+    Throughput,
+)
+from bench.run.spec import RunSpec
+
+CAT = load_catalogue()
+
+
+def served(instance: str, gpu: str, qps: float, valid: bool, p99: float) -> RunRecord:
+    spec = RunSpec(
+        workload="bert",
+        device="cuda:0",
+        scenario="server",
+        target_qps=qps,
+        latency_bound_ms=15.0,
+        iters=None,
+        duration_s=60.0,
+    )
+    return _record(spec, instance, gpu, qps * 0.99, valid, p99)
+
+
+def offline(instance: str, gpu: str, sps: float) -> RunRecord:
+    spec = RunSpec(
+        workload="bert", device="cuda:0", scenario="offline", iters=None, duration_s=60.0
+    )
+    return _record(spec, instance, gpu, sps, True, None)
+
+
+def _record(spec, instance, gpu, sps, valid, p99) -> RunRecord:
+    env = Environment(framework={"device_name": gpu}, instance=InstanceFacts(instance))
+    r = RunRecord.new(spec, env)
+    r.outcome = Outcome(status="ok", message=None)
+    r.throughput = Throughput(samples_per_s=sps, iters_per_s=sps)
+    r.scenario = ScenarioFacts(
+        name=spec.scenario,
+        timing="loadgen",
+        result={"valid": valid, "target_percentile_latency_ms": p99, "invalid_reasons": []},
+    )
+    return r
+
+
+def runs():
+    records = [
+        served("g4dn.xlarge", "Tesla T4", 100, True, 9.0),
+        served("g4dn.xlarge", "Tesla T4", 200, True, 14.0),
+        served("g4dn.xlarge", "Tesla T4", 300, False, 40.0),
+        served("g5.xlarge", "NVIDIA A10G", 200, True, 8.0),
+        served("g5.xlarge", "NVIDIA A10G", 400, True, 13.5),
+        served("g5.xlarge", "NVIDIA A10G", 500, False, 22.0),
+        offline("g4dn.xlarge", "Tesla T4", 350.0),
+    ]
+    return [(Path(f"{r.run_id}.json"), r) for r in records]
+
+
+def test_highest_valid_load_and_its_cost_per_instance():
+    c = compare(runs(), Pricing(CAT))
+    ((key, rows),) = c.serving.items()
+    assert key == ("bert", 128, 15.0, 99.0)
+    by = {r.instance: r for r in rows}
+    t4, a10g = by["g4dn.xlarge"], by["g5.xlarge"]
+    assert (t4.best_qps, t4.latency_at_best_ms, t4.points) == (200, 14.0, 3)
+    assert (a10g.best_qps, a10g.points) == (400, 3)
+    t4_price = CAT["g4dn.xlarge"].price_per_hour_usd
+    a10g_price = CAT["g5.xlarge"].price_per_hour_usd
+    assert t4.usd_per_million_at_bound == pytest.approx(t4_price * 1e6 / (200 * 3600))
+    assert a10g.usd_per_million_at_bound == pytest.approx(a10g_price * 1e6 / (400 * 3600))
+    assert t4.offline_samples_per_s == 350.0
+    assert t4.offline_usd_per_million == pytest.approx(t4_price * 1e6 / (350 * 3600))
+    assert a10g.offline_samples_per_s is None
+    assert t4.curve == [(100, 9.0, True), (200, 14.0, True), (300, 40.0, False)]
+    # sorted cheapest first at the bound
+    cheaper = min((t4, a10g), key=lambda r: r.usd_per_million_at_bound)
+    assert rows[0] is cheaper
+
+
+def test_compare_and_report_show_the_cost_at_the_bound(tmp_path):
+    c = compare(runs(), Pricing(CAT))
+    text = render(c)
+    assert "## Cost at a latency bound (LoadGen server scenario)" in text
+    assert "bert seq 128: $ per 1M inferences at p99 <= 15 ms: cheapest is" in text
+    assert "cheaper than the next" in text
+    paths = build(c, tmp_path)
+    md = paths["md"].read_text()
+    assert md.index("## Cost at a latency bound") < md.index("## bert infer")
+    assert (tmp_path / "serving_0.png").stat().st_size > 1000
