@@ -250,3 +250,14 @@ def test_single_stream_latency_agrees_with_the_loops_batch_1_latency():
     )
     assert single.ok and single.latency is not None, single.outcome
     assert single.latency.p50_ms == pytest.approx(loop.latency.p50_ms, rel=0.25)
+
+
+def test_server_runs_ask_for_enough_queries_for_early_stopping():
+    from bench.run.loadgen import early_stopping_min_queries
+
+    # LoadGen accepts a percentile only from this many queries on, all under the bound
+    assert early_stopping_min_queries(90.0) == 44
+    assert early_stopping_min_queries(99.0) == 459
+    record = run(server(target_qps=200.0, latency_percentile=90.0, duration_s=0.05))
+    assert record.loadgen_valid is True, record.scenario  # 0.05 s alone would be 10 queries
+    assert record.timing is not None and record.timing.measured_samples >= 44

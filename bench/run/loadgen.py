@@ -13,6 +13,7 @@ percentiles go into the record's scenario result.
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import threading
 import time
@@ -239,6 +240,19 @@ class LoadgenScenario(Scenario):
         )
 
 
+#: LoadGen's early-stopping confidence (loadgen/results.cc).
+EARLY_STOPPING_CONFIDENCE = 0.99
+
+
+def early_stopping_min_queries(percentile: float) -> int:
+    """The fewest queries with which LoadGen's early stopping can accept a latency
+    percentile in the server scenario, even with no query over the bound: n such that
+    (percentile / 100) ** n <= 1 - confidence (44 at p90, 459 at p99). Fewer, and the run is
+    INVALID whatever its latencies, so the server scenario asks for at least this many."""
+    p = percentile / 100
+    return math.ceil(math.log(1 - EARLY_STOPPING_CONFIDENCE) / math.log(p))
+
+
 def warmup_shapes(max_batch: int, shapes: str) -> list[int]:
     """The batch sizes the SUT runs: always ``max_batch`` when padding to a fixed shape,
     else the powers of two below it and itself."""
@@ -290,6 +304,10 @@ class Server(LoadgenScenario):
     def configure(self, lg: Any, settings: Any) -> None:
         spec = self.spec
         assert spec.target_qps is not None and spec.latency_bound_ms is not None
+        # enough queries for LoadGen's early stopping to accept the percentile at all
+        settings.min_query_count = max(
+            settings.min_query_count, early_stopping_min_queries(spec.latency_percentile)
+        )
         settings.server_target_qps = float(spec.target_qps)
         settings.server_target_latency_ns = int(spec.latency_bound_ms * 1e6)
         settings.server_target_latency_percentile = spec.latency_percentile / 100
