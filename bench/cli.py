@@ -32,7 +32,7 @@ from bench.run.spec import (
     SpecError,
 )
 from bench.run.store import load_records
-from bench.telemetry.devices import default_gpus, resolve_device
+from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
@@ -442,7 +442,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
 def _suite_searches(
     args: argparse.Namespace,
     options: runner.RunOptions,
-    gpus: list[Any],
+    gpus: list[GpuInfo],
     backends: tuple[str, ...],
 ) -> bool:
     """The suite's SLA searches, if it has any; False when one failed or did not converge."""

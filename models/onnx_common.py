@@ -337,7 +337,7 @@ class OnnxWorkload(Workload):
         sample): a fresh IO binding on the session of ``self.binding``, so inputs and
         outputs stay on the device as in ``step()``. Returns the bound output tensors."""
         binding = Binding(self.binding.session, self.device, inputs, outputs)
-        binding.run()
+        binding.run(inputs_written=True)
         return binding.outputs
 
     def details(self) -> dict[str, Any]:
@@ -388,11 +388,13 @@ class Binding:
             for name, t in tensors.items():
                 bind(name, kind, index, _NP_DTYPES[t.dtype], list(t.shape), t.data_ptr())
 
-    def run(self) -> None:
-        if self.device.type == "cuda":
-            # ONNX Runtime computes on its own CUDA stream and does not wait for the inputs:
-            # let the work that torch queued to fill them (an H2D copy, a gather) finish
-            # first. The run itself returns after ONNX Runtime has synchronized its stream.
+    def run(self, inputs_written: bool = False) -> None:
+        """Run the session. ``inputs_written``: torch has just queued work that fills the
+        bound inputs (a host-to-device copy, a gather). ONNX Runtime computes on its own
+        CUDA stream and does not wait for it, so that work is waited for first; a step whose
+        inputs were staged before timing adds no synchronize. The run itself returns after
+        ONNX Runtime has synchronized its stream."""
+        if inputs_written and self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(self.binding)
 

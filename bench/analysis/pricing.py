@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.analysis import prices
 from bench.analysis.cost import gpus_used
@@ -37,13 +36,10 @@ class RunPrice:
     """What a run is charged per hour, and on what basis."""
 
     instance_type: str
-    #: The whole instance's hourly price (None: no trusted price in the catalogue).
-    instance_usd: float | None
-    #: What the run is charged per hour under the pricing basis.
+    #: What the run is charged per hour under the pricing basis (None: no trusted price).
     charged_usd: float | None
     #: How: ``1/8 GPUs``, ``8/8 GPUs``, ``whole (CPU run)`` or ``whole``.
     charged_as: str
-    facts: dict[str, Any]
 
 
 @dataclass
@@ -69,17 +65,14 @@ class Pricing:
         if entry is None:
             return None, "no instance type recorded and no --price-per-hour given"
         used = gpus_used(record)
-        facts = price_for_run(entry, min(max(used, 1), entry.gpu_count))
         whole = entry.price_per_hour_usd
         if self.basis == "instance":
-            charged, how = whole, "whole"
-        elif used == 0:
-            charged, how = whole, "whole (CPU run)"
-        else:
-            share = min(used, entry.gpu_count)
-            charged = facts["price_per_hour_used_usd"]
-            how = f"{share}/{entry.gpu_count} GPUs"
-        return RunPrice(entry.instance_type, whole, charged, how, facts), ""
+            return RunPrice(entry.instance_type, whole, "whole"), ""
+        if used == 0:
+            return RunPrice(entry.instance_type, whole, "whole (CPU run)"), ""
+        share = min(used, entry.gpu_count)
+        charged = price_for_run(entry, share)["price_per_hour_used_usd"]
+        return RunPrice(entry.instance_type, charged, f"{share}/{entry.gpu_count} GPUs"), ""
 
 
 def build_pricing(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.analysis.cost import cost_metrics
 from bench.run import registry
 
 if TYPE_CHECKING:
@@ -39,9 +40,7 @@ class ServingRow:
 
 
 def usd_per_million(price_per_hour: float | None, per_s: float | None) -> float | None:
-    if price_per_hour is None or not per_s:
-        return None
-    return price_per_hour * 1e6 / (per_s * 3600)
+    return cost_metrics(per_s, price_per_hour).usd_per_million_samples
 
 
 def _percentile_key(percentile: float) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.run.batcher import Batcher, Query
-from bench.run.loadgen_log import LoadgenLogError, parse_detail
+from bench.run.loadgen_log import LoadgenLogError, parse_logs
 from bench.run.loop import Measurement
 from bench.run.record import ScenarioFacts
 from bench.run.scenarios import Mark, Scenario
@@ -31,9 +31,6 @@ from bench.run.workload import Workload
 
 #: LoadGen reads this file from the working directory and lets it override the settings.
 AUDIT_CONFIG = "audit.config"
-#: LoadGen's log file names, in the artifacts directory.
-DETAIL_LOG = "mlperf_log_detail.txt"
-SUMMARY_LOG = "mlperf_log_summary.txt"
 #: A LoadGen scenario's minimum duration when the spec gives a minimum query count instead
 #: (and the query count when it gives a duration): LoadGen needs both.
 MIN_QUERIES_WITH_DURATION = 1
@@ -56,12 +53,19 @@ class LoadgenScenario(Scenario):
         self.result: dict[str, Any] | None = None
         self.artifacts: Path | None = None
 
+    def min_duration_s(self) -> float:
+        return self.spec.duration_s or MIN_DURATION_WITH_QUERIES_S
+
+    def min_query_count(self) -> int:
+        return self.spec.iters or MIN_QUERIES_WITH_DURATION
+
     def settings(self) -> dict[str, object]:
+        """What LoadGen is asked for (its effective settings are in the result)."""
         spec = self.spec
         return {
             "loadgen_scenario": self.lg_scenario,
-            "min_duration_s": spec.duration_s or MIN_DURATION_WITH_QUERIES_S,
-            "min_query_count": spec.iters or MIN_QUERIES_WITH_DURATION,
+            "min_duration_s": self.min_duration_s(),
+            "min_query_count": self.min_query_count(),
             "sample_count": spec.sample_count,
             "max_batch": spec.effective_max_batch,
             "batch_timeout_ms": spec.batch_timeout_ms,
@@ -69,11 +73,7 @@ class LoadgenScenario(Scenario):
             "target_qps": spec.target_qps,
             "latency_bound_ms": spec.latency_bound_ms,
             "latency_percentile": spec.latency_percentile,
-            **self.extra_settings(),
         }
-
-    def extra_settings(self) -> dict[str, object]:
-        return {}
 
     def configure(self, lg: Any, settings: Any) -> None:
         """Set the scenario's own fields of LoadGen's TestSettings."""
@@ -89,8 +89,8 @@ class LoadgenScenario(Scenario):
         settings = lg.TestSettings()
         settings.scenario = getattr(lg.TestScenario, self.lg_scenario)
         settings.mode = lg.TestMode.PerformanceOnly
-        settings.min_duration_ms = int((spec.duration_s or MIN_DURATION_WITH_QUERIES_S) * 1000)
-        settings.min_query_count = spec.iters or MIN_QUERIES_WITH_DURATION
+        settings.min_duration_ms = int(self.min_duration_s() * 1000)
+        settings.min_query_count = self.min_query_count()
         # a seeded schedule: the same spec issues the same arrival times and sample order
         settings.schedule_rng_seed = spec.seed
         settings.sample_index_rng_seed = spec.seed
@@ -151,30 +151,49 @@ class LoadgenScenario(Scenario):
             clock=clock,
         )
 
+        if Path(AUDIT_CONFIG).exists():
+            raise LoadgenError(
+                f"an {AUDIT_CONFIG} in the working directory would silently override "
+                "LoadGen's settings (LoadGen reads it there): move it away"
+            )
         with contextlib.ExitStack() as stack:
             if artifacts is None:  # nowhere to keep them: read the logs, then drop them
-                artifacts_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             else:
-                artifacts_dir = artifacts
-                self.artifacts = artifacts
-            return self._test(
-                lg, workload, batcher, artifacts_dir, count, mark, clock, warmup_s, marks, latencies
+                out = self.artifacts = artifacts
+            out.mkdir(parents=True, exist_ok=True)
+            window = self._loadgen_test(lg, batcher, out, mark, clock)
+            try:
+                result = parse_logs(out).to_dict()
+            except LoadgenLogError as exc:
+                raise LoadgenError(f"LoadGen left no readable result: {exc}") from exc
+        stats = batcher.stats
+        result["sut"] = {**batcher.settings(), **stats.to_dict()}
+        if stats.failed:
+            first = stats.errors[0]
+            raise LoadgenError(
+                f"the SUT failed during the LoadGen test ({stats.error_count} error(s)); "
+                f"first, in {first.where}: {first.message}"
             )
+        self.result = result
+        return Measurement(
+            latencies_s=latencies,
+            window_s=window,
+            warmup_s=warmup_s,
+            marks=marks,
+            samples=len(latencies),
+        )
 
-    def _test(
+    def _loadgen_test(
         self,
         lg: Any,
-        workload: Workload,
         batcher: Batcher,
         out: Path,
-        count: int,
         mark: Callable[[str], None],
         clock: Callable[[], float],
-        warmup_s: float,
-        marks: dict[str, float],
-        latencies: list[float],
-    ) -> Measurement:
-        out.mkdir(parents=True, exist_ok=True)
+    ) -> float:
+        """Run LoadGen's test in its own thread while the batches run in this one; return
+        the test's wall time."""
 
         def issue(samples: Sequence[Any]) -> None:
             batcher.issue([(s.id, s.index) for s in samples])
@@ -183,11 +202,7 @@ class LoadgenScenario(Scenario):
         log.log_output.outdir = str(out)
         log.log_output.copy_summary_to_stdout = False
         log.enable_trace = False
-        if Path(AUDIT_CONFIG).exists():
-            raise LoadgenError(
-                f"an {AUDIT_CONFIG} in the working directory would silently override "
-                "LoadGen's settings (LoadGen reads it there): move it away"
-            )
+        count = self.spec.sample_count
         sut = lg.ConstructSUT(issue, batcher.flush)
         qsl = lg.ConstructQSL(count, count, _noop, _noop)
         settings = self.test_settings(lg)
@@ -218,26 +233,7 @@ class LoadgenScenario(Scenario):
             lg.DestroySUT(sut)
         if failures:
             raise LoadgenError(f"LoadGen failed: {failures[0]}") from failures[0]
-        try:
-            result = parse_detail(out / DETAIL_LOG).to_dict()
-        except LoadgenLogError as exc:
-            raise LoadgenError(f"LoadGen left no readable result: {exc}") from exc
-        stats = batcher.stats
-        result["sut"] = {**batcher.settings(), **stats.to_dict()}
-        if stats.failed:
-            first = stats.errors[0]
-            raise LoadgenError(
-                f"the SUT failed during the LoadGen test ({stats.error_count} error(s)); "
-                f"first, in {first.where}: {first.message}"
-            )
-        self.result = result
-        return Measurement(
-            latencies_s=latencies,
-            window_s=window,
-            warmup_s=warmup_s,
-            marks=marks,
-            samples=len(latencies),
-        )
+        return window
 
 
 #: LoadGen's early-stopping confidence (loadgen/results.cc).
@@ -301,13 +297,15 @@ class Server(LoadgenScenario):
     name = "server"
     lg_scenario = "Server"
 
+    def min_query_count(self) -> int:
+        """At least the queries LoadGen's early stopping needs to accept the percentile."""
+        return max(
+            super().min_query_count(), early_stopping_min_queries(self.spec.latency_percentile)
+        )
+
     def configure(self, lg: Any, settings: Any) -> None:
         spec = self.spec
         assert spec.target_qps is not None and spec.latency_bound_ms is not None
-        # enough queries for LoadGen's early stopping to accept the percentile at all
-        settings.min_query_count = max(
-            settings.min_query_count, early_stopping_min_queries(spec.latency_percentile)
-        )
         settings.server_target_qps = float(spec.target_qps)
         settings.server_target_latency_ns = int(spec.latency_bound_ms * 1e6)
         settings.server_target_latency_percentile = spec.latency_percentile / 100

@@ -93,6 +93,9 @@ class BertTorch(TorchWorkload):
         if self.device.type == "cuda" and spec.include_h2d:
             self.host_batch = {k: v.pin_memory() for k, v in self.host_batch.items()}
         self.batch = {k: v.to(self.device) for k, v in self.host_batch.items()}
+        keep = [k for k in self.batch if k != "labels" or spec.mode == "train"]
+        self.step_inputs = {k: self.batch[k] for k in keep}
+        self.host_inputs = {k: self.host_batch[k] for k in keep}
 
         if spec.mode == "train":
             self.model.train()
@@ -110,15 +113,11 @@ class BertTorch(TorchWorkload):
             self.model.eval()
 
     def _inputs(self) -> dict[str, torch.Tensor]:
-        """The step's inputs; labels only when training. With include_h2d, copied from pinned
-        host memory in the step, as every backend's timed copy is."""
-        needed = {k: v for k, v in self.host_batch.items() if self._needs(k)}
+        """The step's inputs (labels only when training, chosen in setup). With include_h2d,
+        copied from pinned host memory in the step, as every backend's timed copy is."""
         if self.spec.include_h2d:
-            return {k: v.to(self.device, non_blocking=True) for k, v in needed.items()}
-        return {k: self.batch[k] for k in needed}
-
-    def _needs(self, name: str) -> bool:
-        return name != "labels" or self.spec.mode == "train"
+            return {k: v.to(self.device, non_blocking=True) for k, v in self.host_inputs.items()}
+        return self.step_inputs
 
     def step(self) -> torch.Tensor:
         assert self.model is not None, "setup() first"

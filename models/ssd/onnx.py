@@ -98,7 +98,7 @@ class SsdOnnx(OnnxWorkload):
     def step(self) -> Any:
         if self.spec.include_h2d:
             self.images.copy_(self.host_images, non_blocking=True)
-        self.binding.run()
+        self.binding.run(inputs_written=self.spec.include_h2d)
         return self._detect(self.binding.outputs)
 
     def _detect(
