@@ -23,10 +23,10 @@ help:
 	@echo "make test       set up, then run the test suite"
 	@echo "make lint       ruff check, format check and mypy (strict on bench/)"
 	@echo "make format     ruff format and autofix"
-	@echo "make overhead   measure the harness's overhead against a bare loop"
+	@echo "make overhead   the harness against bare loops: eager, and the fast modes (compiled, pipelined)"
 	@echo "make bench-pytest  the workloads under pytest-benchmark, saved and compared"
 	@echo "make report     report of everything under results/ into REPORT_OUT=$(REPORT_OUT)"
-	@echo "make gpu-check  GPU checks (workshop suite fp32 + bf16, overhead, gpu tests) into OUT=$(OUT) [ARGS=...]"
+	@echo "make gpu-check  GPU checks (workshop suite eager + fast suite, overhead, gpu tests) into OUT=$(OUT) [ARGS=...]"
 	@echo "make clean      remove the environment and caches (results/runs stays)"
 
 setup: $(STAMP) $(MX_STAMP)
@@ -72,7 +72,7 @@ report: setup
 	$(BIN)/bench report results --out $(REPORT_OUT) $(REPORT_ARGS)
 
 overhead: setup
-	$(BIN)/python -m bench.run.overhead
+	$(BIN)/python -m bench.run.overhead --fast
 
 # Runs with whatever Python holds PyTorch on the GPU machine (no set-up, no network there).
 gpu-check:

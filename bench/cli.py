@@ -21,12 +21,15 @@ from bench.run.record import ResultError, RunRecord
 from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
     AUTO_PRECISION,
+    AUTO_TIMING,
     BACKENDS,
     BATCH_SHAPES,
+    COMPILE_MODES,
     MODES,
     ORT_PROVIDERS,
     PRECISIONS,
     SCENARIOS,
+    TIMINGS,
     WORKLOADS,
     RunSpec,
     SpecError,
@@ -90,6 +93,39 @@ def _add_common(p: argparse.ArgumentParser, *, suite: bool) -> None:
         help="ONNX Runtime execution provider (default auto: TensorRT, CUDA, CPU)",
     )
     p.add_argument("--instance", help="EC2 instance type to record (default: asked of IMDS on EC2)")
+    p.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the window, profile N steps and keep the top kernels in the record",
+    )
+    _add_execution(p, suite=suite)
+
+
+def _add_execution(p: argparse.ArgumentParser, *, suite: bool) -> None:
+    g = p.add_argument_group("execution mode")
+    g.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default=None if suite else "off",
+        help="torch.compile mode of the PyTorch path (default off: eager); a compile "
+        "failure fails the run",
+    )
+    g.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        default=None if suite else False,
+        help="capture the whole step in a CUDA graph on static inputs and replay it (GPU)",
+    )
+    g.add_argument(
+        "--timing",
+        choices=(*TIMINGS, AUTO_TIMING),
+        default=None if suite else AUTO_TIMING,
+        help="synchronized: wait for the device after every step (latency); pipelined: queue "
+        "steps, time them with device events, synchronize once at the end (throughput); "
+        "auto (default): pipelined for training, synchronized for inference",
+    )
 
 
 def _add_pricing(p: argparse.ArgumentParser) -> None:
@@ -346,6 +382,8 @@ def _run_options(args: argparse.Namespace) -> runner.RunOptions:
         raise SpecError("--telemetry-interval must be positive (use --no-telemetry to turn off)")
     if args.timeout is not None and args.timeout <= 0:
         raise SpecError("--timeout must be positive")
+    if args.profile_steps < 0:
+        raise SpecError("--profile-steps must be 0 or more")
     if args.instance is not None:
         try:
             instance_facts(override=args.instance)
@@ -357,6 +395,7 @@ def _run_options(args: argparse.Namespace) -> runner.RunOptions:
         timeout_s=args.timeout,
         telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
         instance=args.instance,
+        profile_steps=args.profile_steps,
     )
 
 
@@ -405,6 +444,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
             ("iters", args.iters),
             ("duration_s", args.duration),
             ("include_h2d", args.include_h2d),
+            ("compile", args.compile),
+            ("cuda_graphs", args.cuda_graphs),
+            ("timing", args.timing),
         )
         if value is not None
     }
@@ -593,6 +635,9 @@ RUN_FIELDS = (
     "seed",
     "pretrained",
     "ort_provider",
+    "compile",
+    "cuda_graphs",
+    "timing",
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

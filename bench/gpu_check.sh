@@ -4,14 +4,19 @@
 # PYTHONPATH. Each step has its own time limit, so one hung step cannot eat the others.
 #
 # Usage: bash bench/gpu_check.sh OUT_DIR [options]
-#   --suite NAME         suite to run per precision (default: workshop)
-#   --precisions "A B"   precisions, one suite run each (default: "fp32 auto"; auto is
-#                        bf16 where the GPU has it, else fp16)
+#   --suite NAME         suite to run per precision, eagerly (default: workshop)
+#   --precisions "A B"   precisions, one suite run each (default: "auto": bf16 where the
+#                        GPU has it, else fp16)
 #   --device DEV         (default: cuda)
 #   --duration S         measured seconds per run (default: 20: steady clocks and power)
 #   --backend NAME       only this backend (default: every installed one)
-#   --skip-overhead      skip the harness/telemetry overhead benchmark
+#   --skip-fast          skip the fast suite (compiled, graph-captured, pipelined; profiled)
+#   --profile-steps N    steps profiled after each fast run's window (default 5)
+#   --skip-overhead      skip the harness/telemetry overhead benchmark (eager and fast modes)
 #   --skip-tests         skip the gpu-marked tests
+#
+# Eager against fast for the workshop rows alone (about 8 minutes on an H100):
+#   bash bench/gpu_check.sh OUT --skip-overhead --skip-tests
 #
 # Writes under OUT_DIR (at most 8 files, for machines that return only that many):
 #   log.txt        every step and what it printed
@@ -19,11 +24,13 @@
 #   smi.txt        raw nvidia-smi device and sampling lines (parser test data)
 #   runs.tar.gz    every result record and telemetry CSV (runs/)
 #   table.md       all runs as one table
+#   compare.md     eager and fast side by side (`bench compare`), one-off costs below
 #   overhead.json  harness and telemetry overhead against a bare loop
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_check.sh OUT_DIR [options]}
 shift
-suite=workshop precisions="fp32 auto" device=cuda duration=20 backend=() overhead=1 tests=1
+suite=workshop precisions=auto device=cuda duration=20 backend=() overhead=1 tests=1 fast=1
+profile_steps=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --suite) suite=$2; shift 2 ;;
@@ -31,6 +38,8 @@ while [ $# -gt 0 ]; do
     --device) device=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --backend) backend=(--backend "$2"); shift 2 ;;
+    --skip-fast) fast=0; shift ;;
+    --profile-steps) profile_steps=$2; shift 2 ;;
     --skip-overhead) overhead=0; shift ;;
     --skip-tests) tests=0; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
@@ -67,14 +76,21 @@ for precision in $precisions; do
   step 240 "$py" -m bench suite "$suite" --device "$device" --precision "$precision" \
     --duration "$duration" --out "$out/runs" --no-progress "${backend[@]}"
 done
+if [ "$fast" = 1 ]; then
+  step 420 "$py" -m bench suite fast --device "$device" --duration "$duration" \
+    --profile-steps "$profile_steps" --out "$out/runs" --no-progress
+fi
 if [ "$overhead" = 1 ]; then
-  step 120 "$py" -m bench.run.overhead --device "$device" --workload ssd --mode train --batch 8 \
-    --json "$out/overhead.json"
+  step 240 "$py" -m bench.run.overhead --device "$device" --workload bert --batch 32 \
+    --seq-len 128 --iters 50 --fast --json "$out/overhead.json"
 fi
 if [ "$tests" = 1 ]; then
   step 240 "$py" -m pytest -q -m gpu tests -p no:cacheprovider
 fi
 "$py" -m bench show "$out/runs" >"$out/table.md" 2>>"$log" || status=1
+if [ "$fast" = 1 ]; then
+  "$py" -m bench compare "$out/runs" >"$out/compare.md" 2>>"$log" || status=1
+fi
 tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
 echo "=== done, status $status" | tee -a "$log"
 cat "$out/table.md"

@@ -18,6 +18,8 @@ class NullWorkload(Workload):
     step_description = "nothing: an empty function call (measures the harness overhead)"
 
     def setup(self) -> None:
+        if self.spec.compile != "off" or self.spec.cuda_graphs:
+            raise ValueError("the null workload has nothing to compile or capture")
         self.staged = 0
 
     def step(self) -> None:

@@ -69,7 +69,7 @@ def test_run_null_writes_a_valid_result_and_show_reads_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and str(files[0]) in proc.stdout
-    assert json.loads(files[0].read_text())["schema_version"] == SCHEMA_VERSION == 2
+    assert json.loads(files[0].read_text())["schema_version"] == SCHEMA_VERSION == 3
     record = load_record(files[0])
     assert record.outcome.status == "ok"
     assert record.spec.device == "cpu" and record.spec.iters == 50

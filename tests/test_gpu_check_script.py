@@ -34,6 +34,7 @@ def test_script_runs_a_suite_on_the_cpu_and_packs_its_results(tmp_path):
             "torch",
             "--skip-overhead",
             "--skip-tests",
+            "--skip-fast",
         ],
         capture_output=True,
         text=True,

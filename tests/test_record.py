@@ -41,7 +41,7 @@ def test_round_trip_through_json_is_exact(tmp_path):
     record = full_record()
     path = write_record(record, tmp_path)
     data = json.loads(path.read_text())
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     assert data["environment"]["gpus"][0]["compute_capability"] == [9, 0]
     loaded = load_record(path)
     assert loaded == record
@@ -63,6 +63,20 @@ def test_version_1_file_reads_with_its_numbers():
     assert record.spec.ort_provider == "auto"  # a field version 1 did not have yet
     assert record.scenario is not None and record.scenario.name == "loop"
     assert [f.code for f in record.validity.flags] == ["high_cv"]
+    # runs before version 3 were eager, timed with a synchronize after every step
+    assert record.spec.timing == "synchronized" and record.spec.compile == "off"
+    assert record.spec.cuda_graphs is False
+
+
+def test_version_2_training_reads_as_synchronized_not_the_new_default():
+    data = full_record().to_dict()
+    data["schema_version"] = 2
+    data["spec"] = {**data["spec"], "mode": "train"}
+    del data["spec"]["timing"], data["spec"]["compile"], data["spec"]["cuda_graphs"]
+    del data["execution"]
+    record = RunRecord.from_dict(data)
+    assert record.spec.timing == "synchronized" and record.spec.execution_label == "synchronized"
+    assert record.execution.one_off_s == {} and record.execution.step_timer is None
 
 
 def test_version_1_power_becomes_energy_over_the_window():
@@ -94,7 +108,7 @@ def test_unknown_keys_are_ignored_and_missing_optional_sections_default():
         (lambda d: d["spec"].update(batch=0), "batch must be between 1"),
         (lambda d: d["spec"].update(colour="red"), "unknown spec field"),
         (lambda d: d.update(timing=[1, 2]), "expected a mapping"),
-        (lambda d: d.update(schema_version=3), "newer than this harness reads"),
+        (lambda d: d.update(schema_version=4), "newer than this harness reads"),
         (lambda d: d.pop("spec"), "not a benchmark result"),
     ],
 )

@@ -63,6 +63,27 @@ def test_suite_overrides_apply_except_to_the_null_workload():
     assert all(s.duration_s == 3.0 and s.iters is None for s in quick if s.workload != "null")
 
 
+def test_fast_suite_runs_the_workshop_rows_compiled_on_torch():
+    gpu = suite_specs("fast", gpu=True, device="cuda:0")
+    assert [(s.workload, s.mode, s.batch, s.timing) for s in gpu] == [
+        ("ssd", "train", 16, "pipelined"),
+        ("ssd", "infer", 16, "pipelined"),
+        ("bert", "train", 32, "pipelined"),
+        ("bert", "infer", 32, "pipelined"),
+        ("bert", "infer", 1, "synchronized"),
+    ]
+    assert all(s.backend == "torch" and s.compile == "default" and s.cuda_graphs for s in gpu)
+    assert all(s.precision == "auto" for s in gpu)
+    assert gpu[-1].duration_s == 10.0 and gpu[0].duration_s == 20.0
+    cpu = suite_specs("fast", gpu=False, device="cpu", precision="fp32")
+    assert not any(s.cuda_graphs for s in cpu) and all(s.compile == "default" for s in cpu)
+    assert all(s.precision == "fp32" for s in cpu)
+    # the null workload measures the loop: an execution mode given to a suite skips it
+    quick = suite_specs("quick", gpu=True, device="cuda:0", compile="default", cuda_graphs=True)
+    null = next(s for s in quick if s.workload == "null")
+    assert null.compile == "off" and not null.cuda_graphs
+
+
 def test_unknown_suite():
     with pytest.raises(SpecError, match="unknown suite"):
         suite_specs("nightly", gpu=False)

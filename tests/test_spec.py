@@ -54,3 +54,59 @@ def test_label_names_the_shape():
         RunSpec(workload="ssd", batch=16, device="cpu").label == "ssd_torch_infer_b16_i512_fp32_cpu"
     )
     assert RunSpec(workload="null", device="cpu").label == "null_torch_infer_b1_fp32_cpu"
+
+
+def test_timing_auto_resolves_by_mode():
+    assert RunSpec(workload="bert", mode="train").timing == "pipelined"
+    assert RunSpec(workload="bert", mode="infer").timing == "synchronized"
+    assert RunSpec(workload="bert", mode="infer", timing="pipelined").timing == "pipelined"
+    # a stored spec holds the resolved timing and reads back the same
+    spec = RunSpec(workload="ssd", mode="train")
+    assert spec.to_dict()["timing"] == "pipelined"
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"compile": "fast"}, "unknown compile"),
+        ({"timing": "async"}, "unknown timing"),
+        ({"cuda_graphs": "yes"}, "cuda_graphs must be true or false"),
+        ({"compile": "default", "backend": "mxnet"}, "compile applies to the torch backend"),
+        ({"cuda_graphs": True, "device": "cpu"}, "CUDA graphs need a GPU"),
+        (
+            {"cuda_graphs": True, "device": "cuda", "compile": "reduce-overhead"},
+            "captures CUDA graphs itself",
+        ),
+        ({"cuda_graphs": True, "device": "cuda", "include_h2d": True}, "static device inputs"),
+        (
+            {"cuda_graphs": True, "device": "cuda", "mode": "train", "precision": "fp16"},
+            "grad scaler",
+        ),
+        ({"scenario": "offline", "timing": "pipelined"}, "times every query itself"),
+        ({"scenario": "offline", "compile": "default"}, "batches of varying size"),
+    ],
+)
+def test_bad_execution_modes_are_refused(changes, message):
+    with pytest.raises(SpecError, match=message):
+        RunSpec(**{"workload": "ssd", **changes})
+
+
+def test_execution_modes_in_labels():
+    spec = RunSpec(
+        workload="bert",
+        mode="train",
+        batch=32,
+        device="cuda:0",
+        compile="default",
+        cuda_graphs=True,
+    )
+    assert spec.label == "bert_torch_train_b32_s128_fp32_cuda0_compile-default-graphs"
+    assert spec.execution_label == "compile, graphs"
+    assert RunSpec(workload="bert", mode="train").execution_label == ""
+    assert RunSpec(workload="bert", mode="train", timing="synchronized").execution_label == (
+        "synchronized"
+    )
+    assert RunSpec(workload="ssd", timing="pipelined", compile="max-autotune").execution_label == (
+        "compile:max-autotune, pipelined"
+    )

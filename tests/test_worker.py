@@ -29,11 +29,20 @@ def quarter_second_clock():
 
 
 def test_execute_ok_record_with_exact_figures(fake_registry):
-    spec = RunSpec(workload="null", mode="train", batch=4, device="cpu", warmup=1, iters=5)
+    spec = RunSpec(
+        workload="null",
+        mode="train",
+        batch=4,
+        device="cpu",
+        warmup=1,
+        iters=5,
+        timing="synchronized",
+    )
     record = execute(spec, progress=False, telemetry_interval_s=None, clock=quarter_second_clock())
     assert record.outcome.status == "ok" and record.outcome.message is None
     assert record.spec == spec
-    # clock reads: warm-up start, warm-up end, window start, then one per step
+    # clock reads: set-up start and end, warm-up start, first step, window start, then one
+    # per step
     assert record.timing is not None
     assert record.timing.warmup_s == 0.25
     assert record.timing.window_s == 1.25
@@ -53,6 +62,22 @@ def test_execute_ok_record_with_exact_figures(fake_registry):
     assert record.telemetry.available is False
     assert record.telemetry.reason == "telemetry turned off"
     assert [f.code for f in record.validity.flags] == ["few_iterations"]
+    assert record.execution.one_off_s == {"setup_s": 0.25, "first_step_s": 0.25}
+    assert record.scenario.timing == "synchronized" and record.execution.step_timer is None
+
+
+def test_training_is_timed_pipelined_by_default(fake_registry):
+    spec = RunSpec(workload="null", mode="train", batch=4, device="cpu", warmup=1, iters=5)
+    assert spec.timing == "pipelined"
+    record = execute(spec, progress=False, telemetry_interval_s=None, clock=quarter_second_clock())
+    assert record.outcome.status == "ok"
+    assert record.scenario is not None and record.scenario.timing == "pipelined"
+    # clock reads: set-up (2), warm-up (2), window start, the first marker, one marker per
+    # step, and the window's end after the one synchronize
+    assert record.timing is not None and record.timing.window_s == 1.75
+    assert record.latencies_ms == [250.0] * 5
+    assert record.throughput is not None and record.throughput.samples_per_s == 20 / 1.75
+    assert record.execution.step_timer == "host_clock"
 
 
 def test_inference_counts_the_forward_once(fake_registry):

@@ -23,8 +23,9 @@ from bench.run.spec import RunSpec
 #: What makes two runs measure the same work. Backend, precision and hardware are what a
 #: comparison varies, so they are not part of it.
 WORK_FIELDS = ("workload", "mode", "batch", "include_h2d", "scenario")
-#: A regression gate compares like with like: the same work on the same path and hardware.
-GATE_FIELDS = (*WORK_FIELDS, "backend", "precision")
+#: A regression gate compares like with like: the same work on the same path, execution mode
+#: and hardware.
+GATE_FIELDS = (*WORK_FIELDS, "backend", "precision", "compile", "cuda_graphs", "timing")
 
 #: --fail-on metric names: (where in the row, True when higher is better).
 GATE_METRICS = {
@@ -244,7 +245,7 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 def _label(row: Row) -> str:
     s = row.spec
     where = row.instance or row.hardware
-    return f"{s.workload} {s.mode} {s.backend} {s.precision} b{s.batch} on {where}"
+    return f"{s.workload} {s.mode} {s.backend_label} {s.precision} b{s.batch} on {where}"
 
 
 def group_title(key: WorkKey) -> str:
@@ -288,7 +289,7 @@ def table_rows(rows: Sequence[Row]) -> list[list[str]]:
                 else ("base" if r.baseline is None and _is_base(r, rows) else ""),
                 r.instance or "-",
                 r.hardware,
-                s.backend,
+                s.backend_label,
                 s.precision,
                 _fmt(r.samples_per_s, 2),
                 _fmt(r.p50_ms, 2),
@@ -304,6 +305,28 @@ def table_rows(rows: Sequence[Row]) -> list[list[str]]:
             ]
         )
     return out
+
+
+#: One-off costs shown under a group, in this order (``bench.run.record.Execution``).
+ONE_OFF_NAMES = {
+    "compile_s": "compile",
+    "capture_s": "graph capture",
+    "engine_build_s": "engine build",
+    "first_step_s": "first step",
+}
+
+
+def one_off_lines(rows: Sequence[Row]) -> list[str]:
+    """What compiled, graph-captured or engine-built runs paid once before their window;
+    nothing for groups of eager runs only."""
+    lines = []
+    for r in rows:
+        costs = r.record.execution.one_off_s
+        if not any(costs.get(k) for k in ("compile_s", "capture_s", "engine_build_s")):
+            continue
+        parts = [f"{name} {costs[k]:.1f} s" for k, name in ONE_OFF_NAMES.items() if k in costs]
+        lines.append(f"- one-off, {_label(r)}: {', '.join(parts)}")
+    return ["", *lines] if lines else []
 
 
 def _is_base(row: Row, rows: Sequence[Row]) -> bool:
@@ -332,6 +355,7 @@ def render(c: Comparison, fmt: str = "github") -> str:
         parts.append(
             tabulate(table_rows(rows), headers=COLUMNS, tablefmt=fmt, disable_numparse=True)
         )
+        parts += one_off_lines(rows)
     unpriced = sorted(
         {r.unpriced_reason for rows in c.groups.values() for r in rows if r.unpriced_reason}
     )

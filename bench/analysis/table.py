@@ -44,7 +44,7 @@ def row(record: RunRecord) -> list[Any]:
         mfu = None  # impossible: not shown, flagged (mfu) instead
     return [
         spec.workload,
-        spec.backend,
+        spec.backend_label,
         spec.mode,
         spec.precision,
         spec.batch,

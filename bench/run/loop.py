@@ -1,4 +1,4 @@
-"""The timed loop: warm-up, then a measured window of synchronized iterations."""
+"""The timed loop: warm-up, then a measured window of synchronized or pipelined iterations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -26,10 +26,46 @@ class Measurement:
     #: Samples processed in the window when each latency is not one step of
     #: ``samples_per_step`` samples (a LoadGen query's latency is one sample's).
     samples: int | None = None
+    #: The first warm-up step alone (compilation, autotuning and lazy allocation land there).
+    first_step_s: float | None = None
+    #: Pipelined timing: how each step's time was measured (``StepTimer.kind``).
+    step_timer: str | None = None
+    #: Steps issued in the window; ``latencies_s`` holds one per step when they were timed.
+    steps: int | None = None
 
     @property
     def iterations(self) -> int:
-        return len(self.latencies_s)
+        return self.steps if self.steps is not None else len(self.latencies_s)
+
+
+class StepTimer(Protocol):
+    """Markers put on the device's queue between steps and read after one synchronize (CUDA
+    events), or host clock readings where a step has finished when it returns."""
+
+    kind: str
+
+    def mark(self) -> Any:
+        """Record a marker after the work queued so far; returns it."""
+        ...
+
+    def elapsed_s(self, start: Any, end: Any) -> float:
+        """Device time between two markers (after the device has passed both)."""
+        ...
+
+
+class HostTimer:
+    """A step that has finished when it returns (a CPU step): the host clock times it."""
+
+    kind = "host_clock"
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+
+    def mark(self) -> float:
+        return self.clock()
+
+    def elapsed_s(self, start: float, end: float) -> float:
+        return end - start
 
 
 def measure(
@@ -64,16 +100,7 @@ def measure(
         if on_mark is not None:
             on_mark(phase, marks[phase])
 
-    sync()
-    mark("warmup_start")
-    t_warm = clock()
-    bar = _bar(progress, warmup, f"{label} warm-up", "it", stream)
-    for _ in range(warmup):
-        step()
-        sync()
-        bar.update(1)
-    bar.close()
-    warmup_s = clock() - t_warm
+    warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
 
     total = iters if iters is not None else duration_s
     unit = "it" if iters is not None else "s"
@@ -98,7 +125,120 @@ def measure(
                 break
     mark("measure_end")
     bar.close()
-    return Measurement(latencies_s=latencies, window_s=t0 - start, warmup_s=warmup_s, marks=marks)
+    return Measurement(
+        latencies_s=latencies,
+        window_s=t0 - start,
+        warmup_s=warmup_s,
+        marks=marks,
+        first_step_s=first_step_s,
+    )
+
+
+def measure_pipelined(
+    step: Callable[[], Any],
+    sync: Callable[[], None],
+    timer: StepTimer | None,
+    *,
+    warmup: int,
+    iters: int | None,
+    duration_s: float | None,
+    label: str = "",
+    progress: bool = True,
+    stream: TextIO | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    on_mark: Callable[[str, float], None] | None = None,
+) -> Measurement:
+    """Warm-up as :func:`measure`, then a window of steps queued without waiting for the
+    device: ``timer`` marks the queue between steps, and one ``sync()`` ends the window.
+
+    Throughput comes from the window (the clock read after that one synchronize), each
+    step's time from the timer's markers (device time: it leaves out the host's launch work
+    that overlapped the previous step). Without a timer (a framework with no device events)
+    only the window is measured. A marker completes when the device reaches it, so a step's
+    time includes any wait for the host to queue it: a host-bound step shows as the host's
+    launch time (GPU utilization says which). With ``duration_s`` the host stops queuing once it has
+    spent that long; the window then runs until the device has finished what was queued.
+    """
+    if (iters is None) == (duration_s is None):
+        raise ValueError("give exactly one of iters and duration_s")
+    stream = stream or sys.stderr
+    marks: dict[str, float] = {}
+
+    def mark(phase: str) -> None:
+        marks[phase] = time.time()
+        if on_mark is not None:
+            on_mark(phase, marks[phase])
+
+    warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
+    total = iters if iters is not None else duration_s
+    unit = "it" if iters is not None else "s"
+    bar = _bar(progress, total, f"{label} measure", unit, stream)
+    markers: list[Any] = []
+    steps = 0
+    mark("measure_start")
+    start = clock()
+    if timer is not None:
+        markers.append(timer.mark())
+    while True:
+        step()
+        steps += 1
+        if timer is not None:
+            markers.append(timer.mark())
+        if iters is not None:
+            bar.update(1)
+            if steps >= iters:
+                break
+        else:
+            queued = clock() - start
+            bar.update(min(queued, duration_s or 0.0) - bar.n)
+            if duration_s is not None and queued >= duration_s:
+                break
+    sync()
+    end = clock()
+    mark("measure_end")
+    bar.close()
+    latencies = (
+        [timer.elapsed_s(a, b) for a, b in zip(markers, markers[1:], strict=False)]
+        if timer is not None
+        else []
+    )
+    return Measurement(
+        latencies_s=latencies,
+        window_s=end - start,
+        warmup_s=warmup_s,
+        marks=marks,
+        first_step_s=first_step_s,
+        step_timer=timer.kind if timer is not None else None,
+        steps=steps,
+    )
+
+
+def _warm_up(
+    step: Callable[[], Any],
+    sync: Callable[[], None],
+    warmup: int,
+    label: str,
+    progress: bool,
+    stream: TextIO,
+    clock: Callable[[], float],
+    mark: Callable[[str], None],
+) -> tuple[float, float | None]:
+    """Synchronized warm-up steps; returns their time and the first step's alone."""
+    sync()
+    mark("warmup_start")
+    t_warm = clock()
+    first_step_s = None
+    bar = _bar(progress, warmup, f"{label} warm-up", "it", stream)
+    for i in range(warmup):
+        step()
+        sync()
+        if i == 0:
+            first_step_s = clock() - t_warm
+        bar.update(1)
+    bar.close()
+    # one clock read per phase edge, as before the first step was timed on its own
+    warmup_s = first_step_s if warmup == 1 and first_step_s is not None else clock() - t_warm
+    return warmup_s, first_step_s
 
 
 def _bar(

@@ -2,12 +2,16 @@
 hand-written loop over the same step, in one process, rounds interleaved.
 
     python -m bench.run.overhead [--workload bert --batch 1 --seq-len 64 --rounds 7 --iters 20]
+                                 [--fast]
 
 The bare loop is what a person would write: ``for _ in range(n): step(); sync()`` between
-two clock reads. The harness adds a clock read, a list append and a progress-bar update
-per iteration; the third variant also runs the telemetry sampler thread. The ratios of
-the medians are the overheads; the null workload's per-iteration time is the harness cost
-in absolute terms.
+two clock reads (pipelined: ``for _ in range(n): step()`` then one ``sync()``). The harness
+adds a clock read, a list append and a progress-bar update per iteration (pipelined: a
+device event per step instead of the clock read); the third variant also runs the telemetry
+sampler thread. The ratios of the medians are the overheads; the null workload's
+per-iteration time is the harness cost in absolute terms. ``--fast`` repeats the comparison
+for the execution modes of the ``fast`` suite (compiled, graph-captured on a GPU, synchronized
+and pipelined) on the same compiled step, and says whether each agrees within 2 %.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import registry
-from bench.run.loop import measure
+from bench.run.loop import StepTimer, measure, measure_pipelined
 from bench.run.spec import RunSpec
 from bench.telemetry.devices import default_gpus, query_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
@@ -38,6 +42,41 @@ def bare_loop(step: Any, sync: Any, iters: int) -> float:
         step()
         sync()
     return (time.perf_counter() - start) / iters
+
+
+def bare_pipelined_loop(step: Any, sync: Any, iters: int) -> float:
+    """Seconds per iteration of the plainest correct queued loop: one sync at the end."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync()
+    return (time.perf_counter() - start) / iters
+
+
+#: A fast mode agrees with its hand-written loop when the medians differ by less than this.
+AGREEMENT = 0.02
+
+
+def harness_pipelined_loop(
+    step: Any,
+    sync: Any,
+    iters: int,
+    timer: StepTimer | None,
+    telemetry: Telemetry | None = None,
+) -> float:
+    m = measure_pipelined(
+        step,
+        sync,
+        timer,
+        warmup=0,
+        iters=iters,
+        duration_s=None,
+        progress=True,
+        stream=io.StringIO(),
+        on_mark=telemetry.mark if telemetry else None,
+    )
+    return m.window_s / m.iterations
 
 
 def harness_loop(step: Any, sync: Any, iters: int, telemetry: Telemetry | None = None) -> float:
@@ -67,15 +106,23 @@ def interleaved_rounds(
         workload.step()
     workload.sync()
 
+    pipelined = spec.timing == "pipelined"
+    timer = workload.step_timer(time.perf_counter) if pipelined else None
+
+    def harness(step: Any, sync: Any, n: int, tele: Telemetry | None = None) -> float:
+        if pipelined:
+            return harness_pipelined_loop(step, sync, n, timer, tele)
+        return harness_loop(step, sync, n, tele)
+
     def with_telemetry(step: Any, sync: Any, n: int) -> float:
         assert telemetry_interval_s is not None
         gpus = query_gpus()
         with Telemetry.open(spec.device, framework, gpus, telemetry_interval_s) as tele:
-            return harness_loop(step, sync, n, tele)
+            return harness(step, sync, n, tele)
 
     loops: dict[str, Callable[[Any, Any, int], float]] = {
-        "bare": bare_loop,
-        "harness": harness_loop,
+        "bare": bare_pipelined_loop if pipelined else bare_loop,
+        "harness": harness,
     }
     if telemetry_interval_s:
         loops["telemetry"] = with_telemetry
@@ -180,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         "batching SUT's cost per query), on this workload and on the null workload",
     )
     p.add_argument("--sut-seconds", type=float, default=3.0, help="per round and side")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="also check the fast suite's execution modes: the compiled (and, on a GPU, "
+        "graph-captured) step, synchronized and pipelined, against hand-written loops",
+    )
     args = p.parse_args(argv)
 
     device = resolve_device(args.device, default_gpus())
@@ -222,9 +275,30 @@ def main(argv: list[str] | None = None) -> int:
                 f"ms/step, single-stream {sut['single_stream_s_per_query'] * 1e3:.4f} ms/query: "
                 f"+{sut['sut_us_per_query']:.1f} us per query, ratio {sut['sut_ratio']:.4f}"
             )
+    if args.fast:
+        result["fast"] = {}
+        for fast in fast_specs(spec):
+            rounds = interleaved_rounds(fast, args.rounds, args.iters)
+            ratio = rounds["overhead_ratio"]
+            agrees = abs(ratio - 1) < AGREEMENT
+            rounds["agrees_within"] = AGREEMENT if agrees else None
+            result["fast"][fast.label] = rounds
+            print(
+                f"fast {fast.backend_label}: harness {rounds['s_per_iter']['harness'] * 1e3:.3f}"
+                f" ms/iter, bare {rounds['s_per_iter']['bare'] * 1e3:.3f} ms/iter, ratio "
+                f"{ratio:.4f} ({'within' if agrees else 'NOT within'} {AGREEMENT:.0%})"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def fast_specs(spec: RunSpec) -> list[RunSpec]:
+    """The fast suite's execution modes of ``spec``: compiled (graph-captured on a GPU),
+    timed synchronized and pipelined."""
+    gpu = spec.device.startswith("cuda")
+    fast = spec.replace(compile="default", cuda_graphs=gpu)
+    return [fast.replace(timing="synchronized"), fast.replace(timing="pipelined")]
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The result record of one run, as typed dataclasses, and the one place that turns it into
 JSON and back.
 
-Version 2 adds the scenario section and the workload's epoch size to version 1; version-1
-files (the first committed reference runs) are upgraded on reading and show the same
-numbers. Every reader of results goes through :class:`RunRecord`.
+Version 2 adds the scenario section and the workload's epoch size to version 1; version 3
+adds the execution mode (compile, CUDA graphs, timing) to the spec and the execution
+section. Older files are upgraded on reading and show the same numbers: they were eager
+runs timed synchronously. Every reader of results goes through :class:`RunRecord`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any, TypeVar, Union
 from bench.run.spec import RunSpec, SpecError
 from bench.telemetry.devices import GpuInfo
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 COST_ABSENT = "runs are priced when compared (bench compare / bench report), not when measured"
 UNFINISHED = "the run did not finish"
@@ -128,6 +129,25 @@ class ScenarioFacts:
     result: dict[str, Any] | None = None
     #: Directory beside the record holding the scenario's own files (LoadGen's logs).
     artifacts: str | None = None
+
+
+@dataclass
+class Execution:
+    """How the step ran, beyond the spec's switches, and what it cost once before timing."""
+
+    #: What the path did (channels-last, fused optimizer, the attention kernel that ran,
+    #: the framework's graph and fusion switches, ONNX Runtime's provider options).
+    details: dict[str, Any] = field(default_factory=dict)
+    #: One-off costs outside the measured window, in seconds: ``setup_s`` (build and stage),
+    #: ``compile_s`` (the first compiled call), ``capture_s`` (CUDA graph capture),
+    #: ``engine_build_s`` (ONNX Runtime session and engines), ``first_step_s`` (the first
+    #: warm-up step).
+    one_off_s: dict[str, float] = field(default_factory=dict)
+    #: Pipelined timing: how the steps' device time was measured (``cuda_events``,
+    #: ``host_clock``), or None where it could not be.
+    step_timer: str | None = None
+    #: The top kernels (or operators on the CPU) of a profiled stretch after the window.
+    profile: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -264,6 +284,7 @@ class RunRecord:
     environment: Environment = field(default_factory=Environment)
     workload: WorkloadFacts | None = None
     scenario: ScenarioFacts | None = None
+    execution: Execution = field(default_factory=Execution)
     timing: Timing | None = None
     throughput: Throughput | None = None
     latency: Latency | None = None
@@ -333,6 +354,8 @@ class RunRecord:
             raise ResultError(f"schema version {version} is not readable")
         if version == 1:
             data = _upgrade_v1(data)
+        if version <= 2:
+            data = _upgrade_v2(data)
         try:
             spec = RunSpec.from_dict(data["spec"])
             record = from_plain(cls, {**data, "spec": spec})
@@ -361,6 +384,15 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
             tele["power_method"] = "nvml_energy_counter"
         out["telemetry"] = tele
     return out
+
+
+def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Before version 3 every run was eager and timed with a synchronize after each step."""
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return data
+    spec = {**spec, "timing": spec.get("timing", "synchronized")}
+    return {**data, "spec": spec}
 
 
 def to_plain(value: Any) -> Any:

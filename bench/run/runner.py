@@ -49,6 +49,8 @@ class RunOptions:
     telemetry_interval_s: float | None = DEFAULT_INTERVAL_S
     #: EC2 instance type to record instead of asking the metadata service.
     instance: str | None = None
+    #: Steps run under the framework's profiler after the window (0: none).
+    profile_steps: int = 0
 
 
 def prepare(
@@ -154,6 +156,8 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
         cmd += ["--telemetry-interval", str(options.telemetry_interval_s or 0)]
         if instance:
             cmd += ["--instance", instance]
+        if options.profile_steps:
+            cmd += ["--profile-steps", str(options.profile_steps)]
         try:
             code, tail = _run_worker(cmd, options.timeout_s)
         except BaseException:

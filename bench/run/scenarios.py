@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from bench.run.loop import Measurement, measure
+from bench.run.loop import Measurement, measure, measure_pipelined
 from bench.run.record import ScenarioFacts
 from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import Workload
@@ -46,18 +46,27 @@ class Scenario(ABC):
 
     def facts(self) -> ScenarioFacts:
         """What the record keeps about how work was issued."""
-        return ScenarioFacts(name=self.name, timing=self.timing, settings=self.settings())
+        return ScenarioFacts(name=self.name, timing=self.timing_name, settings=self.settings())
+
+    @property
+    def timing_name(self) -> str:
+        return self.timing
 
     def settings(self) -> dict[str, object]:
         return {}
 
 
 class FixedLoop(Scenario):
-    """Warm-up steps, then ``iters`` steps or ``duration_s`` seconds of steps, each followed
-    by a device synchronize before the clock is read."""
+    """Warm-up steps, then ``iters`` steps or ``duration_s`` seconds of steps: each followed
+    by a device synchronize before the clock is read (``synchronized``), or queued without
+    waiting and timed on the device, with one synchronize at the end (``pipelined``)."""
 
     name = "loop"
     timing = "synchronized"
+
+    @property
+    def timing_name(self) -> str:
+        return self.spec.timing
 
     def run(
         self,
@@ -69,6 +78,19 @@ class FixedLoop(Scenario):
         artifacts: Path | None = None,
     ) -> Measurement:
         spec = self.spec
+        if spec.timing == "pipelined":
+            return measure_pipelined(
+                workload.step,
+                workload.sync,
+                workload.step_timer(clock),
+                warmup=spec.warmup,
+                iters=spec.iters,
+                duration_s=spec.duration_s,
+                label=spec.label,
+                progress=progress,
+                clock=clock,
+                on_mark=on_mark,
+            )
         return measure(
             workload.step,
             workload.sync,

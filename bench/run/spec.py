@@ -22,6 +22,17 @@ SCENARIOS = ("loop", *LOADGEN_SCENARIOS)
 #: ``max_batch`` (one input shape), ``bucketed`` to the next power of two.
 BATCH_SHAPES = ("fixed", "bucketed")
 ORT_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
+#: ``torch.compile`` modes of the PyTorch path (``off``: eager). ``reduce-overhead`` and
+#: ``max-autotune`` also capture CUDA graphs (inductor's own), on a GPU.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: Compile modes in which inductor captures CUDA graphs itself.
+COMPILE_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+#: How the loop times steps: ``synchronized`` waits for the device after every step before
+#: it reads the clock (latency); ``pipelined`` queues steps without waiting, times each on the
+#: device's stream and synchronizes once at the end (throughput). ``auto`` is resolved on
+#: creation: pipelined for training, synchronized for inference.
+TIMINGS = ("synchronized", "pipelined")
+AUTO_TIMING = "auto"
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -76,6 +87,13 @@ class RunSpec:
     batch_shapes: str = "fixed"
     #: Samples staged on the device for LoadGen's query sample library.
     sample_count: int = 256
+    # -- execution mode ----------------------------------------------------------------------
+    #: ``torch.compile`` mode (PyTorch only); ``off`` runs eagerly.
+    compile: str = "off"
+    #: Capture the whole step in a CUDA graph on static inputs and replay it (GPU only).
+    cuda_graphs: bool = False
+    #: ``synchronized``, ``pipelined`` or ``auto`` (resolved here: stored specs never hold it).
+    timing: str = AUTO_TIMING
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -108,6 +126,7 @@ class RunSpec:
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             raise SpecError("pretrained must be a directory path")
         self._check_loadgen()
+        self._check_execution()
 
     @property
     def uses_loadgen(self) -> bool:
@@ -141,6 +160,70 @@ class RunSpec:
         if self.scenario == "server" and (self.target_qps is None or self.latency_bound_ms is None):
             raise SpecError("the server scenario needs a target QPS and a latency bound")
 
+    def _check_execution(self) -> None:
+        _choice("compile", self.compile, COMPILE_MODES)
+        _choice("timing", self.timing, (*TIMINGS, AUTO_TIMING))
+        if not isinstance(self.cuda_graphs, bool):
+            raise SpecError("cuda_graphs must be true or false")
+        if self.timing == AUTO_TIMING:
+            default = "pipelined" if self.mode == "train" else "synchronized"
+            object.__setattr__(self, "timing", default)
+        if self.compile != "off" and self.backend != "torch":
+            raise SpecError(
+                f"compile applies to the torch backend: {self.backend} builds its own graph "
+                "(MXNet hybridizes with static allocation, ONNX Runtime optimizes the graph)"
+            )
+        if self.uses_loadgen:
+            if self.timing == "pipelined":
+                raise SpecError(
+                    f"the {self.scenario} scenario times every query itself: pipelined timing "
+                    "applies to the loop"
+                )
+            if self.compile != "off" or self.cuda_graphs:
+                raise SpecError(
+                    f"the {self.scenario} scenario forms batches of varying size: compiled "
+                    "and graph-captured steps run in the loop, on one input shape"
+                )
+        if not self.cuda_graphs:
+            return
+        if self.device == "cpu":
+            raise SpecError("CUDA graphs need a GPU: drop --cuda-graphs or use --device cuda")
+        if self.compile in COMPILE_CUDA_GRAPH_MODES:
+            raise SpecError(
+                f"compile mode {self.compile} captures CUDA graphs itself: drop --cuda-graphs "
+                "or compile with default or max-autotune-no-cudagraphs"
+            )
+        if self.include_h2d:
+            raise SpecError(
+                "a CUDA graph replays on static device inputs: it cannot time the "
+                "host-to-device copy (drop --include-h2d)"
+            )
+        if self.mode == "train" and self.precision == "fp16":
+            raise SpecError(
+                "fp16 training scales the loss with a grad scaler that reads its result on the "
+                "host every step, which a CUDA graph cannot hold: use bf16 or fp32"
+            )
+
+    @property
+    def execution_label(self) -> str:
+        """How the step was executed, for tables: empty for eager with the mode's default
+        timing, else e.g. ``compile, graphs`` or ``synchronized``."""
+        parts = []
+        if self.compile != "off":
+            parts.append("compile" if self.compile == "default" else f"compile:{self.compile}")
+        if self.cuda_graphs:
+            parts.append("graphs")
+        default = "pipelined" if self.mode == "train" and not self.uses_loadgen else "synchronized"
+        if self.timing != default:
+            parts.append(self.timing)
+        return ", ".join(parts)
+
+    @property
+    def backend_label(self) -> str:
+        """The backend with its execution mode where it is not the default, for tables."""
+        mode = self.execution_label
+        return f"{self.backend} ({mode})" if mode else self.backend
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -173,6 +256,7 @@ class RunSpec:
             self.precision,
             dev,
             self._scenario_tag(),
+            self._execution_tag(),
         ]
         return "_".join(p for p in parts if p)
 
@@ -183,6 +267,14 @@ class RunSpec:
         if self.target_qps is not None and self.scenario == "server":
             tag += f"-q{_format_number(self.target_qps)}"
         return tag
+
+    def _execution_tag(self) -> str:
+        parts = []
+        if self.compile != "off":
+            parts.append(f"compile-{self.compile}")
+        if self.cuda_graphs:
+            parts.append("graphs")
+        return "-".join(parts)
 
 
 def _format_number(value: float) -> str:

@@ -59,6 +59,24 @@ def _workshop(gpu: bool) -> list[dict[str, Any]]:
     return runs
 
 
+def _fast(gpu: bool) -> list[dict[str, Any]]:
+    """The workshop's rows on PyTorch in the fastest mode this harness has: compiled, the whole
+    step captured in a CUDA graph (on a GPU), bf16 where the GPU has it, throughput timed
+    pipelined; plus BERT batch-1 inference timed synchronously for its latency."""
+    fast: dict[str, Any] = {
+        "backend": "torch",
+        "precision": "auto",
+        "compile": "default",
+        "cuda_graphs": gpu,
+        "timing": "pipelined",
+    }
+    runs = [{**run, **fast} for run in _workshop(gpu)]
+    latency = {**runs[-1], "batch": 1, "timing": "synchronized"}
+    if gpu:
+        latency.update(warmup=100, iters=None, duration_s=GPU_WINDOW_S / 2)
+    return [*runs, latency]
+
+
 def _serving(gpu: bool) -> list[dict[str, Any]]:
     """Per workload: single-stream latency (one sample per query) and offline throughput."""
     window = {"warmup": 10, "iters": None, "duration_s": 10.0 if gpu else 5.0}
@@ -125,6 +143,12 @@ SUITES = {
             _workshop,
         ),
         Suite(
+            "fast",
+            "the workshop's rows on PyTorch compiled, graph-captured (GPU), bf16 where the GPU "
+            "has it, throughput pipelined; and BERT batch-1 latency (compare with workshop)",
+            _fast,
+        ),
+        Suite(
             "serving",
             "LoadGen single-stream and offline per workload, then the highest server load "
             "under a p99 bound (SLA search)",
@@ -181,14 +205,16 @@ def suite_specs(
         for (workload, backend), entry in registry.REGISTRY.items():
             if workload != run["workload"] or (backends and backend not in backends):
                 continue
-            if run["mode"] not in entry.modes:
+            if run.get("backend", backend) != backend or run["mode"] not in entry.modes:
                 continue
+            if overrides.get("compile", "off") != "off" and backend != "torch":
+                continue  # only the PyTorch path compiles: a suite given --compile runs it
             fields = {**run, "backend": backend, **overrides}
             if backend == "onnxruntime" and ort_provider:
                 fields["ort_provider"] = ort_provider
             if workload == "null":
                 fields.update({k: run[k] for k in ("warmup", "iters", "batch")})
-                fields.update(precision="fp32", duration_s=None)
+                fields.update(precision="fp32", duration_s=None, compile="off", cuda_graphs=False)
             elif overrides.get("duration_s") is not None:
                 fields["iters"] = None  # a duration given replaces the suite's iterations
             elif overrides.get("iters") is not None:

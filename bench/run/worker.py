@@ -21,7 +21,15 @@ from pathlib import Path
 
 from bench.run import envinfo, registry, scenarios
 from bench.run.loop import Measurement
-from bench.run.record import Mfu, Outcome, RunRecord, TelemetrySummary, Timing, WorkloadFacts
+from bench.run.record import (
+    Execution,
+    Mfu,
+    Outcome,
+    RunRecord,
+    TelemetrySummary,
+    Timing,
+    WorkloadFacts,
+)
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
 from bench.run.store import write_json_atomic
@@ -46,12 +54,14 @@ def execute(
     out_dir: Path | None = None,
     checkpoint: Path | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    profile_steps: int = 0,
 ) -> RunRecord:
     """Run ``spec`` (device already resolved) in this process and return its record.
 
     ``telemetry_interval_s`` of ``None`` turns sampling off. With ``out_dir`` the telemetry
     time series is written there; with ``checkpoint`` the record so far is written there at
-    each stage.
+    each stage. ``profile_steps`` steps run under the framework's profiler after the
+    measured window, and the record keeps the top kernels.
     """
 
     def save() -> None:
@@ -69,7 +79,12 @@ def execute(
     try:
         workload = registry.workload_class(entry)(spec)
         record.environment.framework = registry.framework_info(spec.backend, spec.device)
+        t_setup = clock()
         workload.setup()
+        record.execution = Execution(
+            details=workload.execution_details(),
+            one_off_s={"setup_s": clock() - t_setup, **workload.one_off_s},
+        )
         flops, flops_source = info.flops(spec)
         record.workload = WorkloadFacts(
             implementation=entry.target,
@@ -99,6 +114,8 @@ def execute(
         record.scenario = scenario.facts()
         fill_measurement(record, measurement)
         fill_mfu(record)
+        if profile_steps > 0:
+            record.execution.profile = workload.profile(profile_steps)
         # after the run: some frameworks only know parameter shapes after a forward pass
         record.workload.details = workload.details()
         record.outcome = Outcome(status="ok", message=None)
@@ -147,8 +164,12 @@ def fill_measurement(record: RunRecord, m: Measurement) -> None:
         marks_unix_s=dict(m.marks),
     )
     record.throughput = tput
-    record.latency = latency_summary(m.latencies_s)
+    record.latency = latency_summary(m.latencies_s) if m.latencies_s else None
     record.latencies_ms = [x * 1000.0 for x in m.latencies_s]
+    execution = record.execution
+    if m.first_step_s is not None:
+        execution.one_off_s["first_step_s"] = m.first_step_s
+    execution.step_timer = m.step_timer
 
 
 def fill_mfu(record: RunRecord) -> None:
@@ -180,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between telemetry samples; 0 turns sampling off",
     )
     run.add_argument("--instance", help="EC2 instance type to record instead of asking IMDS")
+    run.add_argument(
+        "--profile-steps", type=int, default=0, help="steps to profile after the window"
+    )
     info = sub.add_parser("info", help="print a backend's framework facts as JSON")
     info.add_argument("backend")
     info.add_argument("device")
@@ -196,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         instance=args.instance,
         out_dir=args.out_dir,
         checkpoint=args.result,
+        profile_steps=args.profile_steps,
     )
     return 0
 

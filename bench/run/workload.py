@@ -9,6 +9,11 @@ finished: the scenario calls ``sync()`` before it reads the clock.
 
 Scenarios that issue queries by sample index (a load generator) call ``stage_samples()``
 once and then ``infer_samples()`` with the indices of each query batch.
+
+The execution mode (``spec.compile``, ``spec.cuda_graphs``) is the workload's to apply in
+``setup()``: it compiles or captures there, records what that cost in ``one_off_s``, and
+raises (never falls back to eager) when it cannot. Pipelined timing asks ``step_timer()``
+for markers on the device's queue.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.run.loop import HostTimer, StepTimer
 from bench.run.spec import RunSpec
 
 #: fp32 math modes: ``tf32`` when fp32 matrix work runs on TF32 tensor cores (Ampere and
@@ -94,6 +100,9 @@ class Workload(ABC):
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
+        #: One-off costs of set-up in seconds (``compile_s``, ``capture_s``,
+        #: ``engine_build_s``), filled by ``setup()``; see ``bench.run.record.Execution``.
+        self.one_off_s: dict[str, float] = {}
 
     @abstractmethod
     def setup(self) -> None:
@@ -124,6 +133,24 @@ class Workload(ABC):
     def details(self) -> dict[str, Any]:
         """Facts about the built model worth keeping in the result (after ``setup``)."""
         return {}
+
+    def execution_details(self) -> dict[str, Any]:
+        """How the step runs beyond the spec's switches (after ``setup``): memory format,
+        fused optimizer, attention kernel, graph and fusion settings."""
+        return {}
+
+    def step_timer(self, clock: Callable[[], float]) -> StepTimer | None:
+        """Markers that time each step on the device in pipelined timing. The default, the
+        host clock, is right for steps that have finished when they return; a workload
+        whose steps run asynchronously returns device events, or None where the framework
+        has none (then only the window is timed)."""
+        return HostTimer(clock)
+
+    def profile(self, steps: int) -> list[dict[str, Any]] | None:
+        """Run ``steps`` steps under the framework's profiler and return the top kernels (or
+        operators on the CPU) by time: ``name``, ``total_ms``, ``calls``, ``share``. None
+        where the framework has no profiler this harness reads."""
+        return None
 
     def is_oom(self, exc: BaseException) -> bool:
         """True when ``exc`` means the device ran out of memory at this batch size."""
