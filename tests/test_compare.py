@@ -246,3 +246,27 @@ def test_instance_basis_charges_every_run_the_whole_instance():
     row = list(compare(pairs(r), Pricing(cat, basis="instance")).groups.values())[0][0]
     assert row.price_per_hour_usd == pytest.approx(cat["p3.16xlarge"].price_per_hour_usd)
     assert row.price.charged_as == "whole"
+
+
+def test_scaling_section_prices_all_gpus_at_the_whole_instance(pricing):
+    """g5.12xlarge has 4 A10Gs at 5.672 $/h: 1 GPU pays a quarter, 4 GPUs the whole."""
+    runs = [
+        run(instance="g5.12xlarge", gpu="NVIDIA A10G", mode="train", sps=sps, gpus=n)
+        for n, sps in ((1, 100.0), (2, 180.0), (4, 340.0))
+    ]
+    c = compare(pairs(*runs), pricing)
+    (points,) = c.scaling.values()
+    assert [(p.ranks, p.efficiency) for p in points] == [(1, 1.0), (2, 0.9), (4, 0.85)]
+    assert [p.row.price.charged_as for p in points] == ["1/4 GPUs", "2/4 GPUs", "4/4 GPUs"]
+    assert points[2].row.price_per_hour_usd == pytest.approx(5.672)
+    assert points[0].row.price_per_hour_usd == pytest.approx(5.672 / 4)
+    text = render(c)
+    assert "## Scaling across GPUs" in text
+    assert "| 4      | 340.00      | 85%          | g5.12xlarge" in text
+    # one group of work: the rank count is how the runs differ, shown beside the backend
+    (group,) = c.groups.values()
+    assert sorted(r.spec.backend_label for r in group) == [
+        "torch (1 GPU)",
+        "torch (2 GPUs)",
+        "torch (4 GPUs)",
+    ]

@@ -11,6 +11,15 @@ from typing import Any
 
 from bench.analysis.cost import run_cost
 from bench.analysis.pricing import Pricing, RunPrice, basis_text
+from bench.analysis.scaling import (
+    SCALING_COLUMNS,
+    SCALING_NOTE,
+    ScalingKey,
+    ScalingPoint,
+    scaling_groups,
+    scaling_rows,
+    scaling_title,
+)
 from bench.analysis.serving import COLUMNS as SERVING_COLUMNS
 from bench.analysis.serving import ServingKey, ServingRow, serving_groups
 from bench.analysis.serving import summary_lines as serving_summary_lines
@@ -25,7 +34,7 @@ from bench.run.spec import RunSpec
 WORK_FIELDS = ("workload", "mode", "batch", "include_h2d", "scenario")
 #: A regression gate compares like with like: the same work on the same path, execution mode
 #: and hardware.
-GATE_FIELDS = (*WORK_FIELDS, "backend", "precision", "compile", "cuda_graphs", "timing")
+GATE_FIELDS = (*WORK_FIELDS, "backend", "precision", "compile", "cuda_graphs", "timing", "gpus")
 
 #: --fail-on metric names: (where in the row, True when higher is better).
 GATE_METRICS = {
@@ -153,6 +162,8 @@ class Comparison:
     basis: str
     #: LoadGen server runs: the highest valid load per instance and path at each bound.
     serving: dict[ServingKey, list[ServingRow]] = field(default_factory=dict)
+    #: Work measured on several rank counts: throughput, efficiency and cost by GPUs.
+    scaling: dict[ScalingKey, list[ScalingPoint]] = field(default_factory=dict)
 
 
 def compare(
@@ -212,7 +223,14 @@ def compare(
         members.sort(key=_rank)
     every = [row for members in groups.values() for row in members]
     return Comparison(
-        groups, failed, unmatched, regressions, gated, pricing.basis, serving_groups(every)
+        groups,
+        failed,
+        unmatched,
+        regressions,
+        gated,
+        pricing.basis,
+        serving_groups(every),
+        scaling_groups(every),
     )
 
 
@@ -361,6 +379,15 @@ def render(c: Comparison, fmt: str = "github") -> str:
     )
     if unpriced:
         parts.append("\nNot priced: " + "; ".join(unpriced))
+    if c.scaling:
+        parts.append(f"\n## Scaling across GPUs\n\n{SCALING_NOTE}")
+    for skey, points in c.scaling.items():
+        parts.append(f"\n### {scaling_title(skey)}\n")
+        parts.append(
+            tabulate(
+                scaling_rows(points), headers=SCALING_COLUMNS, tablefmt=fmt, disable_numparse=True
+            )
+        )
     if c.serving:
         parts.append("\n## Cost at a latency bound (LoadGen server scenario)\n")
         parts += serving_summary_lines(c.serving)

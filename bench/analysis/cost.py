@@ -75,5 +75,5 @@ def run_cost(record: RunRecord, price_per_hour_usd: float | None) -> CostMetrics
 
 
 def gpus_used(record: RunRecord) -> int:
-    """GPUs a run occupied: one per ``cuda:N`` device (single-device runs for now)."""
-    return 1 if record.spec.device.startswith("cuda") else 0
+    """GPUs a run occupied: its ranks on a GPU (one without ``gpus``), none on the CPU."""
+    return record.spec.ranks if record.spec.device.startswith("cuda") else 0

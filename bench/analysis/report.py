@@ -16,6 +16,13 @@ from tabulate import tabulate
 
 from bench.analysis.compare import COLUMNS, Comparison, Row, group_title, table_rows
 from bench.analysis.pricing import basis_text
+from bench.analysis.scaling import (
+    SCALING_COLUMNS,
+    SCALING_NOTE,
+    ScalingPoint,
+    scaling_rows,
+    scaling_title,
+)
 from bench.analysis.serving import COLUMNS as SERVING_COLUMNS
 from bench.analysis.serving import ServingRow
 from bench.analysis.serving import summary_lines as serving_summary_lines
@@ -163,6 +170,22 @@ class Figures:
         ax.legend(fontsize=7)
         self.save(name, fig)
 
+    def scaling_curve(self, name: str, title: str, points: list[ScalingPoint]) -> None:
+        """Samples/s against GPUs, with perfect scaling from the one-GPU run as a line."""
+        fig, ax = self.plt.subplots(figsize=(7, 4.5))
+        xs = [p.ranks for p in points if p.row.samples_per_s is not None]
+        ys = [p.row.samples_per_s for p in points if p.row.samples_per_s is not None]
+        ax.plot(xs, ys, "o-", label="measured")
+        one = next((p for p in points if p.ranks == 1 and p.row.samples_per_s), None)
+        if one is not None and one.row.samples_per_s:
+            ideal = [n * one.row.samples_per_s for n in xs]
+            ax.plot(xs, ideal, "--", color="#888", label="perfect scaling")
+        ax.set_xlabel("GPUs (ranks)")
+        ax.set_ylabel("samples/s")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+        self.save(name, fig)
+
     def telemetry(self, name: str, runs: list[tuple[Row, list[dict[str, str]]]]) -> None:
         fig, axes = self.plt.subplots(len(runs), 1, figsize=(9, 2.2 * len(runs)), squeeze=False)
         for ax, (row, samples) in zip(axes[:, 0], runs, strict=True):
@@ -258,6 +281,8 @@ def build(c: Comparison, out_dir: Path, title: str = "Benchmark report") -> dict
         name = f"serving_{i}"
         figs.load_curve(name, serving_title(skey), srows, skey[2])
         serving_images.append(name)
+    for i, (scaling_key_, points) in enumerate(c.scaling.items()):
+        figs.scaling_curve(f"scaling_{i}", scaling_title(scaling_key_), points)
     series = [(r, s) for r in all_rows if (s := _read_series(r))]
     if series:
         figs.telemetry("telemetry", series)
@@ -320,6 +345,22 @@ def _markdown(
                 f"![{name}]({name}.png)",
                 "",
             ]
+    for i, (skey, points) in enumerate(c.scaling.items()):
+        if i == 0:
+            lines += ["## Scaling across GPUs", "", SCALING_NOTE, ""]
+        lines += [
+            f"### {scaling_title(skey)}",
+            "",
+            tabulate(
+                scaling_rows(points),
+                headers=SCALING_COLUMNS,
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+            f"![scaling_{i}](scaling_{i}.png)",
+            "",
+        ]
     for (_, rows), (heading, images) in zip(groups, sections, strict=True):
         lines += [
             f"## {heading}",
@@ -378,6 +419,19 @@ def _html(
                 )
             )
             body.append(img(name))
+    for i, (skey, points) in enumerate(c.scaling.items()):
+        if i == 0:
+            body += ["<h2>Scaling across GPUs</h2>", f"<p>{html.escape(SCALING_NOTE)}</p>"]
+        body.append(f"<h3>{html.escape(scaling_title(skey))}</h3>")
+        body.append(
+            tabulate(
+                scaling_rows(points),
+                headers=SCALING_COLUMNS,
+                tablefmt="html",
+                disable_numparse=True,
+            )
+        )
+        body.append(img(f"scaling_{i}"))
     for (_, rows), (heading, names) in zip(groups, sections, strict=True):
         body.append(f"<h2>{html.escape(heading)}</h2>")
         body.append(

@@ -17,6 +17,7 @@ from bench.run.ec2 import instance_facts
 from bench.run.record import Environment, InstanceFacts, ProjectFacts, from_plain
 from bench.telemetry.devices import GpuInfo
 from bench.telemetry.sampling import load_nvml
+from bench.telemetry.topology import interconnect
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,4 +134,5 @@ def collect(gpus: list[GpuInfo], instance: str | None = None) -> Environment:
         project=from_plain(ProjectFacts, git_commit()),
         nvml=nvml_versions() if gpus else {"available": False, "reason": "no GPU"},
         instance=from_plain(InstanceFacts, instance_facts(override=instance)),
+        interconnect=interconnect() if gpus else {"available": False, "reason": "no GPU"},
     )

@@ -84,6 +84,8 @@ class Environment:
     nvml: dict[str, Any] = field(default_factory=dict)
     instance: InstanceFacts = field(default_factory=InstanceFacts)
     framework: dict[str, Any] = field(default_factory=dict)
+    #: How the GPUs are connected (``bench.telemetry.topology``): NVLink or PCIe only.
+    interconnect: dict[str, Any] = field(default_factory=dict)
 
     def device_name(self, device: str) -> str:
         """The GPU's name for ``cuda:N`` runs, else the CPU model and its usable cores."""
@@ -270,6 +272,25 @@ class Validity:
 
 
 @dataclass
+class RankFacts:
+    """One data-parallel rank (or inference replica) of a multi-device run, as it measured
+    itself: the run's own figures are the ranks' together."""
+
+    rank: int
+    device: str
+    device_name: str | None = None
+    status: str = "ok"
+    message: str | None = None
+    measured_samples: int | None = None
+    window_s: float | None = None
+    samples_per_s: float | None = None
+    latency: Latency | None = None
+    telemetry: TelemetrySummary = field(default_factory=TelemetrySummary)
+    flags: list[Flag] = field(default_factory=list)
+    run_id: str | None = None
+
+
+@dataclass
 class CostSection:
     available: bool = False
     reason: str | None = COST_ABSENT
@@ -290,6 +311,8 @@ class RunRecord:
     latency: Latency | None = None
     latencies_ms: list[float] = field(default_factory=list)
     telemetry: TelemetrySummary = field(default_factory=TelemetrySummary)
+    #: Multi-device runs: each rank's own figures (empty for one-device runs).
+    ranks: list[RankFacts] = field(default_factory=list)
     cost: CostSection = field(default_factory=CostSection)
     validity: Validity = field(default_factory=Validity)
     #: The version of the file it was read from (written files are always the current one).

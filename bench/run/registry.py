@@ -35,6 +35,10 @@ class Entry:
     gpu_limit_reason: str = ""
     #: Distribution that must be installed for GPU runs (a GPU build of the framework).
     gpu_distribution: str | None = None
+    #: How the backend uses several devices (``spec.gpus``): ``torchrun`` (one process per
+    #: rank, started by torch.distributed.run), ``contexts`` (one process, one context per
+    #: device), or None where it cannot.
+    multi_device: str | None = None
 
 
 #: MXNet 1.9.1's newest CUDA build, mxnet-cu117, was compiled for GPUs up to Ampere (8.6):
@@ -42,6 +46,7 @@ class Entry:
 #: or Hopper (H100, H200: 9.0).
 _MXNET: dict[str, Any] = {
     "env": "mxnet",
+    "multi_device": "contexts",
     "precisions": frozenset({"fp32", "fp16"}),
     "max_compute_capability": (8, 6),
     "gpu_limit_reason": "mxnet-cu117, the newest CUDA build of MXNet 1.9.1, has kernels up to "
@@ -58,8 +63,8 @@ _ORT: dict[str, Any] = {
 
 REGISTRY: dict[tuple[str, str], Entry] = {
     ("null", "torch"): Entry("models.null:NullWorkload"),
-    ("ssd", "torch"): Entry("models.ssd.torch:SsdTorch"),
-    ("bert", "torch"): Entry("models.bert.torch:BertTorch"),
+    ("ssd", "torch"): Entry("models.ssd.torch:SsdTorch", multi_device="torchrun"),
+    ("bert", "torch"): Entry("models.bert.torch:BertTorch", multi_device="torchrun"),
     ("ssd", "onnxruntime"): Entry("models.ssd.onnx:SsdOnnx", **_ORT),
     ("bert", "onnxruntime"): Entry("models.bert.onnx:BertOnnx", **_ORT),
     ("ssd", "mxnet"): Entry("models.ssd.gluon:SsdGluon", **_MXNET),

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.run import envinfo, registry
+from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
-from bench.run.spec import RunSpec, SpecError
+from bench.run.spec import ALL_GPUS, RunSpec, SpecError
 from bench.run.store import load_record, write_record
 from bench.telemetry.devices import (
     GpuInfo,
@@ -100,8 +101,29 @@ def prepare(
                 f"--pretrained {spec.pretrained} holds no {spec.workload} checkpoint for "
                 f"{spec.backend}: expected {missing}"
             )
+    if spec.gpus is not None and entry.multi_device is None:
+        raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     python_for(entry.env)
-    return spec.replace(device=device, precision=precision)
+    return spec.replace(device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus))
+
+
+def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None:
+    """``gpus``: ``all`` as the GPU count; refuses more GPUs than the machine has."""
+    if spec.gpus is None:
+        return None
+    if spec.device.startswith("cuda:") and spec.device != "cuda:0":
+        raise SpecError(
+            f"--gpus places the ranks on cuda:0 onwards: give --device cuda (or auto), "
+            f"not {spec.device}"
+        )
+    if device == "cpu":
+        if spec.gpus == ALL_GPUS:
+            raise SpecError("--gpus all asked for, but no NVIDIA GPU was found (nvidia-smi)")
+        return spec.ranks
+    count = len(gpus) if spec.gpus == ALL_GPUS else spec.ranks
+    if count > len(gpus):
+        raise SpecError(f"--gpus {count} asked for, but this machine has {len(gpus)} GPU(s)")
+    return count
 
 
 def distribution_installed(distribution: str) -> bool:
@@ -158,12 +180,22 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
             cmd += ["--instance", instance]
         if options.profile_steps:
             cmd += ["--profile-steps", str(options.profile_steps)]
+        ranks = spec.ranks if entry.multi_device == "torchrun" and spec.gpus else 0
+        if ranks:
+            cmd = torchrun_command(python, ranks, cmd[3:])
+        result_files = [rank_result_path(result_file, r) for r in range(ranks)] or [result_file]
         try:
             code, tail = _run_worker(cmd, options.timeout_s)
         except BaseException:
-            _remove_partial_outputs(result_file, out_dir)
+            for path in result_files:
+                _remove_partial_outputs(path, out_dir)
             raise
-        record = collect(result_file, spec, code, tail, instance)
+        if ranks:
+            rank_tail = torchrun_failure(tail) or tail
+            parts = [collect(path, spec, code, rank_tail, instance) for path in result_files]
+            record = merge(spec, parts)
+        else:
+            record = collect(result_file, spec, code, tail, instance)
     return record, write_record(record, out_dir)
 
 

@@ -36,6 +36,11 @@ AUTO_TIMING = "auto"
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
+#: ``gpus``: every GPU the machine has (resolved before the run starts).
+ALL_GPUS = "all"
+#: Most data-parallel ranks accepted (a p5 has 8 GPUs; this only catches typos).
+MAX_RANKS = 64
+
 #: Largest batch accepted; far above any GPU's memory for these models, it only catches typos.
 MAX_BATCH = 65536
 #: BERT-base has 512 learned positions.
@@ -94,6 +99,11 @@ class RunSpec:
     cuda_graphs: bool = False
     #: ``synchronized``, ``pipelined`` or ``auto`` (resolved here: stored specs never hold it).
     timing: str = AUTO_TIMING
+    # -- whole instances -----------------------------------------------------------------------
+    #: Data-parallel ranks (training) or inference replicas, one per GPU (``cuda:0`` ..
+    #: ``cuda:N-1``), or N CPU ranks on ``cpu``; ``all``: every GPU (resolved before the run).
+    #: None: one process on ``device``. ``batch`` is per rank.
+    gpus: int | str | None = None
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -127,6 +137,7 @@ class RunSpec:
             raise SpecError("pretrained must be a directory path")
         self._check_loadgen()
         self._check_execution()
+        self._check_ranks()
 
     @property
     def uses_loadgen(self) -> bool:
@@ -204,11 +215,39 @@ class RunSpec:
                 "host every step, which a CUDA graph cannot hold: use bf16 or fp32"
             )
 
+    def _check_ranks(self) -> None:
+        if self.gpus is None:
+            return
+        if self.gpus == ALL_GPUS:
+            if self.device == "cpu":
+                raise SpecError("--gpus all needs GPUs: on the CPU give a number of ranks")
+        else:
+            _int_range("gpus", self.gpus, 1, MAX_RANKS)
+        if self.uses_loadgen:
+            raise SpecError(
+                f"the {self.scenario} scenario drives one process: run replicas in the loop"
+            )
+        if self.cuda_graphs:
+            raise SpecError("CUDA graphs are not captured across data-parallel ranks yet")
+        if self.backend == "onnxruntime" or self.workload == "null":
+            raise SpecError(
+                f"--gpus runs the torch and mxnet paths of ssd and bert, not {self.workload} "
+                f"on {self.backend}"
+            )
+
+    @property
+    def ranks(self) -> int:
+        """Processes (or MXNet contexts) the run uses; 1 without ``gpus``."""
+        return self.gpus if isinstance(self.gpus, int) else 1
+
     @property
     def execution_label(self) -> str:
         """How the step was executed, for tables: empty for eager with the mode's default
         timing, else e.g. ``compile, graphs`` or ``synchronized``."""
         parts = []
+        if self.gpus is not None:
+            unit = "GPU" if self.device.startswith("cuda") else "rank"
+            parts.append(f"{self.gpus} {unit}{'s' if self.gpus != 1 else ''}")
         if self.compile != "off":
             parts.append("compile" if self.compile == "default" else f"compile:{self.compile}")
         if self.cuda_graphs:
@@ -257,6 +296,7 @@ class RunSpec:
             dev,
             self._scenario_tag(),
             self._execution_tag(),
+            f"g{self.gpus}" if self.gpus is not None else "",
         ]
         return "_".join(p for p in parts if p)
 

@@ -77,6 +77,37 @@ def _fast(gpu: bool) -> list[dict[str, Any]]:
     return [*runs, latency]
 
 
+#: A suite row with this key runs once per rank count of the machine's ladder.
+LADDER = "rank_ladder"
+
+
+def _scaling(gpu: bool) -> list[dict[str, Any]]:
+    """Data-parallel training on 1, 2, 4, ... and all GPUs (1 and 2 CPU ranks on the CPU),
+    batch per GPU as in the workshop, for scaling efficiency and the whole-instance price."""
+    if gpu:
+        window: dict[str, Any] = {"warmup": 20, "iters": None, "duration_s": GPU_WINDOW_S}
+        sizes: list[dict[str, Any]] = [
+            {"workload": "ssd", "batch": 16},
+            {"workload": "bert", "batch": 32},
+        ]
+    else:
+        window = {"warmup": 2, "iters": 5}
+        sizes = [
+            {"workload": "ssd", "batch": 2, "image_size": 256},
+            {"workload": "bert", "batch": 8, "seq_len": 64},
+        ]
+    return [{**size, "mode": "train", LADDER: True, **window} for size in sizes]
+
+
+def rank_ladder(gpu_count: int) -> list[int]:
+    """1, 2, 4, ... up to and including ``gpu_count``."""
+    counts, n = [], 1
+    while n < gpu_count:
+        counts.append(n)
+        n *= 2
+    return [*counts, max(gpu_count, 1)]
+
+
 def _serving(gpu: bool) -> list[dict[str, Any]]:
     """Per workload: single-stream latency (one sample per query) and offline throughput."""
     window = {"warmup": 10, "iters": None, "duration_s": 10.0 if gpu else 5.0}
@@ -149,6 +180,12 @@ SUITES = {
             _fast,
         ),
         Suite(
+            "scaling",
+            "data-parallel training on 1, 2, 4, ... and all GPUs (1 and 2 CPU ranks): scaling "
+            "efficiency and the whole instance's price",
+            _scaling,
+        ),
+        Suite(
             "serving",
             "LoadGen single-stream and offline per workload, then the highest server load "
             "under a p99 bound (SLA search)",
@@ -190,12 +227,15 @@ def suite_specs(
     gpu: bool,
     backends: tuple[str, ...] | None = None,
     ort_provider: str | None = None,
+    gpu_count: int = 1,
     **overrides: Any,
 ) -> list[RunSpec]:
     """The specs of suite ``name``, one per available backend of each workload.
 
     ``overrides`` (precision, device, iters, ...) apply to every run except the null
-    workload's iteration settings, which measure overhead and stay as they are.
+    workload's iteration settings, which measure overhead and stay as they are. Rows of a
+    rank ladder run on 1, 2, 4, ... ``gpu_count`` GPUs (1 and 2 ranks on the CPU), on the
+    backends that use several devices.
     """
     suite = SUITES.get(name)
     if suite is None:
@@ -212,15 +252,28 @@ def suite_specs(
             fields = {**run, "backend": backend, **overrides}
             if backend == "onnxruntime" and ort_provider:
                 fields["ort_provider"] = ort_provider
+            if fields.pop(LADDER, False):
+                if entry.multi_device is None:
+                    continue
+                counts = rank_ladder(gpu_count) if gpu else [1, 2]
+                specs += [RunSpec(**{**_window(fields, overrides), "gpus": n}) for n in counts]
+                continue
             if workload == "null":
                 fields.update({k: run[k] for k in ("warmup", "iters", "batch")})
                 fields.update(precision="fp32", duration_s=None, compile="off", cuda_graphs=False)
-            elif overrides.get("duration_s") is not None:
-                fields["iters"] = None  # a duration given replaces the suite's iterations
-            elif overrides.get("iters") is not None:
-                fields["duration_s"] = None  # and iterations given replace its duration
+            else:
+                fields = _window(fields, overrides)
             specs.append(RunSpec(**fields))
     return specs
+
+
+def _window(fields: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A duration given replaces the suite's iterations, and iterations its duration."""
+    if overrides.get("duration_s") is not None:
+        return {**fields, "iters": None}
+    if overrides.get("iters") is not None:
+        return {**fields, "duration_s": None}
+    return fields
 
 
 def plan(
@@ -240,6 +293,7 @@ def plan(
         gpu=device.startswith("cuda"),
         backends=backends,
         ort_provider=ort_provider,
+        gpu_count=len(gpus),
         device=device,
         **overrides,
     ):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.run import envinfo, registry, scenarios
+from bench.run.distributed import rank_device, rank_env, rank_result_path
 from bench.run.loop import Measurement
 from bench.run.record import (
     Execution,
@@ -64,6 +65,14 @@ def execute(
     measured window, and the record keeps the top kernels.
     """
 
+    ranked = rank_env(os.environ)
+    if ranked is not None:
+        # one of several ranks started by torchrun: its own device, record and progress
+        spec = spec.replace(device=rank_device(spec, ranked.local_rank))
+        progress = progress and ranked.rank == 0
+        if checkpoint is not None:
+            checkpoint = rank_result_path(checkpoint, ranked.rank)
+
     def save() -> None:
         if checkpoint is not None:
             write_json_atomic(record.to_dict(), checkpoint)
@@ -103,11 +112,23 @@ def execute(
             telemetry = Telemetry.open(
                 spec.device, record.environment.framework, all_gpus, telemetry_interval_s
             )
+        active = workload
+
+        def on_mark(phase: str, unix_time: float) -> None:
+            # ranks start their windows together; each reads its energy counter at its own
+            # edges (after the barrier at the start, before it at the end)
+            if phase == "measure_start":
+                active.barrier()
+            if telemetry is not None:
+                telemetry.mark(phase, unix_time)
+            if phase == "measure_end":
+                active.barrier()
+
         with telemetry or contextlib.nullcontext():
             measurement = scenario.run(
                 workload,
                 progress=progress,
-                on_mark=telemetry.mark if telemetry else None,
+                on_mark=on_mark,
                 clock=clock,
                 artifacts=out_dir / f"{record.run_id}.loadgen" if out_dir is not None else None,
             )

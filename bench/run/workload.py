@@ -146,6 +146,10 @@ class Workload(ABC):
         has none (then only the window is timed)."""
         return HostTimer(clock)
 
+    def barrier(self) -> None:
+        """Wait for every rank of a multi-process run (no-op in one process). Called at the
+        measured window's edges, so that the ranks' windows start together."""
+
     def profile(self, steps: int) -> list[dict[str, Any]] | None:
         """Run ``steps`` steps under the framework's profiler and return the top kernels (or
         operators on the CPU) by time: ``name``, ``total_ms``, ``calls``, ``share``. None
