@@ -12,15 +12,20 @@ STAMP   := $(VENV)/.setup-$(KIND)
 MX_VENV  := .venv-mxnet
 MX_BIN   := $(MX_VENV)/bin
 MX_STAMP := $(MX_VENV)/.setup-$(KIND)
+# `bench fleet`'s environment: the harness with SkyPilot (the fleet extra), no framework.
+FLEET_VENV  := .venv-fleet
+FLEET_BIN   := $(FLEET_VENV)/bin
+FLEET_STAMP := $(FLEET_VENV)/.setup
 SUITE  ?= quick
 OUT    ?= out/gpu-check
 REPORT_OUT ?= out/report
 
-.PHONY: help setup bench test lint format overhead gpu-check bench-pytest report clean
+.PHONY: help setup setup-fleet bench test lint format overhead gpu-check bench-pytest report clean
 
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
 	@echo "make test       set up, then run the test suite"
+	@echo "make setup-fleet  .venv-fleet, the environment of bench fleet (SkyPilot)"
 	@echo "make lint       ruff check, format check and mypy (strict on bench/)"
 	@echo "make format     ruff format and autofix"
 	@echo "make overhead   the harness against bare loops: eager, and the fast modes (compiled, pipelined)"
@@ -45,12 +50,21 @@ $(MX_STAMP): pyproject.toml
 	rm -f $(MX_VENV)/.setup-*
 	touch $@
 
+setup-fleet: $(FLEET_STAMP)
+
+$(FLEET_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(FLEET_VENV)
+	$(FLEET_BIN)/python -m pip install -q --upgrade pip
+	$(FLEET_BIN)/python -m pip install -q -e ".[fleet,report,dev]"
+	touch $@
+
 bench: setup
 	$(BIN)/bench suite $(SUITE)
 
-test: setup
+test: setup setup-fleet
 	$(BIN)/python -m pytest
 	$(MX_BIN)/python -m pytest tests/mxnet
+	$(FLEET_BIN)/python -m pytest tests/fleet
 
 lint: setup
 	$(BIN)/ruff check .
@@ -79,4 +93,4 @@ gpu-check:
 	bash bench/gpu_check.sh $(OUT) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(MX_VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info
+	rm -rf $(VENV) $(MX_VENV) $(FLEET_VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

@@ -15,11 +15,15 @@ from bench.analysis import table
 from bench.analysis.compare import CompareError, Threshold, compare, gate_verdict, render
 from bench.analysis.cost import PRICE_BASES
 from bench.analysis.pricing import DEFAULT_BASIS, Pricing, PricingError, build_pricing
+from bench.datasets import add_parser as add_data_parser
+from bench.datasets import cmd_data
+from bench.fleet import cli as fleet_cli
 from bench.run import runner, sla, suites
 from bench.run.ec2 import instance_facts
 from bench.run.record import ResultError, RunRecord
 from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
+    ALL_GPUS,
     AUTO_PRECISION,
     AUTO_TIMING,
     BACKENDS,
@@ -167,6 +171,19 @@ def _add_pricing(p: argparse.ArgumentParser) -> None:
     )
 
 
+def gpu_count(text: str) -> int | str:
+    """``all`` or a positive number of GPUs (ranks)."""
+    if text == ALL_GPUS:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a GPU count: {text!r} (a number or all)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--gpus must be 1 or more, not {value}")
+    return value
+
+
 def latency_ms(text: str) -> float:
     """``15ms``, ``15`` (milliseconds), ``0.015s`` or ``1500us`` as milliseconds."""
     value = text.strip().lower()
@@ -228,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch and weights")
     p.add_argument("--pretrained", help="load weights from this local directory")
+    p.add_argument(
+        "--gpus",
+        type=gpu_count,
+        metavar="N|all",
+        help="data-parallel ranks (training) or replicas (inference), one per GPU, --batch "
+        "per GPU; with --device cpu, N CPU ranks (gloo)",
+    )
     p.add_argument(
         "--scenario",
         default="loop",
@@ -342,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     _add_strict(p)
     p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
+    fleet_cli.register(sub)
+    add_data_parser(sub)
     return parser
 
 
@@ -638,6 +664,7 @@ RUN_FIELDS = (
     "compile",
     "cuda_graphs",
     "timing",
+    "gpus",
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -649,4 +676,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "env": cmd_env,
     "show": cmd_show,
     "monitor": cmd_monitor,
+    "fleet": fleet_cli.cmd_fleet,
+    "data": cmd_data,
 }

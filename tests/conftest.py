@@ -21,3 +21,6 @@ def _importable(name: str) -> bool:
 
 # The MXNet path's tests run in its own environment (`make test` runs both).
 collect_ignore = [] if _importable("mxnet") else ["mxnet"]
+# The fleet tests (SkyPilot) run only in .venv-fleet, named on the command line there
+# (`make test` runs `pytest tests/fleet` in it); the main run never collects them.
+collect_ignore.append("fleet")
