@@ -1,0 +1,504 @@
+"""``bench data``: fetch, pack and inspect the workshop's real datasets.
+
+- ``bench data download {voc,imdb,bert-vocab} [--cache DIR]``: the public archives (Pascal
+  VOC 2007 trainval and test and 2012 trainval; the aclImdb archive; BERT-base uncased's
+  ``vocab.txt``), resumable (an interrupted download leaves ``NAME.part``, and the next
+  call asks the server for the rest with an HTTP Range request), checked against the size
+  and digest stated below, then unpacked beside them. Offline, or with a server that cannot
+  be reached, it says so and exits 2; a file whose digest does not match is removed and
+  refused (exit 2).
+- ``bench data prepare voc --from DIR --out FILE.rec``: pack VOC splits into RecordIO
+  (``data.recordio``; no framework needed); ``bench data prepare imdb --from DIR``: check
+  an aclImdb folder and count its reviews.
+- ``bench data info PATH``: what a dataset path holds (format, images or reviews, classes).
+
+The default cache is ``results/cache/data`` in the checkout, beside the ONNX exports in
+``results/cache/onnx``: one ignored place for everything the harness fetches or derives,
+found without configuration; ``--cache`` points elsewhere (a shared disk) to keep one copy
+for several checkouts.
+
+Nothing here imports numpy at module load (the CLI stays light); the commands that read
+datasets import the ``data`` readers when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import sys
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "data"
+#: ``data.voc.DEFAULT_SPLITS`` (not imported: loading the CLI imports no numpy).
+VOC_TRAIN_SPLITS = "2007/trainval+2012/trainval"
+CHUNK = 1 << 20
+TIMEOUT_S = 30.0
+
+
+class DataError(Exception):
+    """A dataset that cannot be fetched, packed or read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One file to fetch: where from, its size in bytes and its digest (``md5:HEX`` or
+    ``sha256:HEX``: the digests their publishers and common loaders state), and whether
+    it is a tar archive to unpack."""
+
+    name: str
+    url: str
+    digest: str
+    size: int
+    unpack: bool = True
+
+
+@dataclass(frozen=True)
+class Source:
+    archives: tuple[Archive, ...]
+    #: What to point the readers at once fetched, relative to the cache.
+    result: str
+    about: str
+
+
+_VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
+SOURCES: dict[str, Source] = {
+    # MD5 digests as torchvision's VOC dataset states them; sizes as the server reports.
+    "voc": Source(
+        (
+            Archive(
+                "VOCtrainval_06-Nov-2007.tar",
+                f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar",
+                "md5:c52e279531787c972589f7e41ab4ae64",
+                460_032_000,
+            ),
+            Archive(
+                "VOCtest_06-Nov-2007.tar",
+                f"{_VOC}/voc2007/VOCtest_06-Nov-2007.tar",
+                "md5:b6e924de25625d8de591ea690078ad9f",
+                451_020_800,
+            ),
+            Archive(
+                "VOCtrainval_11-May-2012.tar",
+                f"{_VOC}/voc2012/VOCtrainval_11-May-2012.tar",
+                "md5:6cd6e144f989b92b3379bac3b3de84fd",
+                1_999_639_040,
+            ),
+        ),
+        "VOCdevkit",
+        "Pascal VOC 2007 trainval+test and 2012 trainval (2.9 GB)",
+    ),
+    "imdb": Source(
+        (
+            Archive(
+                "aclImdb_v1.tar.gz",
+                "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+                "md5:7c2ac02c03563afcf9b574c7e56c153a",
+                84_125_825,
+            ),
+        ),
+        "aclImdb",
+        "IMDB movie reviews, 25k train / 25k test (84 MB)",
+    ),
+    "bert-vocab": Source(
+        (
+            Archive(
+                "bert-base-uncased-vocab.txt",
+                "https://huggingface.co/bert-base-uncased/resolve/main/vocab.txt",
+                "sha256:07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+                231_508,
+                unpack=False,
+            ),
+        ),
+        "bert-base-uncased-vocab.txt",
+        "BERT-base uncased WordPiece vocabulary, 30,522 tokens",
+    ),
+}
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as stream:
+        while block := stream.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, archive: Archive) -> None:
+    """Refuse (and remove) a file whose size or digest is not the archive's."""
+    size = path.stat().st_size
+    if size != archive.size:
+        path.unlink()
+        raise DataError(
+            f"{archive.name}: {size:,} bytes where {archive.size:,} were expected; "
+            "the file was removed, run the command again"
+        )
+    algorithm, _, expected = archive.digest.partition(":")
+    actual = file_digest(path, algorithm)
+    if actual != expected.lower():
+        path.unlink()
+        raise DataError(
+            f"{archive.name}: checksum mismatch ({algorithm} {actual}, expected {expected}); "
+            "the file was removed"
+        )
+
+
+def fetch(archive: Archive, cache: Path, timeout: float = TIMEOUT_S) -> Path:
+    """The archive in ``cache``, downloaded (or its download resumed) and verified."""
+    target = cache / archive.name
+    if target.is_file():
+        verify(target, archive)
+        return target
+    part = cache / f"{archive.name}.part"
+    offset = part.stat().st_size if part.is_file() else 0
+    if offset > archive.size:
+        part.unlink()
+        offset = 0
+    if offset < archive.size:
+        _transfer(archive, part, offset, timeout)
+    verify(part, archive)
+    part.replace(target)
+    return target
+
+
+def _transfer(archive: Archive, part: Path, offset: int, timeout: float) -> None:
+    host = urllib.parse.urlsplit(archive.url).netloc or archive.url
+    headers = {"User-Agent": "gpu-bench"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(
+            urllib.request.Request(archive.url, headers=headers), timeout=timeout
+        )
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            return  # nothing after offset: the part is whole (verified next)
+        raise DataError(f"{archive.url}: the server answered HTTP {exc.code} {exc.reason}") from (
+            None
+        )
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(
+            f"cannot reach {host} ({reason}): no network here, or the server is down; "
+            f"fetch {archive.url} another way into {part.parent / archive.name}"
+        ) from None
+    with response:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        resumed = bool(offset) and response.status == 206
+        if resumed and _range_start(response.headers.get("Content-Range")) != offset:
+            part.unlink()
+            raise DataError(
+                f"{archive.url}: the server resumed at the wrong offset; the partial file was "
+                "removed, run the command again"
+            )
+        start = offset if resumed else 0
+        if offset and not resumed:
+            _say(f"{archive.name}: the server cannot resume; starting again")
+        received = start
+        progress = tqdm(
+            total=archive.size,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            desc=archive.name,
+            disable=not sys.stderr.isatty(),
+        )
+        try:
+            with open(part, "ab" if resumed else "wb") as out, progress:
+                while block := response.read(CHUNK):
+                    out.write(block)
+                    received += len(block)
+                    progress.update(len(block))
+        except (OSError, http.client.HTTPException) as exc:
+            raise _interrupted(archive, received, exc) from None
+    if received < archive.size:
+        raise _interrupted(archive, received, "the connection closed early")
+
+
+def _interrupted(archive: Archive, received: int, why: object) -> DataError:
+    return DataError(
+        f"the download of {archive.name} stopped after {received:,} of {archive.size:,} "
+        f"bytes ({str(why) or type(why).__name__}); run the command again to resume"
+    )
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
+    if not content_range or not content_range.startswith("bytes "):
+        return None
+    first = content_range[len("bytes ") :].split("-", 1)[0]
+    return int(first) if first.isdigit() else None
+
+
+def unpack(path: Path, dest: Path) -> None:
+    """Unpack a tar archive into ``dest`` once (a stamp file remembers it was done)."""
+    stamp = dest / f".{path.name}.unpacked"
+    if stamp.exists():
+        return
+    _say(f"unpacking {path.name} ...")
+    with tarfile.open(path) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: refuse links and paths out
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)  # the archive's digest was checked first
+    stamp.touch()
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """Register ``bench data`` and its actions."""
+    p = sub.add_parser(
+        "data",
+        help="fetch, pack and inspect the real datasets (Pascal VOC, IMDB, BERT vocabulary)",
+        description="Fetch the workshop's datasets into a cache, pack VOC into RecordIO, check "
+        "an IMDB folder, and show what a dataset path holds.",
+    )
+    actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    d = actions.add_parser(
+        "download",
+        help="fetch and unpack a dataset (resumable, checksummed)",
+        description="Download a dataset's public archives into the cache (resuming an "
+        "interrupted download), check their size and digest, and unpack them. "
+        + " ".join(f"{k}: {s.about}." for k, s in SOURCES.items()),
+    )
+    d.add_argument("dataset", choices=sorted(SOURCES))
+    d.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="default: results/cache/data")
+    d.add_argument("--no-unpack", action="store_true", help="keep the archives packed")
+    d.add_argument("--timeout", type=float, default=TIMEOUT_S, help="network timeout, seconds")
+    p = actions.add_parser(
+        "prepare",
+        help="pack VOC into RecordIO, or check an IMDB folder",
+        description="voc: pack the images of VOC splits and their boxes into FILE.rec and "
+        "FILE.idx (MXNet RecordIO, as GluonCV and SageMaker read it). imdb: check the aclImdb "
+        "layout and count the reviews.",
+    )
+    p.add_argument("dataset", choices=("voc", "imdb"))
+    p.add_argument("--from", dest="source", type=Path, required=True, help="the dataset folder")
+    p.add_argument("--out", type=Path, help="voc: the .rec file to write")
+    p.add_argument(
+        "--splits",
+        default=VOC_TRAIN_SPLITS,
+        help=f"voc: YEAR/SPLIT joined by + (default {VOC_TRAIN_SPLITS})",
+    )
+    p.add_argument(
+        "--header-width",
+        type=int,
+        choices=(2, 4),
+        default=4,
+        help="voc: label header A: 4 stores the image width and height (default), 2 does not",
+    )
+    p.add_argument(
+        "--object-width",
+        type=int,
+        choices=(5, 6),
+        default=6,
+        help="voc: values per object B: 6 adds the difficult flag (default), 5 does not",
+    )
+    p = actions.add_parser(
+        "info",
+        help="what a dataset path holds",
+        description="Describe a VOCdevkit folder, a detection .rec file, an aclImdb folder or "
+        "a vocab.txt: format, images or reviews, classes.",
+    )
+    p.add_argument("path", type=Path)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    try:
+        if args.data_command == "download":
+            return _download(args)
+        if args.data_command == "prepare":
+            return _prepare_voc(args) if args.dataset == "voc" else _prepare_imdb(args)
+        return _info(args.path)
+    except DataError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _download(args: argparse.Namespace) -> int:
+    source = SOURCES[args.dataset]
+    cache: Path = args.cache
+    for archive in source.archives:
+        path = fetch(archive, cache, args.timeout)
+        _say(f"{archive.name}: {archive.size:,} bytes, {archive.digest.split(':')[0]} verified")
+        if archive.unpack and not args.no_unpack:
+            try:
+                unpack(path, cache)
+            except (tarfile.TarError, OSError) as exc:
+                raise DataError(f"cannot unpack {path}: {exc}") from None
+    print(cache / source.result)
+    return EXIT_OK
+
+
+def _prepare_voc(args: argparse.Namespace) -> int:
+    from data.recordio import (
+        DetectionLayout,
+        RecordIOError,
+        idx_path_for,
+        voc_items,
+        write_detection_records,
+    )
+    from data.voc import VocDetection, VocError
+
+    out: Path | None = args.out
+    if out is None or out.suffix != ".rec":
+        raise DataError("prepare voc needs --out FILE.rec")
+    try:
+        voc = VocDetection(args.source, args.splits)
+        layout = DetectionLayout(args.header_width, args.object_width)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f"{out.stem}.partial.rec")
+        try:
+            count = write_detection_records(partial, voc_items(voc), layout)
+        except BaseException:  # an unreadable image, Ctrl-C: leave no half-written file
+            partial.unlink(missing_ok=True)
+            idx_path_for(partial).unlink(missing_ok=True)
+            raise
+        partial.replace(out)
+        idx_path_for(partial).replace(idx_path_for(out))
+    except (VocError, RecordIOError, ET.ParseError, OSError) as exc:
+        raise DataError(str(exc)) from None
+    skipped = len(voc) - count
+    print(f"{out}: {count:,} images ({args.splits}), index {idx_path_for(out).name}")
+    print(f"label layout: A={layout.header_width} B={layout.object_width}, normalised corners")
+    if skipped:
+        print(f"skipped {skipped} image(s) without a usable object")
+    return EXIT_OK
+
+
+def _prepare_imdb(args: argparse.Namespace) -> int:
+    from data.imdb import ImdbError, count_reviews, find_root
+
+    try:
+        root = find_root(args.source)
+        counts = count_reviews(root)
+    except (ImdbError, OSError) as exc:
+        raise DataError(str(exc)) from None
+    print(f"{root}: aclImdb layout")
+    for split, labels in counts.items():
+        print(f"{split}: {labels['pos']:,} positive, {labels['neg']:,} negative")
+    return EXIT_OK
+
+
+def _info(path: Path) -> int:
+    if not path.exists():
+        raise DataError(f"no such file or folder: {path}")
+    if path.is_file() and path.suffix == ".rec":
+        lines = _rec_info(path)
+    elif path.is_file():
+        lines = _vocab_info(path)
+    else:
+        lines = _folder_info(path)
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _class_name(class_id: int) -> str:
+    from data.voc import VOC_CLASSES
+
+    return VOC_CLASSES[class_id] if 0 <= class_id < len(VOC_CLASSES) else f"class {class_id}"
+
+
+def _class_lines(counts: Counter[int]) -> list[str]:
+    return [
+        f"classes: {len(counts)}",
+        *(f"  {_class_name(c)}: {n:,} objects" for c, n in sorted(counts.items())),
+    ]
+
+
+def _rec_info(path: Path) -> list[str]:
+    from data.recordio import RecordIOError, RecordReader, split_label, unpack
+
+    try:
+        reader = RecordReader(path)
+        layouts: Counter[tuple[int, int]] = Counter()
+        classes: Counter[int] = Counter()
+        difficult = 0
+        for key in reader.keys:
+            header, _ = unpack(reader.read(key))
+            if isinstance(header.label, float):
+                raise RecordIOError(f"record {key} holds a scalar label: not detection data")
+            a, b, objects = split_label(header.label)
+            layouts[(a, b)] += 1
+            classes.update(int(c) for c in objects[:, 0])
+            if b >= 6:
+                difficult += int((objects[:, 5] > 0).sum())
+    except (RecordIOError, OSError) as exc:
+        raise DataError(str(exc)) from None
+    shapes = ", ".join(f"A={a} B={b} ({n:,})" for (a, b), n in sorted(layouts.items()))
+    return [
+        f"{path}: MXNet RecordIO, detection labels",
+        f"images: {len(reader):,}",
+        f"label layout: {shapes or 'none'}",
+        f"objects: {sum(classes.values()):,} ({difficult:,} difficult)",
+        *_class_lines(classes),
+    ]
+
+
+def _vocab_info(path: Path) -> list[str]:
+    try:
+        tokens = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a text file this tool knows ({exc})") from None
+    specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in tokens]
+    if "[CLS]" not in specials or "[SEP]" not in specials:
+        raise DataError(f"{path}: not a dataset this tool knows (.rec, VOCdevkit, aclImdb, vocab)")
+    return [
+        f"{path}: WordPiece vocabulary",
+        f"tokens: {len(tokens):,}",
+        f"special tokens: {' '.join(f'{t}={tokens.index(t)}' for t in specials)}",
+    ]
+
+
+def _folder_info(path: Path) -> list[str]:
+    from data.imdb import ImdbError, count_reviews, find_root
+    from data.voc import VocError, find_devkit, parse_annotation
+
+    try:
+        devkit = find_devkit(path)
+    except VocError:
+        devkit = None
+    if devkit is not None:
+        lines = [f"{devkit}: Pascal VOC (VOCdevkit layout)"]
+        classes: Counter[int] = Counter()
+        for folder in sorted(devkit.glob("VOC20*")):
+            images = sum(1 for _ in (folder / "JPEGImages").glob("*.jpg"))
+            lines.append(f"{folder.name}: {images:,} images")
+            for listing in sorted((folder / "ImageSets" / "Main").glob("*.txt")):
+                if "_" not in listing.stem:  # class lists are <class>_<split>.txt
+                    ids = [x for x in listing.read_text().split() if x]
+                    lines.append(f"  {listing.stem}: {len(ids):,} images")
+            for xml in sorted((folder / "Annotations").glob("*.xml")):
+                try:
+                    label = parse_annotation(xml).label
+                except (VocError, ValueError, ET.ParseError, OSError) as exc:
+                    raise DataError(f"{xml}: {exc}") from None
+                classes.update(int(c) for c in label[:, 4])
+        return lines + _class_lines(classes)
+    try:
+        root = find_root(path)
+        counts = count_reviews(root)
+    except ImdbError:
+        raise DataError(
+            f"{path}: not a dataset this tool knows (VOCdevkit, aclImdb, .rec, vocab)"
+        ) from None
+    return [f"{root}: IMDB reviews (aclImdb layout)"] + [
+        f"{split}: {c['pos']:,} positive, {c['neg']:,} negative" for split, c in counts.items()
+    ]
