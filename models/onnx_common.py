@@ -7,6 +7,12 @@ declared fp32 math (``use_tf32``), and the verification run is profiled to recor
 provider ran each node: a GPU run whose heavy nodes landed on the CPU fails before timing.
 The decisions live in models/onnx_providers.py.
 
+With ``spec.cuda_graphs`` the chain's first provider captures the session's graph and
+replays it (onnxruntime's ``enable_cuda_graph`` / ``trt_cuda_graph_enable``): it replays on
+the device addresses it captured, so every input and output is bound to a tensor allocated
+once (``Binding``), and the first run of the session is the step's binding itself. TensorRT
+keeps its engines in a cache next to the exported models, so that they are built once.
+
 Inference only. Models are exported from this project's PyTorch networks (same seeded
 weights), so the exported model can be checked against its source on the same inputs.
 """
@@ -17,6 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +34,7 @@ import onnxruntime as ort
 import torch
 
 from bench.run.envinfo import PROJECT_ROOT
+from bench.run.loop import HostTimer, StepTimer
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 from models.onnx_providers import (
@@ -37,6 +45,7 @@ from models.onnx_providers import (
     check_provider_options,
     check_session_providers,
     choose_providers,
+    cuda_graph_provider,
     nodes_by_provider,
     ops_by_provider,
     probe_tensorrt_libraries,
@@ -54,6 +63,13 @@ TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2}
 #: The same for fp32 runs whose matrix products use TF32 tensor cores: inputs rounded to a
 #: 10-bit mantissa, as fp16's, with fp32 storage and accumulation, so at most fp16's error.
 TF32_TOLERANCE = TOLERANCES["fp16"]
+#: The session's graph optimization level (``SessionOptions.graph_optimization_level``).
+GRAPH_OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
+#: Runs of the step's binding in set-up with CUDA graphs. A provider captures after one or
+#: two regular runs (``min_num_runs_before_cuda_graph_capture_``: 1 or 2 by provider and
+#: version), replaying from then on; recent onnxruntime makes those runs inside the first
+#: ``Run()``. Three runs capture on any of them, and the last is a replay.
+GRAPH_SETUP_RUNS = 3
 
 
 class VerificationError(RuntimeError):
@@ -148,6 +164,9 @@ class OnnxWorkload(Workload):
 
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    #: The step queues device work of its own after the session's run (post-processing in
+    #: torch), which has not finished when ``step()`` returns.
+    step_queues_device_work: bool = False
     #: The timed step's binding, made by ``setup()``.
     binding: Binding
     #: The model file the session loads, set by ``setup()``.
@@ -178,11 +197,26 @@ class OnnxWorkload(Workload):
                 f"{self.fp32_math} for onnxruntime (NVIDIA_TF32_OVERRIDE=0 turns TF32 off)"
             )
         self.plan = choose_providers(
-            spec.ort_provider, spec.device, available, self.tensorrt_probe, conflict
+            spec.ort_provider,
+            spec.device,
+            available,
+            self.tensorrt_probe,
+            conflict,
+            cuda_graphs=spec.cuda_graphs,
         )
         self.provider = self.plan.chain[0]
+        #: Where TensorRT keeps its engines: beside the exported models, one directory per
+        #: onnxruntime version (onnxruntime's docs: clear engines when it or TensorRT changes;
+        #: a new onnxruntime-gpu brings its own TensorRT).
+        self.tensorrt_cache: Path | None = (
+            cache_dir / "tensorrt" / f"onnxruntime-{ort.__version__}"
+            if PROVIDERS["tensorrt"] in self.plan.chain
+            else None
+        )
         self.session_providers: list[str] = []
         self.provider_options_in_effect: dict[str, dict[str, str]] = {}
+        #: Every option of every provider, as the session reports them (strings).
+        self.session_provider_options: dict[str, dict[str, str]] = {}
         self.placement: dict[str, Any] = {}
         self.verification: dict[str, Any] = {}
         self.exported_from_cache = False
@@ -228,25 +262,37 @@ class OnnxWorkload(Workload):
         return self.postprocess(path), source
 
     def session(self, path: Path) -> ort.InferenceSession:
-        """A session on ``self.plan``'s providers, checked to have them all, with profiling
-        on for its first run (``verify()``'s, untimed): that run tells which provider ran
-        each node, and ``record_placement()`` then ends profiling."""
+        """A session on ``self.plan``'s providers, checked to have them all and the options
+        asked for. Without CUDA graphs, profiling is on for its first run (the check before
+        timing, untimed): that run tells which provider ran each node, and
+        ``record_placement()`` then ends profiling. With CUDA graphs that first run captures
+        the graph and is not profiled: onnxruntime itself refuses the session unless the
+        capturing provider has every compute node (see ``cuda_graph_provider``)."""
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
+        opts.graph_optimization_level = level
         if self.provider == PROVIDERS["cpu"]:
             opts.intra_op_num_threads = len(os.sched_getaffinity(0))
-        opts.enable_profiling = True
+        opts.enable_profiling = not self.spec.cuda_graphs
         prefix = Path(tempfile.gettempdir()) / f"gpu-bench-ort-profile-{os.getpid()}-{id(self):x}"
         opts.profile_file_prefix = str(prefix)
         self.session_options = {
-            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "graph_optimization_level": GRAPH_OPTIMIZATION_LEVEL,
             "intra_op_num_threads": opts.intra_op_num_threads,
             "inter_op_num_threads": opts.inter_op_num_threads,
             "execution_mode": str(opts.execution_mode),
+            "enable_profiling": opts.enable_profiling,
         }
         chain = self.plan.chain
+        if self.tensorrt_cache is not None:
+            self.tensorrt_cache.mkdir(parents=True, exist_ok=True)
         providers = provider_options(
-            chain, self.device.index or 0, self.spec.precision, self.fp32_math
+            chain,
+            self.device.index or 0,
+            self.spec.precision,
+            self.fp32_math,
+            cuda_graphs=self.spec.cuda_graphs,
+            tensorrt_cache=None if self.tensorrt_cache is None else str(self.tensorrt_cache),
         )
         try:
             # enable_fallback=0: no silent retry on [CUDA, CPU] or [CPU], without the provider
@@ -259,14 +305,24 @@ class OnnxWorkload(Workload):
             for leftover in prefix.parent.glob(f"{prefix.name}_*.json"):
                 leftover.unlink(missing_ok=True)  # written by a half-made session's teardown
             if isinstance(error, RuntimeError | ValueError):  # what onnxruntime calls EP errors
+                hint = ""
+                if self.spec.cuda_graphs and "CUDA Graph" in str(error):
+                    hint = (
+                        " (a CUDA graph needs the whole model on one provider: a model "
+                        "TensorRT takes only in part can run with --ort-provider cuda)"
+                    )
                 raise ProviderError(
-                    f"onnxruntime could not create a session on {', '.join(chain)}: {error}"
+                    f"onnxruntime could not create a session on {', '.join(chain)}: {error}{hint}"
                 ) from error
             raise
         try:
             self.session_providers = list(session.get_providers())
             check_session_providers(chain, self.session_providers)
             in_effect = session.get_provider_options()
+            self.session_provider_options = {
+                name: {key: str(value) for key, value in options.items()}
+                for name, options in in_effect.items()
+            }
             self.provider_options_in_effect = {
                 name: {key: str(in_effect.get(name, {}).get(key)) for key in options}
                 for name, options in providers
@@ -289,23 +345,91 @@ class OnnxWorkload(Workload):
         }
         check_placement(nodes, self.spec.device)
 
-    def verify(
+    def start(
         self,
-        session: ort.InferenceSession,
         source: torch.nn.Module,
         make_inputs: Callable[[int], dict[str, np.ndarray]],
         reference: Callable[[torch.nn.Module, dict[str, np.ndarray]], list[np.ndarray]],
+        inputs: dict[str, torch.Tensor],
+        outputs: dict[str, torch.Tensor],
     ) -> None:
-        """Outputs on fresh random inputs against the source model's, before any timing."""
-        inputs = make_inputs(self.spec.seed + 1)
-        try:
-            got = session.run(list(self.output_names), inputs)
-        except BaseException:
-            end_profiling(session)
-            raise
-        self.record_placement(session)
+        """Open the session on ``self.model_path``, bind the step's ``inputs`` and
+        ``outputs`` (``self.binding``), and check the session's outputs against the source
+        model's on a fresh batch (``make_inputs(seed + 1)``) before any timing.
+
+        What onnxruntime does once lands in ``one_off_s["engine_build_s"]``: creating the
+        session (graph optimization, partitioning, engines loaded from TensorRT's cache),
+        its first run (TensorRT builds its engines there) and the first run at the step's
+        shape (TensorRT builds again for a shape outside its engine's profile, cuDNN searches
+        its convolution algorithms). With CUDA graphs those two runs are one: onnxruntime's
+        first ``Run()`` makes the regular runs it needs for its allocations, captures the
+        graph and replays it (``InferenceSession::Run``; CUDA EP ``OnRunEnd``; older versions
+        capture on a later run: :data:`GRAPH_SETUP_RUNS`), so the capture is inside
+        ``engine_build_s``, and the outputs checked are a replay's. The source model's
+        reference computation is not part of it."""
+        clock = time.perf_counter
+        t0 = clock()
+        session = self.session(self.model_path)
+        build_s = clock() - t0
+        check = make_inputs(self.spec.seed + 1)
+        if self.spec.cuda_graphs:
+            self.binding = Binding(session, self.device, inputs, outputs)
+            # the graph replays on the addresses and shapes it was captured with: the check
+            # runs through the step's own binding, then the step's batch is written back
+            check = {name: array[: self.spec.batch] for name, array in check.items()}
+            step_batch = {name: t.clone() for name, t in self.binding.inputs.items()}
+            t0 = clock()
+            got = self._run_bound(check, runs=GRAPH_SETUP_RUNS)
+            build_s += clock() - t0
+            for name, tensor in self.binding.inputs.items():
+                tensor.copy_(step_batch[name])
+            self.sync()
+            provider = cuda_graph_provider(self.plan.chain)
+            self.placement = {
+                "method": (
+                    f"not profiled (the first run captures the CUDA graph): onnxruntime "
+                    f"created the session only with every compute node on {provider}"
+                ),
+                "nodes_by_provider": {},
+                "ops_by_provider": {},
+            }
+        else:
+            t0 = clock()
+            try:
+                got = session.run(list(self.output_names), check)
+            except BaseException:
+                end_profiling(session)
+                raise
+            build_s += clock() - t0
+            self.record_placement(session)
+            self.binding = Binding(session, self.device, inputs, outputs)
+            t0 = clock()
+            self.binding.run(inputs_written=True)  # torch's copies into the inputs first
+            self.sync()
+            build_s += clock() - t0
+        self.one_off_s["engine_build_s"] = build_s
         with torch.no_grad():
-            want = reference(source, inputs)
+            want = reference(source, check)
+        self.check_outputs(got, want)
+
+    def _run_bound(self, check: dict[str, np.ndarray], runs: int = 1) -> list[np.ndarray]:
+        """Run ``check`` (at most the step's batch) ``runs`` times through the step's
+        binding: its rows are repeated to fill the bound inputs, and the outputs of its own
+        rows in the last run come back."""
+        rows = len(next(iter(check.values())))
+        for name, tensor in self.binding.inputs.items():
+            filled = np.resize(check[name], tuple(tensor.shape))  # rows repeated in order
+            tensor.copy_(torch.from_numpy(filled).to(tensor.device))
+        for i in range(runs):
+            self.binding.run(inputs_written=i == 0)
+        return [
+            self.binding.outputs[name][:rows].detach().float().cpu().numpy()
+            for name in self.output_names
+        ]
+
+    def check_outputs(self, got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> None:
+        """Each output against its source within the run's tolerance: records the errors in
+        ``self.verification`` and raises ``VerificationError`` when one is too large."""
         report = {}
         tolerance = verification_tolerance(self.spec.precision, self.fp32_math)
         for name, g, w in zip(self.output_names, got, want, strict=True):
@@ -314,6 +438,7 @@ class OnnxWorkload(Workload):
             report[name] = output_error(g, w, self.spec.precision, tolerance)
         self.verification = {
             "inputs": "fresh random batch (seed + 1)",
+            "through": "the step's IO binding" if self.spec.cuda_graphs else "session.run",
             "fp32_math": self.fp32_math,
             "outputs": report,
         }
@@ -335,10 +460,48 @@ class OnnxWorkload(Workload):
     ) -> dict[str, torch.Tensor]:
         """One session run on tensors whose batch size is known only per call (queries by
         sample): a fresh IO binding on the session of ``self.binding``, so inputs and
-        outputs stay on the device as in ``step()``. Returns the bound output tensors."""
+        outputs stay on the device as in ``step()``. Returns the bound output tensors.
+
+        Not with CUDA graphs: the session replays the graph it captured on the step's
+        addresses and shapes, whatever else is bound."""
+        if self.spec.cuda_graphs:
+            raise RuntimeError(
+                "a session that captured a CUDA graph runs only the step's own binding"
+            )
         binding = Binding(self.binding.session, self.device, inputs, outputs)
         binding.run(inputs_written=True)
         return binding.outputs
+
+    def execution_details(self) -> dict[str, Any]:
+        return {
+            "providers": self.session_providers,
+            "provider_options": self.session_provider_options,
+            "graph_optimization_level": GRAPH_OPTIMIZATION_LEVEL,
+            "cuda_graph": self.spec.cuda_graphs,
+            "cuda_graph_provider": (
+                cuda_graph_provider(self.plan.chain) if self.spec.cuda_graphs else None
+            ),
+            # Binding: every input and output bound to a tensor on the run's device,
+            # outputs allocated once in setup
+            "io_binding": True,
+            "outputs_preallocated": True,
+            "tensorrt_engine_cache": self.tensorrt_cache is not None,
+        }
+
+    def step_timer(self, clock: Callable[[], float]) -> StepTimer | None:
+        """The host clock where a step has finished when it returns, else None.
+
+        ``Binding.run`` returns after onnxruntime has synchronized its CUDA stream: the CUDA
+        provider's ``OnRunEnd`` synchronizes it unless a run option turns that off (none
+        here), and a CUDA graph's replay synchronizes too (``CUDAGraphManager::Replay``,
+        core/providers/cuda/cuda_graph.cc). Work that torch queued before the run (a timed
+        copy into the inputs) is waited for in ``Binding.run``; staged inputs need none. So
+        a step that is the session's run alone has finished when it returns. A step that
+        queues torch work after the run (SSD's post-processing) has not, and onnxruntime
+        gives no markers on torch's stream: then only the window is timed."""
+        if self.device.type == "cuda" and self.step_queues_device_work:
+            return None
+        return HostTimer(clock)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -365,7 +528,9 @@ class OnnxWorkload(Workload):
 class Binding:
     """IO binding with inputs and outputs in torch tensors on the run's device, so that
     ``run()`` copies nothing between host and device. Outputs are preallocated: every
-    output shape here is known from the inputs."""
+    output shape here is known from the inputs, and every output of the session must be
+    bound (one left to onnxruntime would be allocated anew by each run, which a CUDA graph,
+    replaying on the addresses it captured, cannot follow)."""
 
     def __init__(
         self,
@@ -376,6 +541,9 @@ class Binding:
     ) -> None:
         self.session = session
         self.device = device
+        unbound = [o.name for o in session.get_outputs() if o.name not in outputs]
+        if unbound:
+            raise ValueError(f"outputs {unbound} are not bound to preallocated tensors")
         self.binding = session.io_binding()
         kind = "cuda" if device.type == "cuda" else "cpu"
         index = device.index or 0

@@ -109,6 +109,7 @@ def choose_providers(
     available: Sequence[str],
     tensorrt: LibraryProbe | None = None,
     tensorrt_math_conflict: str = "",
+    cuda_graphs: bool = False,
 ) -> ProviderPlan:
     """The provider chain for a run, decided from data only.
 
@@ -121,8 +122,14 @@ def choose_providers(
     On the CPU: the CPU provider. On a GPU, ``auto``: TensorRT when its libraries load,
     then CUDA (every node TensorRT does not take stays on the GPU), then the CPU provider
     onnxruntime always has; ``tensorrt`` or ``cuda``: that one and the CPU. Raises
-    ``ProviderError`` for a request this onnxruntime cannot serve."""
+    ``ProviderError`` for a request this onnxruntime cannot serve, and for ``cuda_graphs``
+    on the CPU provider (it has no CUDA graphs: never a silent run without them)."""
     cpu, cuda, trt = PROVIDERS["cpu"], PROVIDERS["cuda"], PROVIDERS["tensorrt"]
+    if cuda_graphs and (requested == "cpu" or not device.startswith("cuda")):
+        raise ProviderError(
+            f"CUDA graphs need the CUDA or TensorRT execution provider; --ort-provider "
+            f"{requested} on {device} runs on {cpu}, which has none (drop --cuda-graphs)"
+        )
     if not device.startswith("cuda"):
         if requested not in ("auto", "cpu"):
             raise ProviderError(f"--ort-provider {requested} needs a GPU device")
@@ -160,15 +167,43 @@ def choose_providers(
     return ProviderPlan((trt, cuda, cpu), {})
 
 
+def cuda_graph_provider(chain: Sequence[str]) -> str:
+    """The provider that captures the CUDA graph of a chain: its first. onnxruntime lets one
+    provider capture and requires every node of the graph on it (TensorRT) or every compute
+    node (CUDA; shape nodes may stay on the CPU), refusing the session otherwise
+    (``InferenceSession::Initialize``, core/session/inference_session.cc)."""
+    first = chain[0] if chain else ""
+    if first not in (PROVIDERS["tensorrt"], PROVIDERS["cuda"]):
+        raise ProviderError(
+            f"CUDA graphs need the CUDA or TensorRT execution provider first in the chain, "
+            f"not {first or 'an empty chain'} (providers: {', '.join(chain)})"
+        )
+    return first
+
+
 def provider_options(
-    chain: Sequence[str], device_index: int, precision: str, fp32_math: str
+    chain: Sequence[str],
+    device_index: int,
+    precision: str,
+    fp32_math: str,
+    *,
+    cuda_graphs: bool = False,
+    tensorrt_cache: str | None = None,
 ) -> list[tuple[str, dict[str, str]]]:
     """``(name, options)`` for ``InferenceSession(providers=...)``: the device on the GPU
     providers, fp16 engines for TensorRT fp16 runs, and on CUDA the fp32 math mode set
     explicitly (``use_tf32``, onnxruntime >= 1.18, default 1: TF32 for fp32 MatMul/Gemm
-    and cuDNN convolutions; microsoft/onnxruntime#19357, #19426)."""
+    and cuDNN convolutions; microsoft/onnxruntime#19357, #19426).
+
+    ``cuda_graphs``: graph capture on the chain's first provider (``enable_cuda_graph`` on
+    CUDA, ``trt_cuda_graph_enable`` on TensorRT; see :func:`cuda_graph_provider`), and only
+    there: the CUDA provider begins a capture at the start of every run while it is enabled
+    (``OnRunStart``), whether or not it has nodes.
+    ``tensorrt_cache``: a directory where TensorRT keeps the engines it builds (and their
+    shape profiles), so that a later session loads them instead of building again."""
     if fp32_math not in ("tf32", "fp32"):
         raise ValueError(f"fp32 math mode {fp32_math!r}: tf32 or fp32")
+    capturing = cuda_graph_provider(chain) if cuda_graphs else None
     out: list[tuple[str, dict[str, str]]] = []
     for name in chain:
         options: dict[str, str] = {}
@@ -176,8 +211,15 @@ def provider_options(
             options = {"device_id": str(device_index)}
             if precision == "fp16":
                 options["trt_fp16_enable"] = "1"
+            if tensorrt_cache is not None:
+                options["trt_engine_cache_enable"] = "1"
+                options["trt_engine_cache_path"] = tensorrt_cache
+            if name == capturing:
+                options["trt_cuda_graph_enable"] = "1"
         elif name == PROVIDERS["cuda"]:
             options = {"device_id": str(device_index), "use_tf32": str(int(fp32_math == "tf32"))}
+            if name == capturing:
+                options["enable_cuda_graph"] = "1"
         out.append((name, options))
     return out
 

@@ -144,6 +144,18 @@ def test_onnxruntime_runs_through_the_harness():
     assert details["session_options"]["intra_op_num_threads"] >= 1
     assert record.environment.framework["onnxruntime_version"]
     assert "post-processing" in record.workload.step_description
+    execution = record.execution
+    assert set(execution.one_off_s) == {"setup_s", "engine_build_s", "first_step_s"}
+    assert 0 < execution.one_off_s["engine_build_s"] < execution.one_off_s["setup_s"]
+    assert execution.details["cuda_graph"] is False and execution.details["io_binding"] is True
+    assert execution.step_timer is None  # synchronized timing: no per-step timer asked for
+
+
+def test_a_pipelined_cpu_run_times_each_step_on_the_host_clock():
+    record = execute(ssd_spec(batch=1, warmup=1, iters=3, timing="pipelined"), progress=False)
+    assert record.outcome.status == "ok", record.outcome
+    assert record.execution.step_timer == "host_clock"
+    assert len(record.latencies_ms) == 3
 
 
 def test_a_gpu_run_waits_for_torch_to_fill_its_inputs(monkeypatch):

@@ -15,7 +15,7 @@ from bench.run.spec import RunSpec
 from data.synthetic import text_batch
 from models.bert import config as bert
 from models.bert.torch import base_config, load_pretrained, seeded_text
-from models.onnx_common import DEFAULT_CACHE, Binding, OnnxWorkload, save_model
+from models.onnx_common import DEFAULT_CACHE, OnnxWorkload, save_model
 from models.samples import check_query, check_stage
 from models.torch_common import index_tensor
 
@@ -119,7 +119,6 @@ class BertOnnx(OnnxWorkload):
     def setup(self) -> None:
         spec = self.spec
         self.model_path, source = self.prepare_model()
-        session = self.session(self.model_path)
         vocab = self.shape.vocab_size
 
         def make_inputs(seed: int) -> dict[str, np.ndarray]:
@@ -129,14 +128,13 @@ class BertOnnx(OnnxWorkload):
         def reference(model: torch.nn.Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
             return [model(*(torch.from_numpy(inputs[n]) for n in NAMES)).numpy()]
 
-        self.verify(session, source, make_inputs, reference)
         host = seeded_text(spec, self.shape, spec.batch)
         inputs = {n: torch.from_numpy(getattr(host, n)).to(self.device) for n in NAMES}
         self.host_inputs = {n: torch.from_numpy(getattr(host, n)) for n in NAMES}
         if self.device.type == "cuda" and spec.include_h2d:  # as the other paths copy
             self.host_inputs = {n: t.pin_memory() for n, t in self.host_inputs.items()}
         logits = torch.empty(spec.batch, self.shape.num_labels, device=self.device)
-        self.binding = Binding(session, self.device, inputs, {"logits": logits})
+        self.start(source, make_inputs, reference, inputs, {"logits": logits})
 
     def step(self) -> torch.Tensor:
         if self.spec.include_h2d:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from data.synthetic import detection_batch
-from models.onnx_common import Binding, OnnxWorkload, convert_fp16
+from models.onnx_common import OnnxWorkload, convert_fp16
 from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 from models.ssd.torch import load_pretrained
@@ -42,6 +42,7 @@ class SsdOnnx(OnnxWorkload):
     )
     input_names = ("images",)
     output_names = ("cls_preds", "box_preds")
+    step_queues_device_work = True  # the post-processing, in torch on the run's device
     #: The images staged by ``stage_samples()``.
     library: torch.Tensor | None = None
 
@@ -70,7 +71,6 @@ class SsdOnnx(OnnxWorkload):
     def setup(self) -> None:
         spec = self.spec
         self.model_path, source = self.prepare_model()
-        session = self.session(self.model_path)
         size = spec.image_size
 
         def make_inputs(seed: int) -> dict[str, np.ndarray]:
@@ -79,7 +79,6 @@ class SsdOnnx(OnnxWorkload):
         def reference(model: torch.nn.Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
             return [t.numpy() for t in model(torch.from_numpy(inputs["images"]))]
 
-        self.verify(session, source, make_inputs, reference)
         batch = detection_batch(spec.batch, size, seed=spec.seed)
         self.host_images = torch.from_numpy(batch.images)
         if self.device.type == "cuda" and spec.include_h2d:
@@ -92,7 +91,7 @@ class SsdOnnx(OnnxWorkload):
             "cls_preds": torch.empty(spec.batch, count, ssd.NUM_CLASSES + 1, device=self.device),
             "box_preds": torch.empty(spec.batch, count, 4, device=self.device),
         }
-        self.binding = Binding(session, self.device, {"images": images}, outputs)
+        self.start(source, make_inputs, reference, {"images": images}, outputs)
         self.images = self.binding.inputs["images"]
 
     def step(self) -> Any:
