@@ -1,5 +1,7 @@
-"""What every MXNet/Gluon workload shares: context, AMP, synchronization, OOM detection,
-the fp32 math mode, host staging for timed copies, and quieting a GluonCV build warning.
+"""What every MXNet/Gluon workload shares: contexts (one, or one per device with
+``spec.gpus``), AMP, synchronization, OOM detection, the fp32 math mode, CUDA graphs and the
+other switches of how a hybridized graph runs, host staging for timed copies, and quieting a
+GluonCV build warning.
 
 This module only imports in the MXNet environment (``.venv-mxnet``): MXNet 1.9 needs
 numpy < 1.24, and gluoncv refuses to import beside torch >= 2.0.
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from bench.run import registry  # framework-free: no numpy yet
-from bench.run.spec import RunSpec
+from bench.run.loop import StepTimer
+from bench.run.spec import ALL_GPUS, RunSpec
 from bench.run.workload import Workload
 
 # MXNet's CPU operators use one OpenMP thread per *physical* core by default, which on a
@@ -46,6 +50,49 @@ def set_fp32_math(mode: str) -> None:
         os.environ.pop(TF32_OVERRIDE, None)
 
 
+#: Read by MXNet 1.9 (``dmlc::GetEnv``) when a hybridized graph with static_alloc and
+#: static_shape builds its engine segments, on its first call: each segment then runs
+#: conventionally once, is captured as a CUDA graph on its second run and replayed after
+#: that, on the GPU (``CudaGraphsExec`` in src/executor/cuda_graphs.h, made by
+#: ``CreateEngineOp`` in src/imperative/imperative_utils.h from
+#: ``CachedOp::StaticInitExec``). Operators that cannot be captured (stateful ones, other
+#: resources than temporary space) run between the graphs. Read then, not at import: a
+#: workload sets it in its constructor, before its set-up makes the first call.
+CUDA_GRAPHS = "MXNET_ENABLE_CUDA_GRAPHS"
+
+#: The switches of how MXNet runs a hybridized graph, with MXNet 1.9's defaults where unset
+#: (docs/static_site/src/pages/api/faq/env_var.md, and where each is read):
+#: CUDA graphs and their log (src/executor/cuda_graphs.h); pointwise fusion of a GPU graph,
+#: on by default in builds with CUDA RTC (``OptimizeGraph`` in src/imperative/cached_op.h);
+#: bulk execution, segments of operators pushed to the engine as one
+#: (``Imperative::PreferBulkExecTrain/Inference`` in include/mxnet/imperative.h).
+EXECUTION_SWITCHES: dict[str, str] = {
+    CUDA_GRAPHS: "0",
+    "MXNET_CUDA_GRAPHS_VERBOSE": "0",
+    "MXNET_USE_FUSION": "1",
+    "MXNET_EXEC_BULK_EXEC_TRAIN": "1",
+    "MXNET_EXEC_BULK_EXEC_INFERENCE": "1",
+}
+
+
+def set_cuda_graphs(enabled: bool) -> None:
+    """Make this process's hybridized graphs run as CUDA graphs on the GPU (``1``) or not
+    (unset: MXNet's default, off), whatever the environment held."""
+    if enabled:
+        os.environ[CUDA_GRAPHS] = "1"
+    else:
+        os.environ.pop(CUDA_GRAPHS, None)
+
+
+def execution_switches(environ: Mapping[str, str]) -> dict[str, str]:
+    """Each of :data:`EXECUTION_SWITCHES` as ``environ`` holds it, or MXNet's default marked
+    ``(default)`` where it is unset."""
+    return {
+        name: environ.get(name, f"{default} (default)")
+        for name, default in EXECUTION_SWITCHES.items()
+    }
+
+
 def declared_fp32_math(workload: str) -> str:
     """The fp32 math mode workload ``workload`` declares for MXNet's GPU runs."""
     return registry.workload_info(workload).fp32_math.get("mxnet", "fp32")
@@ -62,6 +109,7 @@ if len(_modes := _declared_modes()) == 1:
 
 import mxnet as mx  # noqa: E402 - must come after OMP_NUM_THREADS and the TF32 override
 import numpy as np  # noqa: E402 - after OMP_NUM_THREADS too (its BLAS reads it)
+from mxnet import gluon  # noqa: E402
 
 #: The fp32 math mode of the first GPU workload made in this process: cuBLAS and cuDNN
 #: handles, once made, keep the mode they were made under.
@@ -86,24 +134,58 @@ def quiet_undecided_type() -> Iterator[None]:
 #: The newest CUDA build of MXNet 1.9.1 on PyPI (its GPU limit is in bench/registry.py).
 NEWEST_MXNET_CUDA = "cu117"
 
+#: The kvstore that sums gradients across a run's contexts, as GluonCV's and GluonNLP's
+#: training scripts use by default: ``device`` reduces on the devices themselves (GPU to
+#: GPU). MXNet accepts it on several CPU contexts too, where it reduces in host memory.
+#: ``gluon.Trainer`` makes none for a single context.
+KVSTORE = "device"
+
+
+def run_contexts(spec: RunSpec) -> list[mx.Context]:
+    """The contexts a run uses: its device, or with ``gpus`` N contexts in this one process,
+    ``gpu(k)`` .. ``gpu(k+N-1)`` from the run's ``cuda:k`` (the runner places them from
+    ``cuda:0``), or ``cpu(0)`` .. ``cpu(N-1)`` on the CPU. MXNet keeps separate arrays per
+    CPU context, so several of them run the multi-device code on the host's shared cores."""
+    if spec.gpus == ALL_GPUS:
+        raise ValueError("gpus 'all' is resolved to a GPU count before the run starts")
+    count = spec.ranks
+    if spec.device == "cpu":
+        return [mx.cpu(i) for i in range(count)]
+    first = int(spec.device.split(":")[1])
+    seen = mx.context.num_gpus()
+    if seen < first + count:
+        raise RuntimeError(
+            f"the run needs gpu({first + count - 1}), and this MXNet build sees {seen} GPU(s); "
+            f"install the CUDA build (mxnet-{NEWEST_MXNET_CUDA}) with `make setup` on the GPU "
+            "machine"
+        )
+    return [mx.gpu(first + i) for i in range(count)]
+
 
 class MxnetWorkload(Workload):
     """Base for the MXNet path."""
+
+    #: How the workloads hybridize their networks.
+    HYBRIDIZE: Mapping[str, bool] = {"static_alloc": True, "static_shape": True}
 
     def __init__(self, spec: RunSpec) -> None:
         super().__init__(spec)
         # First, before anything touches the GPU: the fp32 math mode the workload declares.
         self.fp32_math = "fp32" if spec.device == "cpu" else self._claim_fp32_math()
-        if spec.device == "cpu":
-            self.ctx = mx.cpu()
-        else:
-            ordinal = int(spec.device.split(":")[1])
-            if mx.context.num_gpus() <= ordinal:
-                raise RuntimeError(
-                    f"this MXNet build sees {mx.context.num_gpus()} GPU(s); install the CUDA "
-                    f"build (mxnet-{NEWEST_MXNET_CUDA}) with `make setup` on the GPU machine"
-                )
-            self.ctx = mx.gpu(ordinal)
+        # Before set-up's first hybridized call, where MXNet reads it (a CPU run never has
+        # cuda_graphs: the spec refuses it).
+        set_cuda_graphs(spec.cuda_graphs)
+        #: The execution switches as this run's graphs see them.
+        self.switches = execution_switches(os.environ)
+        #: The flags of the hybridized network, as the block holds them.
+        self.hybridize_flags: dict[str, Any] = {}
+        #: One context per device (one without ``gpus``); the model has a copy on each and
+        #: each takes an equal share of the global batch.
+        self.contexts = run_contexts(spec)
+        #: The first context: where the set-up computes and where queries by sample run.
+        self.ctx = self.contexts[0]
+        # Where each context's share waits for a timed copy (see copy_to_device).
+        self._staging = [(self.host_context(c), c) for c in self.contexts]
         if spec.precision == "bf16":
             raise ValueError("MXNet 1.9 has no bf16 mixed precision on this path: use fp16")
         if spec.precision == "fp16":
@@ -128,6 +210,66 @@ class MxnetWorkload(Workload):
         set_fp32_math(mode)
         return mode
 
+    def hybridize(self, block: Any) -> None:
+        """Hybridize ``block`` with :attr:`HYBRIDIZE` and keep the flags it then holds."""
+        block.hybridize(**self.HYBRIDIZE)
+        self.hybridize_flags = dict(block._flags)  # Gluon 1.x keeps them as (name, value)
+
+    def capture_cuda_graphs(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        """With ``cuda_graphs``, two steps at the end of set-up: MXNet runs each segment
+        conventionally the first time and captures it the second (per stream and training
+        flag), so that no capture lands in the timed window; their time, the first run's
+        planning and allocations included, is ``one_off_s["capture_s"]``. A training step
+        updates the weights, as a warm-up step does."""
+        if not self.spec.cuda_graphs:
+            return
+        start = clock()
+        for _ in range(2):
+            self.step()
+        self.sync()
+        self.one_off_s["capture_s"] = clock() - start
+
+    @property
+    def global_batch(self) -> int:
+        """Samples in one step over all contexts: ``spec.batch`` is per context."""
+        return self.spec.batch * len(self.contexts)
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.global_batch
+
+    def execution_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "hybridize": self.hybridize_flags,
+            "cuda_graphs": self.spec.cuda_graphs,
+            "switches": self.switches,
+        }
+        if self.spec.gpus is not None:
+            details["multi_device"] = self.multi_device_details()
+        return details
+
+    def multi_device_details(self) -> dict[str, Any]:
+        """How a run with ``gpus`` spreads its step: the contexts, the global batch split
+        evenly across them and, in training, the kvstore asked for to reduce gradients
+        (what the trainer made of it is in ``details()``, after the run)."""
+        return {
+            "launcher": "one process, one context per device",
+            "contexts": [str(c) for c in self.contexts],
+            "global_batch": self.global_batch,
+            "per_context_batch": self.spec.batch,
+            "kvstore": KVSTORE if self.spec.mode == "train" else None,
+        }
+
+    def one_or_all(self, per_context: Sequence[Any]) -> Any:
+        """A step's result: the one context's, or the list of every context's."""
+        return per_context[0] if len(per_context) == 1 else list(per_context)
+
+    def step_timer(self, clock: Callable[[], float]) -> StepTimer | None:
+        """None: MXNet's engine runs operators asynchronously (a step returns once its
+        operators are queued) and MXNet has no device events to mark its queue with, so a
+        pipelined run times only its window."""
+        return None
+
     def sync(self) -> None:
         mx.nd.waitall()
 
@@ -137,34 +279,78 @@ class MxnetWorkload(Workload):
             "out of memory" in text.lower() or "cudaMalloc" in text
         )
 
-    def to_device(self, array: Any) -> mx.nd.NDArray:
-        return mx.nd.array(array, ctx=self.ctx, dtype=array.dtype)
+    def to_device(self, array: Any, ctx: mx.Context | None = None) -> mx.nd.NDArray:
+        """``array`` as an NDArray of its dtype in ``ctx`` (the first context by default)."""
+        return mx.nd.array(array, ctx=ctx or self.ctx, dtype=array.dtype)
 
-    def host_context(self) -> mx.Context:
-        """Where a batch waits for a timed host-to-device copy: page-locked memory for the
-        run's GPU (as PyTorch's pinned tensors), the CPU itself on CPU runs."""
-        if self.ctx.device_type == "gpu":
-            return mx.cpu_pinned(self.ctx.device_id)
-        return mx.cpu()
+    def split(self, array: np.ndarray | mx.nd.NDArray) -> list[mx.nd.NDArray]:
+        """The global batch ``array`` as each context's equal share along the first axis,
+        each in its context (``gluon.utils.split_and_load``, as GluonCV's scripts split a
+        batch). A host array is split on the host, so no device holds the whole batch."""
+        if isinstance(array, np.ndarray):
+            parts = np.split(array, len(self.contexts))
+            return [self.to_device(p, c) for p, c in zip(parts, self.contexts, strict=True)]
+        return gluon.utils.split_and_load(array, self.contexts, batch_axis=0, even_split=True)
+
+    def host_context(self, ctx: mx.Context | None = None) -> mx.Context:
+        """Where a batch waits for a timed host-to-device copy to ``ctx`` (the first context
+        by default): page-locked memory for its GPU (as PyTorch's pinned tensors), the CPU
+        context itself on CPU runs."""
+        ctx = ctx or self.ctx
+        if ctx.device_type == "gpu":
+            return mx.cpu_pinned(ctx.device_id)
+        return ctx
 
     def stage_on_host(
-        self, array: np.ndarray | mx.nd.NDArray, dtype: str = "float32"
+        self,
+        array: np.ndarray | mx.nd.NDArray,
+        dtype: str = "float32",
+        ctx: mx.Context | None = None,
     ) -> mx.nd.NDArray:
-        """``array`` in :meth:`host_context`, already in the ``dtype`` the model consumes
-        (in setup: the timed step then only copies it, see :meth:`copy_to_device`)."""
+        """``array`` in :meth:`host_context` of ``ctx``, already in the ``dtype`` the model
+        consumes (in setup: the timed step then only copies it, see :meth:`copy_to_device`)."""
+        host = self.host_context(ctx)
         if isinstance(array, mx.nd.NDArray):
-            return array.astype(dtype, copy=False).copyto(self.host_context())
-        return mx.nd.array(array, ctx=self.host_context(), dtype=dtype)
+            return array.astype(dtype, copy=False).copyto(host)
+        return mx.nd.array(array, ctx=host, dtype=dtype)
+
+    def stage_shares_on_host(
+        self, array: np.ndarray | mx.nd.NDArray, dtype: str = "float32"
+    ) -> tuple[mx.nd.NDArray, ...]:
+        """The global batch ``array`` split as :meth:`split` does, each context's share
+        staged with :meth:`stage_on_host` for that context."""
+        host = array.asnumpy() if isinstance(array, mx.nd.NDArray) else array
+        parts = np.split(host, len(self.contexts))
+        return tuple(
+            self.stage_on_host(p, dtype, c) for p, c in zip(parts, self.contexts, strict=True)
+        )
 
     def copy_to_device(self, host: mx.nd.NDArray) -> mx.nd.NDArray:
-        """The timed host-to-device copy of an array staged with :meth:`stage_on_host`: no
-        conversion, only the copy (none on CPU runs, where it is already in place, as
-        PyTorch's ``.to("cpu")``)."""
-        return host.as_in_context(self.ctx)
+        """The timed host-to-device copy of an array staged with :meth:`stage_on_host`, to
+        the context it was staged for: no conversion, only the copy (none on CPU runs, where
+        it is already in place, as PyTorch's ``.to("cpu")``)."""
+        for staged, ctx in self._staging:
+            if host.context == staged:
+                return host.as_in_context(ctx)
+        raise ValueError(f"an array in {host.context} was staged for none of the run's contexts")
 
     def index_array(self, indices: Sequence[int]) -> mx.nd.NDArray:
         """A query's sample indices as an int64 NDArray in the run's context (for ``take``)."""
         return mx.nd.array(list(indices), ctx=self.ctx, dtype="int64")
+
+
+def kvstore_details(trainer: gluon.Trainer) -> dict[str, Any]:
+    """What ``trainer`` made of its kvstore, which it does at its first step: the type
+    (None with one context: nothing to reduce) and whether the optimizer runs on the kvstore
+    (the update computed once on the summed gradients, the weights then copied to every
+    context) or on each context's copy. Empty before a step. Gluon 1.x keeps both private."""
+    if not trainer._kv_initialized:
+        return {}
+    kvstore = trainer._kvstore
+    return {
+        "kvstore": kvstore.type if kvstore is not None else None,
+        "update_on_kvstore": trainer._update_on_kvstore,
+    }
 
 
 def mxnet_info(device: str) -> dict[str, Any]:

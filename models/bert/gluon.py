@@ -1,4 +1,5 @@
-"""GluonNLP ``bert_12_768_12`` with a classification head, fine-tuned as in the BERT lab."""
+"""GluonNLP ``bert_12_768_12`` with a classification head, fine-tuned as in the BERT lab, on one
+context or, with ``spec.gpus``, on several in one process (as GluonNLP's scripts do)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mxnet import autograd, gluon
 from bench.run.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
-from models.mxnet_common import MxnetWorkload, quiet_undecided_type
+from models.mxnet_common import KVSTORE, MxnetWorkload, kvstore_details, quiet_undecided_type
 from models.samples import check_query, check_stage
 
 MODEL_NAME = "bert_12_768_12"
@@ -42,7 +43,10 @@ class BertGluon(MxnetWorkload):
         "and biases), warm-up then linear decay; infer: forward to logits. Hybridized "
         "with static_alloc/static_shape. Batch staged on the device before timing; with "
         "include_h2d the step copies it (and, when training, the labels) from pinned host "
-        "memory, staged in float32 in setup."
+        "memory, staged in float32 in setup. With several contexts (gpus) each runs its "
+        "share of the global batch, its loss a share of the global batch's mean; the device "
+        "kvstore sums the gradients, the clip is over the summed gradients and every context "
+        "applies the same update."
     )
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
@@ -53,6 +57,7 @@ class BertGluon(MxnetWorkload):
     def setup(self) -> None:
         with quiet_undecided_type():
             self._setup()
+        self.capture_cuda_graphs()
 
     def _setup(self) -> None:
         spec, shape = self.spec, self.settings.shape
@@ -68,23 +73,32 @@ class BertGluon(MxnetWorkload):
         )
         self.model = nlp.model.BERTClassifier(encoder, num_classes=shape.num_labels, dropout=0.1)
         if spec.pretrained:
-            self.model.load_parameters(str(_find_params(Path(spec.pretrained))), ctx=self.ctx)
+            path = str(_find_params(Path(spec.pretrained)))
+            self.model.load_parameters(path, ctx=self.contexts)
         else:
-            self.model.initialize(init=mx.init.Normal(0.02), ctx=self.ctx)
-        self.model.hybridize(static_alloc=True, static_shape=True)
+            # drawn once on the host and copied to every context
+            self.model.initialize(init=mx.init.Normal(0.02), ctx=self.contexts)
+        self.hybridize(self.model)
 
-        host = self._text_batch(spec.batch)
-        self.inputs = self._features(host)
-        self.labels = self.to_device(host.labels.astype("float32"))
+        host = self._text_batch(self.global_batch)
+        features = [self.split(a.astype("float32")) for a in _feature_arrays(host)]
+        #: Each context's share of the classifier's inputs.
+        self.inputs: list[tuple[mx.nd.NDArray, ...]] = list(zip(*features, strict=True))
+        #: Each context's share of the labels.
+        self.labels = self.split(host.labels.astype("float32"))
         if spec.include_h2d:
-            # Page-locked on GPU runs and already float32: step() only copies.
-            self.host_inputs = tuple(self.stage_on_host(a) for a in _feature_arrays(host))
+            # Page-locked on GPU runs and already float32: step() only copies. Flat, context
+            # by context, each context's inputs in the classifier's argument order.
+            staged = [self.stage_shares_on_host(a) for a in _feature_arrays(host)]
+            self.host_inputs = tuple(a for share in zip(*staged, strict=True) for a in share)
             if spec.mode == "train":
-                self.host_labels = self.stage_on_host(host.labels)
+                self.host_labels = self.stage_shares_on_host(host.labels)
         if spec.mode == "train":
             for _, param in self.model.collect_params(".*beta|.*gamma|.*bias").items():
                 param.wd_mult = 0.0
             self.params = [p for p in self.model.collect_params().values() if p.grad_req != "null"]
+            # The device kvstore (none is made for one context); the gradients are summed,
+            # clipped, then applied by each context's own updater, as GluonNLP's scripts do.
             self.trainer = gluon.Trainer(
                 self.model.collect_params(),
                 "bertadam",
@@ -93,11 +107,13 @@ class BertGluon(MxnetWorkload):
                     "epsilon": 1e-6,
                     "wd": bert.WEIGHT_DECAY,
                 },
+                kvstore=KVSTORE,
+                update_on_kvstore=False,
             )
             if self.amp is not None:
                 self.amp.init_trainer(self.trainer)
             self.loss_fn = gluon.loss.SoftmaxCELoss()
-            self.total_steps = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
+            self.total_steps = math.ceil(bert.EPOCH_SAMPLES / self.global_batch)
             self.step_count = 0
 
     def _text_batch(self, count: int) -> TextBatch:
@@ -114,31 +130,46 @@ class BertGluon(MxnetWorkload):
         """The classifier's inputs on the device: token ids, token types, valid lengths."""
         return tuple(self.to_device(a.astype("float32")) for a in _feature_arrays(host))
 
-    def _inputs(self) -> tuple[mx.nd.NDArray, ...]:
+    def _inputs(self) -> list[tuple[mx.nd.NDArray, ...]]:
         if not self.spec.include_h2d:
             return self.inputs
-        return tuple(self.copy_to_device(a) for a in self.host_inputs)
+        copies = [self.copy_to_device(a) for a in self.host_inputs]
+        width = len(copies) // len(self.contexts)
+        return [tuple(copies[i : i + width]) for i in range(0, len(copies), width)]
 
-    def step(self) -> mx.nd.NDArray:
+    def _labels(self) -> list[mx.nd.NDArray]:
+        if not self.spec.include_h2d:
+            return self.labels
+        return [self.copy_to_device(a) for a in self.host_labels]
+
+    def step(self) -> Any:
+        """Infer: the logits, a list of each context's with several. Train: the mean loss
+        of the batch, a list of each context's share of it with several."""
         inputs = self._inputs()
         if self.spec.mode == "infer":
-            return self.model(*inputs)
-        labels = self.copy_to_device(self.host_labels) if self.spec.include_h2d else self.labels
+            return self.one_or_all([self.model(*x) for x in inputs])
+        labels = self._labels()
         warmup = self.settings.warmup_steps
         scale = bert.linear_warmup_decay(self.step_count, warmup, self.total_steps)
         self.trainer.set_learning_rate(self.settings.learning_rate * scale)
         self.step_count += 1
         with autograd.record():
-            loss = self.loss_fn(self.model(*inputs), labels).mean()
+            # each context's share of the global batch's mean loss: the summed gradients
+            # are the mean's, as on one context, and the clip applies to them unchanged
+            losses = [
+                self.loss_fn(self.model(*x), y).sum() / self.global_batch
+                for x, y in zip(inputs, labels, strict=True)
+            ]
             if self.amp is not None:
-                with self.amp.scale_loss(loss, self.trainer) as scaled:
+                with self.amp.scale_loss(losses, self.trainer) as scaled:
                     autograd.backward(scaled)
             else:
-                loss.backward()
+                autograd.backward(losses)
         self.trainer.allreduce_grads()
+        # the norm over the summed gradients (the same on every context), each scaled
         nlp.utils.clip_grad_global_norm(self.params, bert.GRAD_CLIP, check_isfinite=False)
         self.trainer.update(1)
-        return loss
+        return self.one_or_all(losses)
 
     def stage_samples(self, count: int) -> None:
         """``count`` seeded sequences in the run's context. ``include_h2d`` does not apply."""
@@ -159,11 +190,14 @@ class BertGluon(MxnetWorkload):
 
     def details(self) -> dict[str, Any]:
         params = self.model.collect_params().values()
-        return {
+        details: dict[str, Any] = {
             "parameters": sum(int(math.prod(p.shape)) for p in params),
             "pretrained": self.spec.pretrained is not None,
             "fp32_math": self.fp32_math,
         }
+        if self.spec.gpus is not None and self.spec.mode == "train":
+            details["trainer"] = kvstore_details(self.trainer)
+        return details
 
 
 def _feature_arrays(host: TextBatch) -> tuple[Any, ...]:

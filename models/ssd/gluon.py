@@ -1,4 +1,5 @@
-"""GluonCV's own ``ssd_512_resnet50_v1_voc`` on MXNet, trained as GluonCV's train_ssd.py does."""
+"""GluonCV's own ``ssd_512_resnet50_v1_voc`` on MXNet, trained as GluonCV's train_ssd.py does,
+on one context or, with ``spec.gpus``, on several in one process (train_ssd.py's ``--gpus``)."""
 
 from __future__ import annotations
 
@@ -19,28 +20,34 @@ from mxnet import autograd, gluon
 
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
-from models.mxnet_common import MxnetWorkload, quiet_undecided_type
+from models.mxnet_common import KVSTORE, MxnetWorkload, kvstore_details, quiet_undecided_type
 from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 
 MODEL_NAME = "ssd_512_resnet50_v1_voc"
 
 
-def build_network(image_size: int, pretrained: str | None, ctx: mx.Context) -> gluon.HybridBlock:
-    """The GluonCV model, randomly initialised, or with weights from a local model cache.
+def build_network(
+    image_size: int, pretrained: str | None, ctx: mx.Context | Sequence[mx.Context]
+) -> gluon.HybridBlock:
+    """The GluonCV model, randomly initialised, or with weights from a local model cache,
+    with the same copy of its parameters on each of ``ctx``.
 
     ``pretrained`` is a directory like GluonCV's ``~/.mxnet/models``; the file must be named
     ``ssd_512_resnet50_v1_voc-<hash>.params`` or ``ssd_512_resnet50_v1_voc.params``.
     Nothing is downloaded.
     """
+    contexts = [ctx] if isinstance(ctx, mx.Context) else list(ctx)
     net = model_zoo.get_model(MODEL_NAME, pretrained=False, pretrained_base=False)
     if pretrained:
-        net.load_parameters(str(_find_params(Path(pretrained))), ctx=ctx)
+        net.load_parameters(str(_find_params(Path(pretrained))), ctx=contexts)
     else:
-        net.initialize(ctx=ctx)  # GluonCV's defaults, as train_ssd.py uses for new layers
-        net(mx.nd.zeros((1, 3, image_size, image_size), ctx=ctx))  # finish deferred init
+        # GluonCV's defaults, as train_ssd.py uses for new layers; drawn once on the host and
+        # copied to every context
+        net.initialize(ctx=contexts)
+        net(mx.nd.zeros((1, 3, image_size, image_size), ctx=contexts[0]))  # deferred init
         _reset_batchnorm_statistics(net)
-    net.collect_params().reset_ctx(ctx)
+    net.collect_params().reset_ctx(contexts)
     return net
 
 
@@ -75,7 +82,11 @@ class SsdGluon(MxnetWorkload):
         "the data loader). infer: forward with GluonCV's box decoding and class-wise NMS 0.45, "
         "top 100. Hybridized with static_alloc/static_shape. With include_h2d the step copies "
         "the images (and, when training, the targets) from pinned host memory, staged in "
-        "float32 in setup."
+        "float32 in setup. With several contexts (gpus) each runs its share of the global "
+        "batch; in training the loss is normalized by the positives of the whole batch, the "
+        "device kvstore sums the gradients and SGD updates once on it (on every context with "
+        "fp16, where AMP checks for overflow first), as GluonCV's train_ssd.py; BatchNorm uses "
+        "each context's own batch statistics."
     )
 
     def __init__(self, spec: RunSpec, learning_rate: float = ssd.LEARNING_RATE) -> None:
@@ -86,22 +97,30 @@ class SsdGluon(MxnetWorkload):
     def setup(self) -> None:
         with quiet_undecided_type():
             self._setup()
+        self.capture_cuda_graphs()
 
     def _setup(self) -> None:
         spec = self.spec
-        self.net = build_network(spec.image_size, spec.pretrained, self.ctx)
-        self.net.hybridize(static_alloc=True, static_shape=True)
-        host = detection_batch(spec.batch, spec.image_size, seed=spec.seed)
-        self.images = self.to_device(host.images)
+        self.net = build_network(spec.image_size, spec.pretrained, self.contexts)
+        self.hybridize(self.net)
+        host = detection_batch(self.global_batch, spec.image_size, seed=spec.seed)
+        #: Each context's share of the images.
+        self.image_shares = self.split(host.images)
         if spec.include_h2d:
             # Page-locked on GPU runs and already float32: step() only copies.
-            self.host_images = self.stage_on_host(host.images)
+            self.host_images = self.stage_shares_on_host(host.images)
         if spec.mode == "train":
             self._setup_training(host)
 
+    @property
+    def images(self) -> mx.nd.NDArray:
+        """The first context's share of the images (all of them on one context)."""
+        return self.image_shares[0]
+
     def _setup_training(self, host: Any) -> None:
+        size = self.spec.image_size
         with autograd.train_mode():
-            _, _, anchors = self.net(mx.nd.zeros((1, 3, *self.images.shape[2:]), ctx=self.ctx))
+            _, _, anchors = self.net(mx.nd.zeros((1, 3, size, size), ctx=self.ctx))
         gt_boxes = mx.nd.array(host.boxes, ctx=self.ctx)
         gt_ids = mx.nd.array(host.labels[..., None].astype("float32"), ctx=self.ctx)
         generator = SSDTargetGenerator(
@@ -112,40 +131,55 @@ class SsdGluon(MxnetWorkload):
             ct, bt, _ = generator(anchors, None, gt_boxes[i : i + 1], gt_ids[i : i + 1])
             cls_targets.append(ct)
             box_targets.append(bt)
-        self.cls_targets = mx.nd.concat(*cls_targets, dim=0)
-        self.box_targets = mx.nd.concat(*box_targets, dim=0)
+        all_cls = mx.nd.concat(*cls_targets, dim=0)
+        all_box = mx.nd.concat(*box_targets, dim=0)
+        #: Each context's share of the targets.
+        self.cls_targets, self.box_targets = self.split(all_cls), self.split(all_box)
         if self.spec.include_h2d:  # copied in the step, as PyTorch's path does
-            self.host_cls_targets = self.stage_on_host(self.cls_targets)
-            self.host_box_targets = self.stage_on_host(self.box_targets)
+            self.host_cls_targets = self.stage_shares_on_host(all_cls)
+            self.host_box_targets = self.stage_shares_on_host(all_box)
         self.loss_fn = SSDMultiBoxLoss(negative_mining_ratio=ssd.NEGATIVE_MINING_RATIO)
+        # As train_ssd.py: the device kvstore (none is made for one context), the optimizer
+        # on the kvstore by MXNet's default, except with AMP, whose overflow check has to
+        # come before any update.
         self.trainer = gluon.Trainer(
             self.net.collect_params(),
             "sgd",
             {"learning_rate": self.learning_rate, "wd": ssd.WEIGHT_DECAY, "momentum": ssd.MOMENTUM},
+            kvstore=KVSTORE,
+            update_on_kvstore=False if self.amp is not None else None,
         )
         if self.amp is not None:
             self.amp.init_trainer(self.trainer)
 
-    def _input(self) -> mx.nd.NDArray:
+    def _inputs(self) -> list[mx.nd.NDArray]:
         if self.spec.include_h2d:
-            return self.copy_to_device(self.host_images)
-        return self.images
+            return [self.copy_to_device(h) for h in self.host_images]
+        return self.image_shares
 
-    def _targets(self) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
+    def _targets(self) -> tuple[list[mx.nd.NDArray], list[mx.nd.NDArray]]:
         if self.spec.include_h2d:
             return (
-                self.copy_to_device(self.host_cls_targets),
-                self.copy_to_device(self.host_box_targets),
+                [self.copy_to_device(h) for h in self.host_cls_targets],
+                [self.copy_to_device(h) for h in self.host_box_targets],
             )
         return self.cls_targets, self.box_targets
 
     def step(self) -> Any:
-        x = self._input()
+        """Infer: the detections, a list of each context's with several. Train: the
+        per-sample loss, a list of each context's share with several."""
+        images = self._inputs()
         if self.spec.mode == "infer":
-            return self.net(x)
+            return self.one_or_all([self.net(x) for x in images])
         cls_targets, box_targets = self._targets()
         with autograd.record():
-            cls_preds, box_preds, _ = self.net(x)
+            cls_preds, box_preds = [], []
+            for x in images:
+                cls_pred, box_pred, _ = self.net(x)
+                cls_preds.append(cls_pred)
+                box_preds.append(box_pred)
+            # normalized by the positive anchors of all contexts: the summed gradients are
+            # the whole batch's, and the step does not divide by a batch size again
             sum_loss, _, _ = self.loss_fn(cls_preds, box_preds, cls_targets, box_targets)
             if self.amp is not None:
                 with self.amp.scale_loss(sum_loss, self.trainer) as scaled:
@@ -153,7 +187,7 @@ class SsdGluon(MxnetWorkload):
             else:
                 autograd.backward(sum_loss)
         self.trainer.step(1)
-        return sum_loss[0]
+        return self.one_or_all(sum_loss)
 
     def stage_samples(self, count: int) -> None:
         """``count`` seeded images in the run's context (the first ``spec.batch`` are the
@@ -176,11 +210,21 @@ class SsdGluon(MxnetWorkload):
         return self.net(mx.nd.take(self.library, self.index_array(indices), axis=0))
 
     def details(self) -> dict[str, Any]:
-        return {
+        details: dict[str, Any] = {
             "parameters": trainable_parameters(self.net),
             "gluoncv_param_counts": parameter_counts(self.net),
             "fp32_math": self.fp32_math,
         }
+        if self.spec.gpus is not None and self.spec.mode == "train":
+            details["trainer"] = kvstore_details(self.trainer)
+        return details
+
+    def multi_device_details(self) -> dict[str, Any]:
+        details = super().multi_device_details()
+        if self.spec.mode == "train":
+            # GluonCV's SyncBatchNorm (train_ssd.py --syncbn) is not used
+            details["batch_norm"] = "per-context batch statistics"
+        return details
 
 
 def parameter_counts(net: gluon.Block) -> dict[str, int]:
