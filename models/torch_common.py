@@ -1,17 +1,26 @@
-"""What every PyTorch workload shares: device, precision, synchronization, OOM detection."""
+"""What every PyTorch workload shares: device, precision, synchronization, OOM detection, and
+the execution modes (compile, CUDA graphs), step timers and profiles of :mod:`models.torch_exec`.
+
+A subclass splits its step in two: ``graph_body()``, the device work on tensors staged in
+setup (what a CUDA graph holds), and ``finish_step()``, the host-side rest (a scheduler step,
+NMS). It builds its model in ``setup()``, passes the module to compile through
+``compile_module()`` and ends ``setup()`` with ``prepare_execution()``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.run.loop import StepTimer
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from models import torch_exec
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -30,12 +39,72 @@ class TorchWorkload(Workload):
         if spec.mode == "train" and spec.precision == "fp16":
             self.scaler = torch.amp.GradScaler(self.device.type)
         torch.manual_seed(spec.seed)
+        #: Whole steps ``setup()`` ran (the compiling step, an inspected step, the CUDA graph
+        #: warm-up): a training run's timed steps start that many updates in.
+        self.setup_steps = 0
+        #: The captured step that ``step()`` replays (``spec.cuda_graphs``).
+        self.graph: torch_exec.CapturedStep[Any] | None = None
+
+    def graph_body(self) -> Any:
+        """The step's device work on the tensors staged in setup, with no host
+        synchronization: all of the step that a CUDA graph can hold."""
+        raise NotImplementedError
+
+    def finish_step(self, out: Any) -> Any:
+        """The host-side rest of a step after ``graph_body()`` (or its replay); returns the
+        step's result."""
+        return out
+
+    def step(self) -> Any:
+        out = self.graph.replay() if self.graph is not None else self.graph_body()
+        return self.finish_step(out)
+
+    def compile_module(self, module: torch.nn.Module) -> Callable[..., Any]:
+        """``module`` compiled in the spec's mode (fullgraph), or itself when compile is off.
+        Compilation happens on the first call, in ``prepare_execution()``."""
+        if self.spec.compile == "off":
+            return module
+        return torch_exec.compile_module(module, self.spec.compile)
+
+    def prepare_execution(self) -> None:
+        """The end of ``setup()``: run the compiling step (timed into ``compile_s``), then
+        ``inspect_step()``, then capture the step in a CUDA graph (``capture_s``). Raises
+        when compiling or capturing fails: a run never falls back to eager."""
+        spec = self.spec
+        if spec.compile != "off":
+            _, seconds = torch_exec.run_first_compiled_step(
+                self.step, spec.compile, self.sync, self.is_oom
+            )
+            self.one_off_s["compile_s"] = seconds
+            self.setup_steps += 1
+        self.inspect_step()
+        if not spec.cuda_graphs:
+            return
+        if self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        graph = torch_exec.CapturedStep(self.graph_body, self.device, self.finish_step)
+        try:
+            self.one_off_s["capture_s"] = graph.capture()
+        except Exception as exc:
+            if self.is_oom(exc):
+                raise
+            raise RuntimeError(f"CUDA graph capture failed: {exc}") from exc
+        self.setup_steps += graph.warmup
+        self.graph = graph
+
+    def inspect_step(self) -> None:
+        """Look at one step after compiling and before any capture (BERT finds its attention
+        kernel); count the steps it runs in ``setup_steps``."""
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = AUTOCAST_DTYPES.get(self.spec.precision)
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        # A CUDA graph must not keep casts cached outside its capture (PyTorch's note on
+        # graphs and autocast): cast anew in every step.
+        return torch.autocast(
+            device_type=self.device.type, dtype=dtype, cache_enabled=not self.spec.cuda_graphs
+        )
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -64,6 +133,36 @@ class TorchWorkload(Workload):
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def step_timer(self, clock: Callable[[], float]) -> StepTimer | None:
+        """CUDA events on the current stream on a GPU; the host clock on the CPU (a CPU step
+        has finished when it returns)."""
+        if self.device.type == "cuda":
+            return torch_exec.CudaEventTimer(self.device)
+        return super().step_timer(clock)
+
+    def profile(self, steps: int) -> list[dict[str, Any]] | None:
+        """Top kernels by device time (GPU) or operators by self CPU time (CPU) of ``steps``
+        more steps."""
+        return torch_exec.profile_steps(self.step, steps, self.device, self.sync)
+
+    def execution_details(self) -> dict[str, Any]:
+        """The execution mode as it was applied, and the switches that shape the kernels;
+        subclasses add memory format, optimizer and attention facts."""
+        compiled = self.spec.compile != "off"
+        cuda = self.device.type == "cuda"
+        return {
+            "compile": self.spec.compile,
+            "compile_backend": torch_exec.COMPILE_BACKEND if compiled else None,
+            "fullgraph": True if compiled else None,
+            "cuda_graphs": self.graph is not None,
+            "setup_steps": self.setup_steps,
+            "autocast": self.spec.precision if self.spec.precision in AUTOCAST_DTYPES else None,
+            "cudnn_benchmark": cuda and bool(torch.backends.cudnn.benchmark),
+            # TF32 exists on GPUs only: on the CPU fp32 math is full fp32 whatever the switches.
+            "tf32_matmul": cuda and bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": cuda and bool(torch.backends.cudnn.allow_tf32),
+        }
 
     def is_oom(self, exc: BaseException) -> bool:
         if isinstance(exc, torch.OutOfMemoryError):

@@ -15,13 +15,22 @@ from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
 from models.samples import check_query, check_stage
 from models.torch_common import TorchWorkload, index_tensor
+from models.torch_exec import operator_names, sdpa_kernel
 
 #: The model's inputs (the batch also holds the labels, which inference does not use).
 FEATURES = ("input_ids", "token_type_ids", "attention_mask")
+#: The attention implementation the PyTorch path asks transformers for: PyTorch's
+#: scaled_dot_product_attention, which picks a fused kernel (the one that ran is recorded).
+ATTENTION = "sdpa"
 
 
-def base_config(shape: bert.BertShape = bert.BERT_BASE) -> BertConfig:
+def base_config(
+    shape: bert.BertShape = bert.BERT_BASE, attn_implementation: str | None = None
+) -> BertConfig:
+    """BERT's configuration for ``shape``; ``attn_implementation`` None is transformers'
+    default choice."""
     return BertConfig(
+        attn_implementation=attn_implementation,
         vocab_size=shape.vocab_size,
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -45,7 +54,9 @@ def seeded_text(spec: RunSpec, shape: bert.BertShape, count: int) -> TextBatch:
     )
 
 
-def load_pretrained(directory: str, num_labels: int) -> BertForSequenceClassification:
+def load_pretrained(
+    directory: str, num_labels: int, attn_implementation: str | None = None
+) -> BertForSequenceClassification:
     """Weights from a local directory in ``save_pretrained`` layout; nothing is downloaded."""
     path = Path(directory)
     if not (path / "config.json").is_file():
@@ -54,14 +65,18 @@ def load_pretrained(directory: str, num_labels: int) -> BertForSequenceClassific
             "as written by save_pretrained()"
         )
     return BertForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, local_files_only=True
+        path,
+        num_labels=num_labels,
+        local_files_only=True,
+        attn_implementation=attn_implementation,
     )
 
 
 class BertTorch(TorchWorkload):
     step_description = (
         "train: forward with loss, backward, grad clip 1.0, AdamW step and LR schedule step; "
-        "infer: forward to logits. Batch staged on the device before timing."
+        "infer: forward to logits. Attention through PyTorch SDPA. Batch staged on the device "
+        "before timing. With CUDA graphs, everything but the LR schedule step is one replay."
     )
     grad_clip = bert.GRAD_CLIP
 
@@ -74,14 +89,18 @@ class BertTorch(TorchWorkload):
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.fp32_math == "tf32"
         self.model: BertForSequenceClassification | None = None
+        #: The model as the step calls it: compiled, or the model itself.
+        self.forward: Any = None
         self.library: dict[str, torch.Tensor] | None = None
+        self.attention_kernel: str | None = None
+        self.attention_note: str | None = None
 
     def setup(self) -> None:
         spec, shape = self.spec, self.settings.shape
         if spec.pretrained:
-            model = load_pretrained(spec.pretrained, shape.num_labels)
+            model = load_pretrained(spec.pretrained, shape.num_labels, ATTENTION)
         else:
-            model = BertForSequenceClassification(base_config(shape))
+            model = BertForSequenceClassification(base_config(shape, ATTENTION))
         self.model = model.to(self.device)
         host = seeded_text(spec, self.settings.shape, spec.batch)
         self.host_batch = {
@@ -99,10 +118,17 @@ class BertTorch(TorchWorkload):
 
         if spec.mode == "train":
             self.model.train()
+            groups = _decay_groups(self.model, bert.WEIGHT_DECAY)
+            if spec.cuda_graphs:
+                # The captured update reads the learning rate from a device tensor, which the
+                # schedule (outside the graph) fills in place: each group gets its own.
+                for group in groups:
+                    group["lr"] = torch.tensor(self.settings.learning_rate, device=self.device)
             self.optimizer = torch.optim.AdamW(
-                _decay_groups(self.model, bert.WEIGHT_DECAY),
+                groups,
                 lr=self.settings.learning_rate,
                 fused=self.device.type == "cuda",
+                capturable=spec.cuda_graphs,
             )
             total = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
             warmup = self.settings.warmup_steps
@@ -111,6 +137,8 @@ class BertTorch(TorchWorkload):
             )
         else:
             self.model.eval()
+        self.forward = self.compile_module(self.model)
+        self.prepare_execution()
 
     def _inputs(self) -> dict[str, torch.Tensor]:
         """The step's inputs (labels only when training, chosen in setup). With include_h2d,
@@ -119,23 +147,46 @@ class BertTorch(TorchWorkload):
             return {k: v.to(self.device, non_blocking=True) for k, v in self.host_inputs.items()}
         return self.step_inputs
 
-    def step(self) -> torch.Tensor:
+    def graph_body(self) -> torch.Tensor:
+        """Train: forward with loss, backward, clip, AdamW (the loss); infer: the logits."""
         assert self.model is not None, "setup() first"
         inputs = self._inputs()
         if self.spec.mode == "train":
             with self.autocast():
-                loss = self.model(**inputs).loss
+                loss = self.forward(**inputs).loss
             self.backward_and_step(loss, self.optimizer)
-            self.scheduler.step()
             return loss.detach()
         with torch.inference_mode():
             return self._logits(inputs)
+
+    def finish_step(self, out: torch.Tensor) -> torch.Tensor:
+        if self.spec.mode == "train":
+            self.scheduler.step()
+        return out
+
+    def inspect_step(self) -> None:
+        """Profile one step's operators and record the SDPA kernel that ran."""
+        names = operator_names(self.step, self.sync)
+        self.setup_steps += 1
+        self.attention_kernel = sdpa_kernel(names)
+        self.attention_note = None
+        if self.attention_kernel is None:
+            self.attention_note = "no SDPA operator ran in the profiled step" + (
+                ": the compiled graph computes attention in the compiler's own kernels"
+                if self.spec.compile != "off"
+                else ""
+            )
+        elif self.spec.cuda_graphs and bool(self.batch["attention_mask"].all()):
+            self.attention_note = (
+                "kernel of an eager step, which drops an all-ones padding mask; the captured "
+                "step keeps it, so its kernel may differ"
+            )
 
     def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Inference: forward to logits (call in inference mode)."""
         assert self.model is not None, "setup() first"
         with self.autocast():
-            return self.model(**features).logits
+            return self.forward(**features).logits
 
     def stage_samples(self, count: int) -> None:
         """``count`` seeded sequences (ids, token types, attention mask) on the device.
@@ -163,6 +214,18 @@ class BertTorch(TorchWorkload):
             "parameters": sum(p.numel() for p in self.model.parameters()) if self.model else None,
             "pretrained": self.spec.pretrained is not None,
             "fp32_math": self.fp32_math,
+        }
+
+    def execution_details(self) -> dict[str, Any]:
+        config = self.model.config if self.model is not None else None
+        optimizer = getattr(self, "optimizer", None)
+        return {
+            **super().execution_details(),
+            "channels_last": False,
+            "fused_optimizer": bool(optimizer is not None and optimizer.defaults.get("fused")),
+            "attention_implementation": getattr(config, "_attn_implementation", None),
+            "attention_kernel": self.attention_kernel,
+            "attention_kernel_note": self.attention_note,
         }
 
 

@@ -12,7 +12,13 @@ from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
 from models.samples import check_query, check_stage
 from models.ssd import common as ssd
-from models.ssd.torch_box import detect, multibox_loss, ssd_targets
+from models.ssd.torch_box import (
+    Candidates,
+    detection_candidates,
+    multibox_loss,
+    nms_detections,
+    ssd_targets,
+)
 from models.ssd.torch_net import (
     SSD512ResNet50,
     build_ssd512_resnet50,
@@ -28,11 +34,12 @@ PRETRAINED_FILE = "ssd_512_resnet50_v1_voc.pt"
 class SsdTorch(TorchWorkload):
     step_description = (
         "train: forward (autocast when fp16/bf16), GluonCV SSDMultiBoxLoss in fp32 (softmax CE "
-        "with 3:1 hard negative mining + smooth-L1), backward, SGD update; anchor matching and "
-        "box targets are computed once in setup, as GluonCV's data loader workers do, and are "
-        "not timed. infer: forward + softmax, box decoding, class-wise NMS (IoU 0.45, top 400 "
-        "in, 100 out). With include_h2d the host->device copy of the images (and, when "
-        "training, of the targets) is inside the step."
+        "with 3:1 hard negative mining + smooth-L1), backward, SGD update (fused on CUDA); "
+        "anchor matching and box targets are computed once in setup, as GluonCV's data loader "
+        "workers do, and are not timed. infer: forward + softmax, box decoding, class-wise NMS "
+        "(IoU 0.45, top 400 in, 100 out). With include_h2d the host->device copy of the images "
+        "(and, when training, of the targets) is inside the step. With CUDA graphs one replay "
+        "holds the training step, or inference up to the NMS (which runs eagerly after it)."
     )
 
     def __init__(self, spec: RunSpec) -> None:
@@ -55,6 +62,8 @@ class SsdTorch(TorchWorkload):
         self.net: SSD512ResNet50 = net
         self.training = spec.mode == "train"
         net.train(self.training)
+        #: The network as the step calls it: compiled (NMS stays eager), or the network.
+        self.forward_net: Any = self.compile_module(net)
 
         batch = detection_batch(spec.batch, spec.image_size, seed=spec.seed)
         self.image_hw = (spec.image_size, spec.image_size)
@@ -81,7 +90,9 @@ class SsdTorch(TorchWorkload):
                 lr=ssd.LEARNING_RATE,
                 momentum=ssd.MOMENTUM,
                 weight_decay=ssd.WEIGHT_DECAY,
+                fused=self.device.type == "cuda",
             )
+        self.prepare_execution()
 
     def details(self) -> dict[str, Any]:
         counts = gluon_param_counts(self.net)
@@ -93,6 +104,14 @@ class SsdTorch(TorchWorkload):
             "channels_last": self.channels_last,
             "pretrained": self.spec.pretrained is not None,
             "fp32_math": self.fp32_math,
+        }
+
+    def execution_details(self) -> dict[str, Any]:
+        optimizer = getattr(self, "optimizer", None)
+        return {
+            **super().execution_details(),
+            "channels_last": self.channels_last,
+            "fused_optimizer": bool(optimizer is not None and optimizer.defaults.get("fused")),
         }
 
     def _layout(self, images: torch.Tensor) -> torch.Tensor:
@@ -112,7 +131,9 @@ class SsdTorch(TorchWorkload):
             return self.images
         return self._layout(self._to_device(self.host_images))
 
-    def step(self) -> Any:
+    def graph_body(self) -> Any:
+        """Train: forward, loss, backward, SGD (the loss); infer: forward and the NMS
+        candidates."""
         if self.training:
             images = self._inputs()
             if self.spec.include_h2d:
@@ -121,18 +142,30 @@ class SsdTorch(TorchWorkload):
             else:
                 cls_t, box_t = self.cls_targets, self.box_targets
             with self.autocast():
-                cls_preds, box_preds, _ = self.net(images)
+                cls_preds, box_preds, _ = self.forward_net(images)
             loss, _, _ = multibox_loss(cls_preds, box_preds, cls_t, box_t)
             self.backward_and_step(loss, self.optimizer)
             return loss.detach()
         with torch.inference_mode():
-            return self._detect(self._inputs())
+            return self._candidates(self._inputs())
+
+    def finish_step(self, out: Any) -> Any:
+        """Inference: NMS of the candidates (its output size depends on the data)."""
+        if self.training:
+            return out
+        with torch.inference_mode():
+            return nms_detections(out)
+
+    def _candidates(self, images: torch.Tensor) -> Candidates:
+        """Inference up to the NMS: forward, softmax, box decoding, each image's best
+        candidates (call in inference mode)."""
+        with self.autocast():
+            cls_preds, box_preds, anchors = self.forward_net(images)
+            return detection_candidates(cls_preds, box_preds, anchors, self.image_hw)
 
     def _detect(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference: forward, then softmax, box decoding and NMS (call in inference mode)."""
-        with self.autocast():
-            cls_preds, box_preds, anchors = self.net(images)
-            return detect(cls_preds, box_preds, anchors, self.image_hw)
+        return nms_detections(self._candidates(images))
 
     def stage_samples(self, count: int) -> None:
         """``count`` seeded images on the device (the first ``spec.batch`` of them are the

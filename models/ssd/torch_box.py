@@ -3,10 +3,14 @@
 Boxes are corner boxes (xmin, ymin, xmax, ymax) in pixels unless a name says ``center``
 (cx, cy, w, h). Everything is batched and free of host synchronisation except :func:`detect`,
 whose NMS returns a data-dependent number of boxes (one ``torchvision.ops.nms`` call per batch,
-see :func:`grouped_nms`).
+see :func:`grouped_nms`). :func:`detect` is :func:`detection_candidates` (fixed shapes, no
+synchronisation: a CUDA graph can hold it) followed by :func:`nms_detections`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +24,16 @@ from models.ssd.common import SCORE_THRESHOLD as SCORE_THRESH
 
 #: MXNet ``bipartite_matching`` threshold and GluonCV's tie epsilon.
 _MATCH_EPS = 1e-12
+
+
+def device_constant(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a 1-d tensor of ``like``'s dtype and device, written by fill kernels: a
+    tensor made from host data would wait for its copy from pageable memory (a host
+    synchronisation in every inference step), which a CUDA graph cannot capture."""
+    out = like.new_empty(len(values))
+    for index, value in enumerate(values):
+        out[index] = value
+    return out
 
 
 def center_to_corner(boxes: torch.Tensor) -> torch.Tensor:
@@ -113,7 +127,7 @@ def decode_boxes(
     codes: torch.Tensor, anchors: torch.Tensor, stds: tuple[float, ...] = BOX_STDS
 ) -> torch.Tensor:
     """Inverse of :func:`encode_boxes`: offsets [..., A, 4] -> corner boxes [..., A, 4]."""
-    std = codes.new_tensor(stds)
+    std = device_constant(stds, codes)
     codes = codes * std
     xy = codes[..., :2] * anchors[..., 2:] + anchors[..., :2]
     wh = torch.exp(codes[..., 2:]) * anchors[..., 2:]
@@ -182,6 +196,19 @@ def multibox_loss(
     return cls_loss + lambd * box_loss, cls_loss, box_loss
 
 
+class Candidates(NamedTuple):
+    """Each image's ``nms_topk`` best (anchor, foreground class) pairs, sorted by score."""
+
+    #: [B, K] scores, descending.
+    scores: torch.Tensor
+    #: [B, K, 4] decoded corner boxes.
+    boxes: torch.Tensor
+    #: [B, K] foreground class ids.
+    ids: torch.Tensor
+    #: [B, K] bool: score above the threshold.
+    valid: torch.Tensor
+
+
 def detect(
     cls_preds: torch.Tensor,
     box_preds: torch.Tensor,
@@ -200,21 +227,46 @@ def detect(
     to the image (GluonCV does not). Returns ``ids [N, K]`` int64, ``scores [N, K]`` and
     ``boxes [N, K, 4]`` float32 with K = ``post_nms``, sorted by score, padded with -1.
     """
+    candidates = detection_candidates(
+        cls_preds, box_preds, anchors, image_size, score_thresh, nms_topk
+    )
+    return nms_detections(candidates, nms_thresh, post_nms)
+
+
+def detection_candidates(
+    cls_preds: torch.Tensor,
+    box_preds: torch.Tensor,
+    anchors: torch.Tensor,
+    image_size: tuple[int, int] | None = None,
+    score_thresh: float = SCORE_THRESH,
+    nms_topk: int = NMS_TOPK,
+) -> Candidates:
+    """The first part of :func:`detect`: softmax, decode, clip and each image's ``nms_topk``
+    best pairs. Every shape is fixed by the inputs' and nothing waits for the device."""
     batch, num_anchors, num_classes = cls_preds.shape
     fg = num_classes - 1
     scores = torch.softmax(cls_preds.float(), dim=-1)[..., 1:]  # [B, A, C]
     boxes = decode_boxes(box_preds.float(), anchors.reshape(1, -1, 4).float())
     if image_size is not None:
         height, width = image_size
-        limit = boxes.new_tensor([width, height, width, height])
+        limit = device_constant((width, height, width, height), boxes)
         boxes = torch.minimum(boxes.clamp(min=0), limit)
 
     k = min(nms_topk, num_anchors * fg)
     flat = scores.reshape(batch, -1)
     top_scores, top_index = flat.topk(k, dim=1)  # sorted, descending
-    valid = top_scores > score_thresh
     cand_boxes = boxes.gather(1, (top_index // fg).unsqueeze(-1).expand(-1, -1, 4))
-    cand_ids = top_index % fg
+    return Candidates(top_scores, cand_boxes, top_index % fg, top_scores > score_thresh)
+
+
+def nms_detections(
+    candidates: Candidates, nms_thresh: float = NMS_THRESH, post_nms: int = POST_NMS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rest of :func:`detect`: class-wise NMS of the candidates and the ``post_nms`` best
+    survivors, padded with -1."""
+    top_scores, cand_boxes, cand_ids, valid = candidates
+    batch = top_scores.shape[0]
+    device = top_scores.device
     # Invalid candidates stay in (their score is lowest, so they never suppress a valid box):
     # it keeps every shape fixed up to the NMS.
     nms_scores = torch.where(valid, top_scores, top_scores - 2.0)
@@ -223,9 +275,9 @@ def detect(
     slot = kept.cumsum(dim=1) - 1
     take = kept & (slot < post_nms)
     slot = torch.where(take, slot, torch.full_like(slot, post_nms))  # extra column, dropped
-    out_ids = torch.full((batch, post_nms + 1), -1, dtype=torch.long, device=flat.device)
-    out_scores = torch.full((batch, post_nms + 1), -1.0, device=flat.device)
-    out_boxes = torch.full((batch, post_nms + 1, 4), -1.0, device=flat.device)
+    out_ids = torch.full((batch, post_nms + 1), -1, dtype=torch.long, device=device)
+    out_scores = torch.full((batch, post_nms + 1), -1.0, device=device)
+    out_boxes = torch.full((batch, post_nms + 1, 4), -1.0, device=device)
     out_ids.scatter_(1, slot, torch.where(take, cand_ids, -1))
     out_scores.scatter_(1, slot, torch.where(take, top_scores, -1.0))
     box_slot = slot.unsqueeze(-1).expand(-1, -1, 4)
