@@ -171,6 +171,11 @@ def _add_pricing(p: argparse.ArgumentParser) -> None:
     )
 
 
+def dataset(text: str) -> str | None:
+    """``synthetic`` (None) or a dataset path."""
+    return None if text == "synthetic" else text
+
+
 def gpu_count(text: str) -> int | str:
     """``all`` or a positive number of GPUs (ranks)."""
     if text == ALL_GPUS:
@@ -245,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch and weights")
     p.add_argument("--pretrained", help="load weights from this local directory")
+    p.add_argument(
+        "--data",
+        type=dataset,
+        help="synthetic (default: seeded batches staged before timing) or a dataset the timed "
+        "step reads through a loader: a VOC folder or RecordIO .rec (ssd), aclImdb (bert)",
+    )
+    p.add_argument(
+        "--loader-workers", type=int, default=2, help="loader processes with --data (default 2)"
+    )
+    p.add_argument("--vocab", help="BERT with --data: vocab.txt (default: in --pretrained)")
     p.add_argument(
         "--gpus",
         type=gpu_count,
@@ -665,6 +680,9 @@ RUN_FIELDS = (
     "cuda_graphs",
     "timing",
     "gpus",
+    "data",
+    "loader_workers",
+    "vocab",
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -13,6 +13,7 @@
 #   --skip-fast          skip the fast suite (compiled, graph-captured, pipelined; profiled)
 #   --profile-steps N    steps profiled after each fast run's window (default 5)
 #   --skip-overhead      skip the harness/telemetry overhead benchmark (eager and fast modes)
+# It also runs BERT training as one data-parallel rank (torchrun, NCCL) on the GPU.
 #   --skip-tests         skip the gpu-marked tests
 #
 # Eager against fast for the workshop rows alone (about 8 minutes on an H100):
@@ -80,6 +81,9 @@ if [ "$fast" = 1 ]; then
   step 420 "$py" -m bench suite fast --device "$device" --duration "$duration" \
     --profile-steps "$profile_steps" --out "$out/runs" --no-progress
 fi
+# the data-parallel path on one GPU: torchrun, NCCL, DistributedDataParallel, world size 1
+step 180 "$py" -m bench run --workload bert --mode train --batch 32 --gpus 1 --precision auto \
+  --device "$device" --duration 10 --out "$out/runs" --no-progress
 if [ "$overhead" = 1 ]; then
   step 240 "$py" -m bench.run.overhead --device "$device" --workload bert --batch 32 \
     --seq-len 128 --iters 50 --fast --json "$out/overhead.json"

@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from bench.run.loop import StepTimer
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 from models import torch_exec
+from models.torch_ddp import Ranks
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -44,6 +46,12 @@ class TorchWorkload(Workload):
         self.setup_steps = 0
         #: The captured step that ``step()`` replays (``spec.cuda_graphs``).
         self.graph: torch_exec.CapturedStep[Any] | None = None
+        #: With ``spec.gpus``: this process's rank among those torchrun started, and the
+        #: DistributedDataParallel wrapper of a training run's model.
+        self.ranks = Ranks(self.device) if spec.gpus is not None else None
+        self.ddp: DistributedDataParallel | None = None
+        #: The seed of the step's synthetic batch: each rank trains on its own samples.
+        self.data_seed = spec.seed + (self.ranks.rank if self.ranks is not None else 0)
 
     def graph_body(self) -> Any:
         """The step's device work on the tensors staged in setup, with no host
@@ -60,11 +68,26 @@ class TorchWorkload(Workload):
         return self.finish_step(out)
 
     def compile_module(self, module: torch.nn.Module) -> Callable[..., Any]:
-        """``module`` compiled in the spec's mode (fullgraph), or itself when compile is off.
-        Compilation happens on the first call, in ``prepare_execution()``."""
+        """``module`` as the step calls it: wrapped in DistributedDataParallel when training on
+        several ranks, then compiled in the spec's mode (fullgraph), or as it is. Compilation
+        happens on the first call, in ``prepare_execution()``."""
+        if self.ranks is not None and self.spec.mode == "train":
+            self.ddp = self.ranks.wrap(module)
+            module = self.ddp
         if self.spec.compile == "off":
             return module
         return torch_exec.compile_module(module, self.spec.compile)
+
+    def barrier(self) -> None:
+        if self.ranks is not None:
+            self.ranks.barrier()
+
+    def after_window(self) -> None:
+        """Data-parallel training: the step timed with and without gradient synchronization
+        (the communication share)."""
+        if self.ranks is not None and self.ddp is not None:
+            self.ranks.record_parameters(self.ddp)
+            self.ranks.measure_comm_share(self.ddp, self.step, self.sync)
 
     def prepare_execution(self) -> None:
         """The end of ``setup()``: run the compiling step (timed into ``compile_s``), then
@@ -162,6 +185,7 @@ class TorchWorkload(Workload):
             # TF32 exists on GPUs only: on the CPU fp32 math is full fp32 whatever the switches.
             "tf32_matmul": cuda and bool(torch.backends.cuda.matmul.allow_tf32),
             "tf32_cudnn": cuda and bool(torch.backends.cudnn.allow_tf32),
+            "distributed": self.ranks.facts(self.ddp) if self.ranks is not None else None,
         }
 
     def is_oom(self, exc: BaseException) -> bool:
@@ -170,6 +194,8 @@ class TorchWorkload(Workload):
         return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
     def teardown(self) -> None:
+        if self.ranks is not None:
+            self.ranks.close()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

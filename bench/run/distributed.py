@@ -188,6 +188,7 @@ def rank_facts(rank: int, record: RunRecord) -> RankFacts:
         telemetry=record.telemetry,
         flags=list(record.validity.flags),
         run_id=record.run_id,
+        distributed=record.execution.details.get("distributed"),
     )
 
 

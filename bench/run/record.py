@@ -153,6 +153,22 @@ class Execution:
 
 
 @dataclass
+class DataFacts:
+    """Where a run's batches came from, and how long the timed steps waited for them."""
+
+    #: ``synthetic`` (staged before timing) or the dataset path.
+    source: str = "synthetic"
+    format: str | None = None
+    samples: int | None = None
+    loader_workers: int | None = None
+    #: Host time the measured steps spent waiting for the loader's next batch.
+    wait_s: float | None = None
+    #: ``wait_s`` over the window: near 1 means the input pipeline bounds the run.
+    wait_share: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Timing:
     warmup_iters: int
     warmup_s: float
@@ -288,6 +304,8 @@ class RankFacts:
     telemetry: TelemetrySummary = field(default_factory=TelemetrySummary)
     flags: list[Flag] = field(default_factory=list)
     run_id: str | None = None
+    #: The rank's own account of the distributed set-up (``execution.details.distributed``).
+    distributed: dict[str, Any] | None = None
 
 
 @dataclass
@@ -306,6 +324,7 @@ class RunRecord:
     workload: WorkloadFacts | None = None
     scenario: ScenarioFacts | None = None
     execution: Execution = field(default_factory=Execution)
+    data: DataFacts = field(default_factory=DataFacts)
     timing: Timing | None = None
     throughput: Throughput | None = None
     latency: Latency | None = None

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -101,10 +101,37 @@ def prepare(
                 f"--pretrained {spec.pretrained} holds no {spec.workload} checkpoint for "
                 f"{spec.backend}: expected {missing}"
             )
+    check_data(spec)
     if spec.gpus is not None and entry.multi_device is None:
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     python_for(entry.env)
     return spec.replace(device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus))
+
+
+def check_data(spec: RunSpec) -> None:
+    """A ``--data`` path that exists in the workload's formats, and BERT's vocabulary."""
+    if spec.data is None:
+        return
+    path = Path(spec.data)
+    if not path.exists():
+        raise SpecError(f"--data {spec.data} does not exist")
+    if spec.workload == "ssd" and not (path.is_dir() or path.suffix == ".rec"):
+        raise SpecError(f"--data {spec.data}: SSD reads a VOC folder or a RecordIO .rec file")
+    if spec.workload == "ssd" and path.suffix == ".rec" and not path.with_suffix(".idx").exists():
+        raise SpecError(
+            f"--data {spec.data}: the RecordIO index {path.with_suffix('.idx')} is missing"
+        )
+    if spec.workload == "bert":
+        if not path.is_dir():
+            raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
+        vocab = Path(spec.vocab) if spec.vocab else None
+        if vocab is None and spec.pretrained:
+            vocab = Path(spec.pretrained) / "vocab.txt"
+        if vocab is None or not vocab.is_file():
+            raise SpecError(
+                "BERT on a dataset needs its WordPiece vocabulary: --vocab FILE, or vocab.txt "
+                "in the --pretrained directory"
+            )
 
 
 def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None:
@@ -185,7 +212,7 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
             cmd = torchrun_command(python, ranks, cmd[3:])
         result_files = [rank_result_path(result_file, r) for r in range(ranks)] or [result_file]
         try:
-            code, tail = _run_worker(cmd, options.timeout_s)
+            code, tail = _run_worker(cmd, options.timeout_s, rank_threads(ranks))
         except BaseException:
             for path in result_files:
                 _remove_partial_outputs(path, out_dir)
@@ -230,14 +257,25 @@ def collect(
 STOP_GRACE_S = 5.0
 
 
-def _run_worker(cmd: list[str], timeout_s: float | None) -> tuple[int | None, str]:
+def rank_threads(ranks: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Each rank's share of the usable cores as its OpenMP thread count (torchrun would set 1
+    and say so), unless the user set one."""
+    if ranks < 1 or "OMP_NUM_THREADS" in environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"OMP_NUM_THREADS": str(max(1, (cores or 1) // ranks))}
+
+
+def _run_worker(
+    cmd: list[str], timeout_s: float | None, extra_env: Mapping[str, str] | None = None
+) -> tuple[int | None, str]:
     """Run the worker, passing its stderr through live (progress bars) and keeping a tail.
 
     The worker leads its own process group, so that a timeout or an interrupt of this
     process (SIGINT, SIGTERM) stops it and everything it started: nothing is left holding
     the GPU. Its output always ends on a new line, so the next line starts clean.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     root = str(envinfo.PROJECT_ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # cuda:N then means the N-th visible GPU in nvidia-smi's (PCI) order, for every framework

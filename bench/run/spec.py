@@ -104,6 +104,14 @@ class RunSpec:
     #: ``cuda:N-1``), or N CPU ranks on ``cpu``; ``all``: every GPU (resolved before the run).
     #: None: one process on ``device``. ``batch`` is per rank.
     gpus: int | str | None = None
+    # -- real data ------------------------------------------------------------------------------
+    #: None: seeded synthetic batches staged before timing; else a dataset path read by a loader
+    #: in the timed step (SSD: a VOC folder or a RecordIO ``.rec``; BERT: an ``aclImdb`` folder).
+    data: str | None = None
+    #: Loader worker processes with ``data`` (0: load in the training process).
+    loader_workers: int = 2
+    #: BERT with ``data``: the WordPiece vocabulary (default: ``vocab.txt`` in ``pretrained``).
+    vocab: str | None = None
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -138,6 +146,7 @@ class RunSpec:
         self._check_loadgen()
         self._check_execution()
         self._check_ranks()
+        self._check_data()
 
     @property
     def uses_loadgen(self) -> bool:
@@ -234,6 +243,21 @@ class RunSpec:
                 f"--gpus runs the torch and mxnet paths of ssd and bert, not {self.workload} "
                 f"on {self.backend}"
             )
+
+    def _check_data(self) -> None:
+        _int_range("loader_workers", self.loader_workers, 0, 256)
+        if self.data is None:
+            if self.vocab is not None:
+                raise SpecError("vocab applies to runs on a dataset (--data)")
+            return
+        if not isinstance(self.data, str) or not self.data:
+            raise SpecError("data must be a dataset path")
+        if self.workload == "null" or self.backend == "onnxruntime":
+            raise SpecError(f"--data runs ssd and bert on torch and mxnet, not {self.label}")
+        if self.uses_loadgen:
+            raise SpecError(f"the {self.scenario} scenario issues staged samples: no --data")
+        if self.cuda_graphs:
+            raise SpecError("a CUDA graph replays on static inputs: no --data with --cuda-graphs")
 
     @property
     def ranks(self) -> int:

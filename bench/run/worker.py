@@ -23,6 +23,7 @@ from bench.run import envinfo, registry, scenarios
 from bench.run.distributed import rank_device, rank_env, rank_result_path
 from bench.run.loop import Measurement
 from bench.run.record import (
+    DataFacts,
     Execution,
     Mfu,
     Outcome,
@@ -135,6 +136,9 @@ def execute(
         record.scenario = scenario.facts()
         fill_measurement(record, measurement)
         fill_mfu(record)
+        fill_data(record, workload, measurement)
+        workload.after_window()
+        record.execution.details = workload.execution_details()
         if profile_steps > 0:
             record.execution.profile = workload.profile(profile_steps)
         # after the run: some frameworks only know parameter shapes after a forward pass
@@ -191,6 +195,25 @@ def fill_measurement(record: RunRecord, m: Measurement) -> None:
     if m.first_step_s is not None:
         execution.one_off_s["first_step_s"] = m.first_step_s
     execution.step_timer = m.step_timer
+
+
+def fill_data(record: RunRecord, workload: Workload, m: Measurement) -> None:
+    """With a dataset: the loader's facts and the share of the window the steps waited."""
+    spec = record.spec
+    if spec.data is None:
+        return
+    facts = dict(workload.data_facts())
+    waits = workload.data_wait_s[-m.iterations :] if m.iterations else []
+    wait = sum(waits) if len(waits) == m.iterations else None
+    record.data = DataFacts(
+        source=spec.data,
+        format=facts.pop("format", None),
+        samples=facts.pop("samples", None),
+        loader_workers=spec.loader_workers,
+        wait_s=wait,
+        wait_share=wait / m.window_s if wait is not None and m.window_s > 0 else None,
+        details=facts,
+    )
 
 
 def fill_mfu(record: RunRecord) -> None:

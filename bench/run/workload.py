@@ -103,6 +103,8 @@ class Workload(ABC):
         #: One-off costs of set-up in seconds (``compile_s``, ``capture_s``,
         #: ``engine_build_s``), filled by ``setup()``; see ``bench.run.record.Execution``.
         self.one_off_s: dict[str, float] = {}
+        #: With ``spec.data``: host seconds each step waited for its batch, in step order.
+        self.data_wait_s: list[float] = []
 
     @abstractmethod
     def setup(self) -> None:
@@ -145,6 +147,16 @@ class Workload(ABC):
         whose steps run asynchronously returns device events, or None where the framework
         has none (then only the window is timed)."""
         return HostTimer(clock)
+
+    def data_facts(self) -> dict[str, Any]:
+        """With ``spec.data``: ``format``, ``samples`` and anything else worth keeping about
+        the dataset and its loader (after ``setup``)."""
+        return {}
+
+    def after_window(self) -> None:
+        """Measurements of the set-up workload that follow the window (a data-parallel run
+        times its step without gradient synchronization here); their results go into
+        ``execution_details()``."""
 
     def barrier(self) -> None:
         """Wait for every rank of a multi-process run (no-op in one process). Called at the

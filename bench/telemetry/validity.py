@@ -71,4 +71,5 @@ def validity_flags(record: RunRecord) -> list[Flag]:
 
 
 def short_codes(record: RunRecord) -> str:
-    return ",".join(FLAG_CODES.get(f.code, f.code) for f in record.validity.flags)
+    codes = dict.fromkeys(f.code for f in record.validity.flags)  # a code once, in order
+    return ",".join(FLAG_CODES.get(code, code) for code in codes)

@@ -102,7 +102,7 @@ class BertTorch(TorchWorkload):
         else:
             model = BertForSequenceClassification(base_config(shape, ATTENTION))
         self.model = model.to(self.device)
-        host = seeded_text(spec, self.settings.shape, spec.batch)
+        host = seeded_text(spec.replace(seed=self.data_seed), self.settings.shape, spec.batch)
         self.host_batch = {
             "input_ids": torch.from_numpy(host.input_ids),
             "token_type_ids": torch.from_numpy(host.token_type_ids),

@@ -65,7 +65,7 @@ class SsdTorch(TorchWorkload):
         #: The network as the step calls it: compiled (NMS stays eager), or the network.
         self.forward_net: Any = self.compile_module(net)
 
-        batch = detection_batch(spec.batch, spec.image_size, seed=spec.seed)
+        batch = detection_batch(spec.batch, spec.image_size, seed=self.data_seed)
         self.image_hw = (spec.image_size, spec.image_size)
         if spec.include_h2d:
             # Keep the inputs on the host; step() copies them, like a data loader's output.

@@ -1,0 +1,130 @@
+"""Data-parallel training through the harness on the CPU: two gloo ranks started by torchrun,
+as `bench run --device cpu --gpus 2` starts them. Real models, small shapes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.run import runner
+from bench.run.record import RunRecord
+from bench.run.spec import RunSpec
+from bench.run.store import load_record
+
+ROOT = Path(__file__).resolve().parent.parent
+OPTIONS = dict(progress=False, telemetry_interval_s=None)
+
+
+def run_ranks(spec: RunSpec, out: Path) -> RunRecord:
+    prepared = runner.prepare(spec, gpus=[])
+    record, _ = runner.run(prepared, runner.RunOptions(out_dir=out, **OPTIONS))
+    return record
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        RunSpec(workload="bert", mode="train", batch=2, seq_len=16, device="cpu", gpus=2),
+        RunSpec(workload="ssd", mode="train", batch=2, image_size=128, device="cpu", gpus=2),
+    ],
+    ids=["bert", "ssd"],
+)
+def test_two_gloo_ranks_train_in_step(spec, tmp_path):
+    spec = spec.replace(warmup=1, iters=3)
+    record = run_ranks(spec, tmp_path)
+    assert record.ok, record.outcome
+    assert [r.rank for r in record.ranks] == [0, 1]
+    assert all(r.status == "ok" and r.device == "cpu" for r in record.ranks)
+    # the ranks trained on different samples (seed + rank) and their updates were averaged:
+    # their parameters are the same
+    sums = [r.distributed["parameter_sum"] for r in record.ranks]
+    assert sums[0] == sums[1]
+    # global throughput: both ranks' samples over the common window
+    assert record.timing is not None and record.throughput is not None
+    assert record.timing.measured_samples == 2 * 3 * spec.batch
+    window = max(r.window_s for r in record.ranks)
+    assert record.timing.window_s == window
+    assert record.throughput.samples_per_s == record.timing.measured_samples / window
+    assert [r.measured_samples for r in record.ranks] == [3 * spec.batch] * 2
+    dist = record.execution.details["distributed"]
+    assert dist["world_size"] == 2 and dist["process_group"] == "gloo"
+    assert dist["wrapper"] == "DistributedDataParallel" and dist["bucket_cap_mb"] == 25.0
+    assert 0.0 <= dist["comm_share"] < 1.0
+    assert dist["step_s_with_grad_sync"] > 0 and dist["step_s_without_grad_sync"] > 0
+    assert record.spec.label.endswith("_g2")
+
+
+def _ranks_of(pid: int) -> list[psutil.Process]:
+    out = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "RANK" in child.environ() and "bench.run.worker" in " ".join(child.cmdline()):
+                out.append(child)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_a_killed_rank_ends_the_run_with_an_error_and_no_process_left(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--workload",
+        "ssd",
+        "--mode",
+        "train",
+        "--batch",
+        "1",
+        "--image-size",
+        "128",
+        "--device",
+        "cpu",
+        "--gpus",
+        "2",
+        "--warmup",
+        "1",
+        "--duration",
+        "120",
+        "--no-progress",
+        "--no-telemetry",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        victims: list[psutil.Process] = []
+        while time.monotonic() < deadline and len(victims) < 2:
+            time.sleep(0.5)
+            victims = _ranks_of(proc.pid)
+        assert len(victims) == 2, "two ranks started"
+        time.sleep(15)  # into set-up or the window
+        everyone = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        rank1 = next(v for v in victims if v.environ().get("RANK") == "1")
+        killed_at = time.monotonic()
+        rank1.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=90)
+        ended_in = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert ended_in < 60
+    records = list(tmp_path.glob("*.json"))
+    assert len(records) == 1
+    record = load_record(records[0])
+    assert record.outcome.status == "error"
+    assert "rank" in (record.outcome.message or "")
+    assert [r.status for r in record.ranks] == ["error", "error"]
+    gone, alive = psutil.wait_procs(everyone, timeout=10)
+    assert not alive, [p.pid for p in alive]
+    assert b"result:" in out
