@@ -14,12 +14,15 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.run import registry  # framework-free: no numpy yet
 from bench.run.loop import StepTimer
 from bench.run.spec import ALL_GPUS, RunSpec
 from bench.run.workload import Workload
+
+if TYPE_CHECKING:
+    from models.gluon_data import BatchStream
 
 # MXNet's CPU operators use one OpenMP thread per *physical* core by default, which on a
 # machine with hyper-threads (or a 2-vCPU VM) is half of what PyTorch and ONNX Runtime
@@ -198,6 +201,8 @@ class MxnetWorkload(Workload):
         else:
             self.amp = None
         mx.random.seed(spec.seed)
+        #: With ``spec.data``: the loader's batches, made in setup (see models.gluon_data).
+        self.batches: BatchStream | None = None
 
     def _claim_fp32_math(self) -> str:
         mode = declared_fp32_math(self.spec.workload)
@@ -333,6 +338,29 @@ class MxnetWorkload(Workload):
             if host.context == staged:
                 return host.as_in_context(ctx)
         raise ValueError(f"an array in {host.context} was staged for none of the run's contexts")
+
+    def next_batch(self) -> tuple[mx.nd.NDArray, ...]:
+        """The loader's next global batch, on the host; the seconds the step waited for it
+        are appended to ``data_wait_s``."""
+        if self.batches is None:
+            raise RuntimeError("the run reads no dataset (spec.data) or setup() has not run")
+        start = time.perf_counter()
+        batch = self.batches.next()
+        self.data_wait_s.append(time.perf_counter() - start)
+        return batch
+
+    def data_facts(self) -> dict[str, Any]:
+        if self.batches is None:
+            return {}
+        return {
+            **self.batches.facts,
+            "epochs_started": self.batches.epochs,
+            "copy": "each context's share of the host batch copied in the step",
+        }
+
+    def teardown(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
 
     def index_array(self, indices: Sequence[int]) -> mx.nd.NDArray:
         """A query's sample indices as an int64 NDArray in the run's context (for ``take``)."""

@@ -14,10 +14,12 @@ from typing import Any
 
 import gluonnlp as nlp
 import mxnet as mx
+import numpy as np
 from mxnet import autograd, gluon
 
 from bench.run.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
+from models import gluon_data
 from models.bert import config as bert
 from models.mxnet_common import KVSTORE, MxnetWorkload, kvstore_details, quiet_undecided_type
 from models.samples import check_query, check_stage
@@ -48,11 +50,23 @@ class BertGluon(MxnetWorkload):
         "kvstore sums the gradients, the clip is over the summed gradients and every context "
         "applies the same update."
     )
+    #: The step of a run on a dataset (``spec.data``), in place of the above.
+    data_step_description = (
+        "train: the loader's next batch (waited for and timed) of IMDB reviews tokenized in "
+        "the loader workers (GluonNLP BERTTokenizer, BERTSentenceTransform padded to the "
+        "sequence length), each context's share copied to it; then as the synthetic step: "
+        "forward, softmax cross-entropy, backward, global-norm grad clip 1.0, BERTAdam lr 5e-5 "
+        "wd 0.01, warm-up then linear decay, the device kvstore summing gradients across "
+        "contexts. infer: the loader's next batch, forward to logits. Hybridized with "
+        "static_alloc/static_shape; every batch is full (last_batch rollover)."
+    )
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
         super().__init__(spec)
         self.settings = settings
         self.library: tuple[mx.nd.NDArray, ...] | None = None
+        if spec.data is not None:
+            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         with quiet_undecided_type():
@@ -61,10 +75,13 @@ class BertGluon(MxnetWorkload):
 
     def _setup(self) -> None:
         spec, shape = self.spec, self.settings.shape
+        # with data, the loader (and its worker processes) before the model; its vocabulary
+        # sets the embedding table, which must hold every id the tokenizer gives
+        vocab = self._setup_data() if spec.data is not None else uncased_vocab(shape.vocab_size)
         encoder, _ = nlp.model.get_model(
             MODEL_NAME,
             dataset_name=None,
-            vocab=uncased_vocab(shape.vocab_size),
+            vocab=vocab,
             pretrained=False,
             use_pooler=True,
             use_decoder=False,
@@ -79,7 +96,30 @@ class BertGluon(MxnetWorkload):
             # drawn once on the host and copied to every context
             self.model.initialize(init=mx.init.Normal(0.02), ctx=self.contexts)
         self.hybridize(self.model)
+        if spec.data is None:
+            self._stage_synthetic()
+        if spec.mode == "train":
+            self._setup_training()
 
+    def _setup_data(self) -> nlp.vocab.BERTVocab:
+        """The loader over ``spec.data`` (see models.gluon_data.imdb_stream); returns its
+        vocabulary. The loader's shuffle draws from numpy's global generator: seeded here."""
+        spec = self.spec
+        assert spec.data is not None
+        vocab_file = gluon_data.vocab_path(spec.vocab, spec.pretrained)
+        np.random.seed(spec.seed)
+        self.batches, vocab = gluon_data.imdb_stream(
+            spec.data,
+            spec.mode,
+            vocab_file,
+            spec.seq_len,
+            self.global_batch,
+            spec.loader_workers,
+        )
+        return vocab
+
+    def _stage_synthetic(self) -> None:
+        spec = self.spec
         host = self._text_batch(self.global_batch)
         features = [self.split(a.astype("float32")) for a in _feature_arrays(host)]
         #: Each context's share of the classifier's inputs.
@@ -93,28 +133,29 @@ class BertGluon(MxnetWorkload):
             self.host_inputs = tuple(a for share in zip(*staged, strict=True) for a in share)
             if spec.mode == "train":
                 self.host_labels = self.stage_shares_on_host(host.labels)
-        if spec.mode == "train":
-            for _, param in self.model.collect_params(".*beta|.*gamma|.*bias").items():
-                param.wd_mult = 0.0
-            self.params = [p for p in self.model.collect_params().values() if p.grad_req != "null"]
-            # The device kvstore (none is made for one context); the gradients are summed,
-            # clipped, then applied by each context's own updater, as GluonNLP's scripts do.
-            self.trainer = gluon.Trainer(
-                self.model.collect_params(),
-                "bertadam",
-                {
-                    "learning_rate": self.settings.learning_rate,
-                    "epsilon": 1e-6,
-                    "wd": bert.WEIGHT_DECAY,
-                },
-                kvstore=KVSTORE,
-                update_on_kvstore=False,
-            )
-            if self.amp is not None:
-                self.amp.init_trainer(self.trainer)
-            self.loss_fn = gluon.loss.SoftmaxCELoss()
-            self.total_steps = math.ceil(bert.EPOCH_SAMPLES / self.global_batch)
-            self.step_count = 0
+
+    def _setup_training(self) -> None:
+        for _, param in self.model.collect_params(".*beta|.*gamma|.*bias").items():
+            param.wd_mult = 0.0
+        self.params = [p for p in self.model.collect_params().values() if p.grad_req != "null"]
+        # The device kvstore (none is made for one context); the gradients are summed,
+        # clipped, then applied by each context's own updater, as GluonNLP's scripts do.
+        self.trainer = gluon.Trainer(
+            self.model.collect_params(),
+            "bertadam",
+            {
+                "learning_rate": self.settings.learning_rate,
+                "epsilon": 1e-6,
+                "wd": bert.WEIGHT_DECAY,
+            },
+            kvstore=KVSTORE,
+            update_on_kvstore=False,
+        )
+        if self.amp is not None:
+            self.amp.init_trainer(self.trainer)
+        self.loss_fn = gluon.loss.SoftmaxCELoss()
+        self.total_steps = math.ceil(bert.EPOCH_SAMPLES / self.global_batch)
+        self.step_count = 0
 
     def _text_batch(self, count: int) -> TextBatch:
         shape = self.settings.shape
@@ -145,10 +186,23 @@ class BertGluon(MxnetWorkload):
     def step(self) -> Any:
         """Infer: the logits, a list of each context's with several. Train: the mean loss
         of the batch, a list of each context's share of it with several."""
+        if self.spec.data is not None:
+            return self._data_step()
         inputs = self._inputs()
         if self.spec.mode == "infer":
             return self.one_or_all([self.model(*x) for x in inputs])
-        labels = self._labels()
+        return self._train(inputs, self._labels())
+
+    def _data_step(self) -> Any:
+        """The step on the loader's next batch: each context's share copied to it."""
+        *features, labels = self.next_batch()
+        inputs = list(zip(*(self.split(a) for a in features), strict=True))
+        if self.spec.mode == "infer":
+            return self.one_or_all([self.model(*x) for x in inputs])
+        return self._train(inputs, self.split(labels))
+
+    def _train(self, inputs: list[tuple[mx.nd.NDArray, ...]], labels: list[mx.nd.NDArray]) -> Any:
+        """Schedule, forward, loss, backward, clip and update on each context's share."""
         warmup = self.settings.warmup_steps
         scale = bert.linear_warmup_decay(self.step_count, warmup, self.total_steps)
         self.trainer.set_learning_rate(self.settings.learning_rate * scale)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import mxnet as mx
+import numpy as np
 from gluoncv import model_zoo
 from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
@@ -20,6 +21,7 @@ from mxnet import autograd, gluon
 
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
+from models import gluon_data
 from models.mxnet_common import KVSTORE, MxnetWorkload, kvstore_details, quiet_undecided_type
 from models.samples import check_query, check_stage
 from models.ssd import common as ssd
@@ -88,11 +90,24 @@ class SsdGluon(MxnetWorkload):
         "fp16, where AMP checks for overflow first), as GluonCV's train_ssd.py; BatchNorm uses "
         "each context's own batch statistics."
     )
+    #: The step of a run on a dataset (``spec.data``), in place of the above.
+    data_step_description = (
+        "train: the loader's next batch (waited for and timed), images and GluonCV's "
+        "class and box targets (SSDDefaultTrainTransform with the network's anchors, in the "
+        "loader workers, as train_ssd.py), each context's share copied to it; then as the "
+        "synthetic step: forward, SSDMultiBoxLoss over the positives of the whole batch, "
+        "backward, SGD lr 0.001 momentum 0.9 wd 0.0005 through the device kvstore. infer: "
+        "the loader's next batch of SSDDefaultValTransform images, forward with box decoding "
+        "and class-wise NMS 0.45, top 100. Hybridized with static_alloc/static_shape; every "
+        "batch is full (last_batch rollover)."
+    )
 
     def __init__(self, spec: RunSpec, learning_rate: float = ssd.LEARNING_RATE) -> None:
         super().__init__(spec)
         self.learning_rate = learning_rate
         self.library: mx.nd.NDArray | None = None
+        if spec.data is not None:
+            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         with quiet_undecided_type():
@@ -103,6 +118,9 @@ class SsdGluon(MxnetWorkload):
         spec = self.spec
         self.net = build_network(spec.image_size, spec.pretrained, self.contexts)
         self.hybridize(self.net)
+        if spec.data is not None:
+            self._setup_data()
+            return
         host = detection_batch(self.global_batch, spec.image_size, seed=spec.seed)
         #: Each context's share of the images.
         self.image_shares = self.split(host.images)
@@ -117,10 +135,36 @@ class SsdGluon(MxnetWorkload):
         """The first context's share of the images (all of them on one context)."""
         return self.image_shares[0]
 
-    def _setup_training(self, host: Any) -> None:
+    def _anchors(self) -> mx.nd.NDArray:
+        """The network's anchors, from a forward of a zero image in train mode (as
+        train_ssd.py makes them for its loader)."""
         size = self.spec.image_size
         with autograd.train_mode():
             _, _, anchors = self.net(mx.nd.zeros((1, 3, size, size), ctx=self.ctx))
+        return anchors
+
+    def _setup_data(self) -> None:
+        """The loader over ``spec.data`` (see models.gluon_data.ssd_stream) and, to train,
+        the trainer. GluonCV's augmentations and the loader's shuffle draw from numpy's
+        global generator: seeded here, so a run without workers repeats."""
+        spec = self.spec
+        assert spec.data is not None
+        training = spec.mode == "train"
+        anchors = self._anchors() if training else None
+        np.random.seed(spec.seed)
+        self.batches = gluon_data.ssd_stream(
+            spec.data,
+            spec.mode,
+            spec.image_size,
+            self.global_batch,
+            spec.loader_workers,
+            anchors,
+        )
+        if training:
+            self._setup_trainer()
+
+    def _setup_training(self, host: Any) -> None:
+        anchors = self._anchors()
         gt_boxes = mx.nd.array(host.boxes, ctx=self.ctx)
         gt_ids = mx.nd.array(host.labels[..., None].astype("float32"), ctx=self.ctx)
         generator = SSDTargetGenerator(
@@ -138,6 +182,9 @@ class SsdGluon(MxnetWorkload):
         if self.spec.include_h2d:  # copied in the step, as PyTorch's path does
             self.host_cls_targets = self.stage_shares_on_host(all_cls)
             self.host_box_targets = self.stage_shares_on_host(all_box)
+        self._setup_trainer()
+
+    def _setup_trainer(self) -> None:
         self.loss_fn = SSDMultiBoxLoss(negative_mining_ratio=ssd.NEGATIVE_MINING_RATIO)
         # As train_ssd.py: the device kvstore (none is made for one context), the optimizer
         # on the kvstore by MXNet's default, except with AMP, whose overflow check has to
@@ -168,10 +215,29 @@ class SsdGluon(MxnetWorkload):
     def step(self) -> Any:
         """Infer: the detections, a list of each context's with several. Train: the
         per-sample loss, a list of each context's share with several."""
+        if self.spec.data is not None:
+            return self._data_step()
         images = self._inputs()
         if self.spec.mode == "infer":
             return self.one_or_all([self.net(x) for x in images])
         cls_targets, box_targets = self._targets()
+        return self._train(images, cls_targets, box_targets)
+
+    def _data_step(self) -> Any:
+        """The step on the loader's next batch: each context's share copied to it."""
+        batch = self.next_batch()
+        images = self.split(batch[0])
+        if self.spec.mode == "infer":
+            return self.one_or_all([self.net(x) for x in images])
+        return self._train(images, self.split(batch[1]), self.split(batch[2]))
+
+    def _train(
+        self,
+        images: list[mx.nd.NDArray],
+        cls_targets: list[mx.nd.NDArray],
+        box_targets: list[mx.nd.NDArray],
+    ) -> Any:
+        """Forward, loss, backward and update on each context's share."""
         with autograd.record():
             cls_preds, box_preds = [], []
             for x in images:

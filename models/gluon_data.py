@@ -1,0 +1,301 @@
+"""Real datasets through Gluon's own input pipelines, for the MXNet path's ``spec.data`` runs.
+
+SSD reads a VOCdevkit folder with ``gluoncv.data.VOCDetection`` or a detection RecordIO file
+with ``gluoncv.data.RecordFileDetection``, transformed by GluonCV's SSD presets (training:
+``SSDDefaultTrainTransform`` with the network's anchors, so the loader workers compute the
+class and box targets), as GluonCV's ``scripts/detection/ssd/train_ssd.py`` does. BERT reads
+an ``aclImdb`` folder (:mod:`data.imdb`) and tokenizes it in the workers with GluonNLP's
+``BERTTokenizer`` and ``BERTSentenceTransform`` over a ``BERTVocab`` from a ``vocab.txt``.
+
+Either way a ``gluon.data.DataLoader`` with ``num_workers`` worker processes batches the
+samples, and :class:`BatchStream` hands its batches out endlessly, a new epoch after each.
+"""
+
+from __future__ import annotations
+
+# isort: off
+import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
+# isort: on
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from data.imdb import ImdbError, read_imdb
+from data.recordio import idx_path_for
+from data.voc import DEFAULT_SPLITS, VocError, find_devkit, parse_splits
+
+#: Split names each mode looks for in a VOC folder when the workshop's own are absent, in
+#: order: training on trainval (else train), inference on VOC's test set (else val); each
+#: falls back to the other's.
+PREFERRED_SPLITS = {"train": ("trainval", "train"), "infer": ("test", "val")}
+#: IMDB's split per mode: fine-tuning on train, inference on test (as the lab evaluated).
+IMDB_SPLITS = {"train": "train", "infer": "test"}
+#: What every loader here keeps its last, short batch for (GluonCV's choice for training):
+#: it starts the next epoch, so that every batch is full and shapes never change.
+LAST_BATCH = "rollover"
+
+
+class DataError(ValueError):
+    """A dataset or vocabulary the run cannot read."""
+
+
+class BatchStream:
+    """Batches of a DataLoader without end: when an epoch ends the next one starts.
+
+    ``next()`` returns once every array of the batch is ready: a batch from a worker
+    process arrives complete, one made in this process (no workers) holds operators that
+    MXNet's engine may still be running, and they count as loading time. (On a CPU run
+    those operators share the engine's CPU workers with the steps' own, so there an
+    in-process wait may include compute queued before it.)
+    """
+
+    def __init__(self, loader: gluon.data.DataLoader, facts: dict[str, Any]) -> None:
+        self.loader = loader
+        self.facts = facts
+        #: Epochs begun, the first included.
+        self.epochs = 0
+        self._batches: Iterator[Any] | None = None
+
+    def next(self) -> tuple[mx.nd.NDArray, ...]:
+        while True:
+            if self._batches is None:
+                self._batches = iter(self.loader)
+                self.epochs += 1
+            try:
+                batch = next(self._batches)
+                break
+            except StopIteration:
+                # with rollover, an epoch smaller than a batch yields none and hands its
+                # samples to the next; the loop ends because the dataset is not empty
+                self._batches = None
+        arrays = tuple(batch)
+        for array in arrays:
+            array.wait_to_read()
+        return arrays
+
+    def close(self) -> None:
+        """Stop the worker processes (Gluon's loader leaves that to its ``__del__``)."""
+        pool = getattr(self.loader, "_worker_pool", None)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            self.loader._worker_pool = None
+
+
+def make_loader(
+    dataset: gluon.data.Dataset,
+    batch_size: int,
+    batchify_fn: Callable[[list[Any]], Any],
+    shuffle: bool,
+    workers: int,
+) -> gluon.data.DataLoader:
+    """``gluon.data.DataLoader`` with full batches only (:data:`LAST_BATCH`)."""
+    return gluon.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        batchify_fn=batchify_fn,
+        last_batch=LAST_BATCH,
+        num_workers=workers,
+    )
+
+
+def loader_facts(batch_size: int, shuffle: bool, workers: int) -> dict[str, Any]:
+    return {
+        "loader": "mxnet.gluon.data.DataLoader",
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "last_batch": LAST_BATCH,
+        "num_workers": workers,
+        "pin_memory": False,
+    }
+
+
+# -- detection ----------------------------------------------------------------------------------
+def voc_splits(devkit: Path, mode: str) -> tuple[tuple[str, str], ...]:
+    """The splits a run in ``mode`` reads from ``devkit``: for training the workshop's
+    (VOC07+12 trainval) that exist, else (and for inference) the split files of
+    :data:`PREFERRED_SPLITS`, in every VOC20xx folder that has them."""
+    listings = {
+        (folder.name, path.stem)
+        for folder in devkit.glob("VOC20*")
+        for path in (folder / "ImageSets" / "Main").glob("*.txt")
+        if "_" not in path.stem  # class lists are <class>_<split>.txt
+    }
+    if mode == "train":
+        workshop = tuple(s for s in parse_splits(DEFAULT_SPLITS) if s in listings)
+        if workshop:
+            return workshop
+    other = "infer" if mode == "train" else "train"
+    for name in PREFERRED_SPLITS[mode] + PREFERRED_SPLITS[other]:
+        found = tuple(sorted(s for s in listings if s[1] == name))
+        if found:
+            return found
+    names = "/".join(PREFERRED_SPLITS[mode] + PREFERRED_SPLITS[other])
+    raise DataError(f"no split file ({names}.txt in VOC20xx/ImageSets/Main) under {devkit}")
+
+
+def detection_dataset(path: str, mode: str) -> tuple[gluon.data.Dataset, dict[str, Any]]:
+    """GluonCV's dataset for a ``.rec`` (its ``.idx`` beside it) or a VOC folder, and its
+    facts (``format``, ``samples``, the class and, for VOC, the splits read). Refuses a
+    missing or empty one."""
+    from gluoncv.data import RecordFileDetection, VOCDetection
+
+    source = Path(path)
+    if not source.exists():
+        raise DataError(f"no dataset at {source}")
+    if source.suffix == ".rec":
+        if not idx_path_for(source).is_file():
+            raise DataError(f"no index file {idx_path_for(source)} beside {source}")
+        dataset = RecordFileDetection(str(source))
+        facts: dict[str, Any] = {
+            "format": "recordio",
+            "dataset": "gluoncv.data.RecordFileDetection",
+        }
+    elif source.is_dir():
+        try:
+            devkit = find_devkit(source)
+        except VocError as exc:
+            raise DataError(str(exc)) from None
+        splits = voc_splits(devkit, mode)
+        dataset = VOCDetection(str(devkit), splits=list(splits))
+        facts = {
+            "format": "voc",
+            "dataset": "gluoncv.data.VOCDetection",
+            "splits": "+".join(f"{folder}/{name}" for folder, name in splits),
+        }
+    else:
+        raise DataError(f"{source}: neither a VOCdevkit folder nor a .rec file")
+    if len(dataset) == 0:
+        raise DataError(f"{source}: no images ({facts.get('splits', 'empty index')})")
+    return dataset, {**facts, "samples": len(dataset)}
+
+
+def ssd_stream(
+    path: str,
+    mode: str,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    anchors: mx.nd.NDArray | None = None,
+) -> BatchStream:
+    """SSD's loader as train_ssd.py builds it. Training (``anchors``: the network's, from a
+    forward in train mode): ``SSDDefaultTrainTransform`` with the anchors, batches of
+    (images, class targets, box targets), shuffled. Inference: ``SSDDefaultValTransform``,
+    batches of (images, labels padded with -1), in order."""
+    from gluoncv.data.batchify import Pad, Stack, Tuple
+    from gluoncv.data.transforms.presets.ssd import (
+        SSDDefaultTrainTransform,
+        SSDDefaultValTransform,
+    )
+
+    dataset, facts = detection_dataset(path, mode)
+    size = (image_size, image_size)
+    train = mode == "train"
+    if train:
+        if anchors is None:
+            raise ValueError("training targets need the network's anchors")
+        transform: Any = SSDDefaultTrainTransform(*size, anchors.as_in_context(mx.cpu()))
+        batchify = Tuple(Stack(), Stack(), Stack())
+        facts["transform"] = (
+            f"gluoncv SSDDefaultTrainTransform({image_size}, {image_size}, anchors): "
+            "colour distortion, random expansion and crop, flip, resize, normalize; class "
+            "and box targets from SSDTargetGenerator in the loader"
+        )
+        facts["batchify"] = "Tuple(Stack(), Stack(), Stack())"
+    else:
+        transform = SSDDefaultValTransform(*size)
+        batchify = Tuple(Stack(), Pad(pad_val=-1))
+        facts["transform"] = f"gluoncv SSDDefaultValTransform({image_size}, {image_size})"
+        facts["batchify"] = "Tuple(Stack(), Pad(pad_val=-1))"
+    loader = make_loader(dataset.transform(transform), batch_size, batchify, train, workers)
+    return BatchStream(loader, {**facts, **loader_facts(batch_size, train, workers)})
+
+
+# -- text ---------------------------------------------------------------------------------------
+def vocab_path(vocab: str | None, pretrained: str | None) -> Path:
+    """The WordPiece ``vocab.txt`` of a run: ``vocab``, else the one in ``pretrained``."""
+    if vocab is not None:
+        path = Path(vocab)
+    elif pretrained is not None:
+        path = Path(pretrained) / "vocab.txt"
+    else:
+        raise DataError("BERT on a dataset needs a WordPiece vocab.txt: give vocab or pretrained")
+    if not path.is_file():
+        raise DataError(f"no vocabulary file {path}")
+    return path
+
+
+def bert_vocab(path: Path) -> Any:
+    """A ``BERTVocab`` with the ids of ``path``'s lines (token i on line i), as GluonNLP's
+    conversion of Google's vocabularies builds it."""
+    import gluonnlp as nlp
+
+    tokens = [t for t in path.read_text(encoding="utf-8").splitlines() if t]
+    ids = {token: i for i, token in enumerate(tokens)}
+    if len(ids) != len(tokens):
+        raise DataError(f"{path}: repeated tokens")
+    missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in ids]
+    if missing:
+        raise DataError(f"{path} lacks the special tokens {', '.join(missing)}")
+    return nlp.vocab.BERTVocab(nlp.data.count_tokens(tokens), token_to_idx=ids)
+
+
+class BertExample:
+    """``(text, label)`` -> the classifier's inputs and the label: token ids, token types,
+    valid length (GluonNLP's ``BERTSentenceTransform``, one segment, padded to the sequence
+    length) and the label as float32."""
+
+    def __init__(self, vocab: Any, seq_len: int) -> None:
+        import gluonnlp as nlp
+
+        tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
+        self.sentence = nlp.data.BERTSentenceTransform(
+            tokenizer, max_seq_length=seq_len, pad=True, pair=False
+        )
+
+    def __call__(self, text: str, label: int) -> tuple[np.ndarray, ...]:
+        ids, valid_length, types = self.sentence((text,))
+        return ids, types, valid_length, np.float32(label)
+
+
+def imdb_stream(
+    path: str, mode: str, vocab_file: Path, seq_len: int, batch_size: int, workers: int
+) -> tuple[BatchStream, Any]:
+    """BERT's loader over an aclImdb split (train for training, test for inference) and the
+    vocabulary; batches of (token ids, token types, valid lengths, labels), float32 as the
+    classifier takes them."""
+    import gluonnlp as nlp
+
+    split = IMDB_SPLITS[mode]
+    try:
+        reviews = read_imdb(path, split)
+    except ImdbError as exc:
+        raise DataError(str(exc)) from None
+    if not reviews:
+        raise DataError(f"{path}: no reviews in {split}")
+    vocab = bert_vocab(vocab_file)
+    dataset = gluon.data.SimpleDataset([(r.text, r.label) for r in reviews])
+    stack = nlp.data.batchify.Stack(dtype="float32")
+    batchify = nlp.data.batchify.Tuple(stack, stack, stack, stack)
+    train = mode == "train"
+    transform = BertExample(vocab, seq_len)
+    loader = make_loader(dataset.transform(transform), batch_size, batchify, train, workers)
+    facts = {
+        "format": "aclimdb",
+        "samples": len(reviews),
+        "split": split,
+        "labels": "1 for ratings >= 5 (pos/), 0 otherwise (neg/)",
+        "vocab_size": len(vocab),
+        "tokenizer": "gluonnlp BERTTokenizer(lower=True)",
+        "transform": f"gluonnlp BERTSentenceTransform(max_seq_length={seq_len}, pad=True, "
+        "pair=False)",
+        "batchify": "Tuple(Stack(float32) x 4): token ids, token types, valid lengths, labels",
+        **loader_facts(batch_size, train, workers),
+    }
+    return BatchStream(loader, facts), vocab
