@@ -226,6 +226,13 @@ def _add_loadgen(p: argparse.ArgumentParser, *, sla: bool = False) -> None:
     g.add_argument("--sample-count", type=int, default=256, help="samples staged for LoadGen")
 
 
+def _add_accuracy(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("accuracy (scenarios evaluate and to-accuracy)")
+    g.add_argument("--target", type=float, help="to-accuracy: the metric to reach (e.g. 0.75 mAP)")
+    g.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
+    g.add_argument("--eval-samples", type=int, help="test samples per evaluation (default all)")
+
+
 def _add_strict(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strict",
@@ -271,11 +278,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         default="loop",
         choices=SCENARIOS,
-        help="loop: a fixed loop of synchronized steps (default); single-stream, multi-stream, "
+        help="loop: a fixed loop of steps (default); single-stream, multi-stream, "
         "server, offline: MLPerf LoadGen issues and times the queries (inference only; "
-        "--duration/--iters are then the test's minimum duration/query count, default 10 s)",
+        "--duration/--iters are then the test's minimum duration/query count, default 10 s); "
+        "evaluate: the metric on --data's test split; to-accuracy: train until --target",
     )
     _add_loadgen(p)
+    _add_accuracy(p)
+    _add_common(p, suite=False)
+
+    p = sub.add_parser(
+        "eval",
+        help="accuracy on a dataset's test split (VOC07 mAP for ssd, accuracy for bert)",
+        description="Evaluate a model on the test split of --data (SSD: VOC2007 test of a VOC "
+        "folder, or a RecordIO file; BERT: aclImdb's test reviews) from --pretrained weights, "
+        "in a worker like any run: the record holds the metric and the evaluation's samples/s.",
+    )
+    p.add_argument("--workload", required=True, choices=("ssd", "bert"))
+    p.add_argument("--backend", default="torch", choices=("torch", "mxnet"))
+    p.add_argument("--data", required=True, help="a VOC folder or RecordIO .rec, or aclImdb")
+    p.add_argument("--pretrained", help="load weights from this local directory")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length")
+    p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
+    p.add_argument("--vocab", help="BERT: vocab.txt (default: in --pretrained)")
+    p.add_argument("--loader-workers", type=int, default=2)
+    p.add_argument("--eval-samples", type=int, help="evaluate on at most this many samples")
     _add_common(p, suite=False)
 
     p = sub.add_parser(
@@ -467,9 +495,48 @@ def _spec(args: argparse.Namespace, **fields: Any) -> RunSpec:
 
 def cmd_run(args: argparse.Namespace) -> int:
     options = _run_options(args)
-    spec = runner.prepare(_spec(args, target_qps=args.target_qps))
+    spec = runner.prepare(
+        _spec(
+            args,
+            target_qps=args.target_qps,
+            target_metric=args.target,
+            eval_every=args.eval_every,
+            eval_samples=args.eval_samples,
+        )
+    )
     record, path = runner.run(spec, options)
     print(table.render([record]))
+    print(f"result: {path}")
+    return _exit_code([record])
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    options = _run_options(args)
+    spec = RunSpec(
+        workload=args.workload,
+        backend=args.backend,
+        mode="infer",
+        scenario="evaluate",
+        batch=args.batch,
+        seq_len=args.seq_len,
+        image_size=args.image_size,
+        data=args.data,
+        vocab=args.vocab,
+        loader_workers=args.loader_workers,
+        pretrained=args.pretrained,
+        eval_samples=args.eval_samples,
+        precision=args.precision,
+        device=args.device,
+        warmup=0,
+        iters=1,
+        compile=args.compile,
+        timing=args.timing,
+    )
+    record, path = runner.run(runner.prepare(spec), options)
+    print(table.render([record]))
+    result = record.scenario.result if record.scenario is not None else None
+    if result:
+        print(f"{result['metric']}: {result['value']:.4f} on {result['samples']} samples")
     print(f"result: {path}")
     return _exit_code([record])
 
@@ -686,6 +753,7 @@ RUN_FIELDS = (
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "eval": cmd_eval,
     "sla": cmd_sla,
     "compare": cmd_compare,
     "report": cmd_report,

@@ -27,7 +27,7 @@ from bench.analysis.serving import table_rows as serving_table_rows
 from bench.analysis.serving import title as serving_title
 from bench.run import registry
 from bench.run.record import RunRecord
-from bench.run.spec import RunSpec
+from bench.run.spec import ACCURACY_SCENARIOS, RunSpec
 
 #: What makes two runs measure the same work. Backend, precision and hardware are what a
 #: comparison varies, so they are not part of it.
@@ -270,7 +270,9 @@ def group_title(key: WorkKey) -> str:
     workload, mode, batch, h2d, scenario, shape = key
     shape_text = registry.workload_info(workload).format_shape(shape, "title")
     extra = ", host-to-device copy timed" if h2d else ""
-    if scenario != "loop":
+    if scenario in ACCURACY_SCENARIOS:
+        extra += f", {scenario}"
+    elif scenario != "loop":
         extra += f", LoadGen {scenario}"
     return f"{workload} {mode}, batch {batch} {shape_text}{extra}".strip()
 
@@ -347,6 +349,41 @@ def one_off_lines(rows: Sequence[Row]) -> list[str]:
     return ["", *lines] if lines else []
 
 
+def accuracy_lines(rows: Sequence[Row]) -> list[str]:
+    """Evaluation and time-to-accuracy runs: the metric, and the time and dollars a training
+    run took to reach its target (its hourly price x the time to the target)."""
+    lines = []
+    for r in rows:
+        result = r.record.scenario.result if r.record.scenario is not None else None
+        if not result or "metric" not in result:
+            continue
+        if r.spec.scenario == "evaluate":
+            lines.append(
+                f"- accuracy, {_label(r)}: {result['metric']} {result['value']:.4f} on "
+                f"{result['samples']} samples ({result.get('split') or 'test split'})"
+            )
+            continue
+        if not result.get("reached"):
+            best = result.get("best")
+            best_text = f"{best:.4f}" if best is not None else "-"
+            lines.append(
+                f"- to accuracy, {_label(r)}: {result['metric']} {result['target']} not reached "
+                f"(best {best_text})"
+            )
+            continue
+        seconds = float(result["time_to_target_s"])
+        cost = (
+            f", ${r.price_per_hour_usd * seconds / 3600:,.2f}"
+            if r.price_per_hour_usd is not None
+            else ""
+        )
+        lines.append(
+            f"- to accuracy, {_label(r)}: {result['metric']} {result['target']} in "
+            f"{seconds:,.0f} s ({result['steps_to_target']} steps){cost}"
+        )
+    return ["", *lines] if lines else []
+
+
 def _is_base(row: Row, rows: Sequence[Row]) -> bool:
     return any(r.baseline is row for r in rows)
 
@@ -374,6 +411,7 @@ def render(c: Comparison, fmt: str = "github") -> str:
             tabulate(table_rows(rows), headers=COLUMNS, tablefmt=fmt, disable_numparse=True)
         )
         parts += one_off_lines(rows)
+        parts += accuracy_lines(rows)
     unpriced = sorted(
         {r.unpriced_reason for rows in c.groups.values() for r in rows if r.unpriced_reason}
     )

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from bench.run.loop import Measurement, measure, measure_pipelined
 from bench.run.record import ScenarioFacts
-from bench.run.spec import RunSpec, SpecError
+from bench.run.spec import ACCURACY_SCENARIOS, RunSpec, SpecError
 from bench.run.workload import Workload
 
 Mark = Callable[[str, float], None]
@@ -116,6 +116,10 @@ def for_spec(spec: RunSpec) -> Scenario:
         from bench.run.loadgen import LOADGEN_SCENARIOS  # LoadGen's scenarios build on these
 
         return LOADGEN_SCENARIOS[spec.scenario](spec)
+    if spec.scenario in ACCURACY_SCENARIOS:
+        from bench.run.accuracy import ACCURACY_SCENARIOS as ACCURACY  # they build on Scenario
+
+        return ACCURACY[spec.scenario](spec)
     cls = SCENARIOS.get(spec.scenario)
     if cls is None:
         raise SpecError(f"unknown scenario {spec.scenario!r}: choose from {', '.join(SCENARIOS)}")

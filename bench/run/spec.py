@@ -17,7 +17,10 @@ AUTO_PRECISION = "auto"
 #: How work is issued (bench.run.scenarios): ``loop``, a fixed loop of synchronized steps,
 #: or one of MLPerf LoadGen's scenarios (inference only).
 LOADGEN_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
-SCENARIOS = ("loop", *LOADGEN_SCENARIOS)
+#: Scenarios that measure accuracy on a dataset's test split (bench.run.accuracy):
+#: ``evaluate`` once, or train ``to-accuracy`` until a target metric, evaluating as it goes.
+ACCURACY_SCENARIOS = ("evaluate", "to-accuracy")
+SCENARIOS = ("loop", *LOADGEN_SCENARIOS, *ACCURACY_SCENARIOS)
 #: How the batching system under test shapes its batches: ``fixed`` pads every batch to
 #: ``max_batch`` (one input shape), ``bucketed`` to the next power of two.
 BATCH_SHAPES = ("fixed", "bucketed")
@@ -112,6 +115,13 @@ class RunSpec:
     loader_workers: int = 2
     #: BERT with ``data``: the WordPiece vocabulary (default: ``vocab.txt`` in ``pretrained``).
     vocab: str | None = None
+    # -- accuracy (scenarios evaluate and to-accuracy) -----------------------------------------
+    #: to-accuracy: the metric (VOC07 mAP for SSD, accuracy for BERT) that ends training.
+    target_metric: float | None = None
+    #: to-accuracy: training steps between evaluations.
+    eval_every: int = 100
+    #: Test samples an evaluation reads (None: the whole test split).
+    eval_samples: int | None = None
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -147,6 +157,7 @@ class RunSpec:
         self._check_execution()
         self._check_ranks()
         self._check_data()
+        self._check_accuracy()
 
     @property
     def uses_loadgen(self) -> bool:
@@ -186,7 +197,8 @@ class RunSpec:
         if not isinstance(self.cuda_graphs, bool):
             raise SpecError("cuda_graphs must be true or false")
         if self.timing == AUTO_TIMING:
-            default = "pipelined" if self.mode == "train" else "synchronized"
+            pipelined = self.mode == "train" and self.scenario == "loop"
+            default = "pipelined" if pipelined else "synchronized"
             object.__setattr__(self, "timing", default)
         if self.compile != "off" and self.backend != "torch":
             raise SpecError(
@@ -259,6 +271,32 @@ class RunSpec:
         if self.cuda_graphs:
             raise SpecError("a CUDA graph replays on static inputs: no --data with --cuda-graphs")
 
+    def _check_accuracy(self) -> None:
+        _int_range("eval_every", self.eval_every, 1, 10_000_000)
+        if self.eval_samples is not None:
+            _int_range("eval_samples", self.eval_samples, 1, 100_000_000)
+        if self.target_metric is not None and not (
+            _number(self.target_metric) and 0 < self.target_metric <= 1
+        ):
+            raise SpecError(f"target_metric must be in (0, 1], not {self.target_metric!r}")
+        if self.scenario not in ACCURACY_SCENARIOS:
+            if self.target_metric is not None:
+                raise SpecError("target_metric applies to the to-accuracy scenario")
+            return
+        if self.data is None:
+            raise SpecError(f"the {self.scenario} scenario needs a dataset (--data)")
+        if self.gpus is not None:
+            raise SpecError(f"the {self.scenario} scenario runs on one device: drop --gpus")
+        if self.scenario == "evaluate" and self.mode != "infer":
+            raise SpecError("evaluate is an inference scenario (mode infer)")
+        if self.scenario == "to-accuracy":
+            if self.mode != "train":
+                raise SpecError("to-accuracy trains: use mode train")
+            if self.target_metric is None:
+                raise SpecError("to-accuracy needs a target metric (--target)")
+            if self.timing != "synchronized":
+                raise SpecError("to-accuracy times synchronized steps: --timing synchronized")
+
     @property
     def ranks(self) -> int:
         """Processes (or MXNet contexts) the run uses; 1 without ``gpus``."""
@@ -276,7 +314,9 @@ class RunSpec:
             parts.append("compile" if self.compile == "default" else f"compile:{self.compile}")
         if self.cuda_graphs:
             parts.append("graphs")
-        default = "pipelined" if self.mode == "train" and not self.uses_loadgen else "synchronized"
+        default = (
+            "pipelined" if self.mode == "train" and self.scenario == "loop" else "synchronized"
+        )
         if self.timing != default:
             parts.append(self.timing)
         return ", ".join(parts)
@@ -325,7 +365,7 @@ class RunSpec:
         return "_".join(p for p in parts if p)
 
     def _scenario_tag(self) -> str:
-        if not self.uses_loadgen:
+        if self.scenario == "loop":
             return ""
         tag = self.scenario
         if self.target_qps is not None and self.scenario == "server":

@@ -153,6 +153,12 @@ class Workload(ABC):
         the dataset and its loader (after ``setup``)."""
         return {}
 
+    def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
+        """The model's accuracy on the test split of ``spec.data`` (at most ``max_samples``
+        samples): ``metric`` (``voc07_map``, ``accuracy``), ``value`` in [0, 1], ``samples``
+        and ``split``. A training run evaluates its current weights and goes on training."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
+
     def after_window(self) -> None:
         """Measurements of the set-up workload that follow the window (a data-parallel run
         times its step without gradient synchronization here); their results go into

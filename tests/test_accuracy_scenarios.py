@@ -1,0 +1,135 @@
+"""The accuracy scenarios with a fake workload and a fake clock: exact times to target, the
+evaluations' schedule, the refusals, and what compare says about them."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from bench.analysis.compare import accuracy_lines, compare
+from bench.analysis.prices import load_catalogue
+from bench.analysis.pricing import Pricing
+from bench.run.accuracy import Evaluate, ToAccuracy
+from bench.run.record import Environment, InstanceFacts, Outcome, RunRecord, Throughput
+from bench.run.spec import RunSpec, SpecError
+
+
+class Learner:
+    """Each evaluation scores 0.3 more than the last; every call costs one clock tick."""
+
+    samples_per_step = 4
+
+    def __init__(self):
+        self.steps = self.evals = 0
+
+    def step(self):
+        self.steps += 1
+
+    def sync(self):
+        pass
+
+    def evaluate(self, max_samples=None):
+        self.evals += 1
+        return {"metric": "accuracy", "value": 0.3 * self.evals, "samples": 10, "split": "test"}
+
+
+def ticking():
+    ticks = itertools.count()
+    return lambda: float(next(ticks))
+
+
+def to_accuracy(**changes):
+    fields = dict(
+        workload="bert",
+        mode="train",
+        scenario="to-accuracy",
+        data="aclImdb",
+        target_metric=0.5,
+        eval_every=2,
+        iters=10,
+        warmup=1,
+    )
+    return RunSpec(**{**fields, **changes})
+
+
+def test_training_stops_at_the_evaluation_that_reaches_the_target():
+    scenario = ToAccuracy(to_accuracy())
+    learner = Learner()
+    m = scenario.run(learner, progress=False, clock=ticking())
+    result = scenario.result
+    # warm-up 1 step; steps of 1 tick; an evaluation of 1 tick after steps 2 and 4
+    assert learner.steps == 5 and learner.evals == 2
+    assert m.latencies_s == [1.0] * 4 and m.window_s == 4.0 and m.warmup_s == 1.0
+    assert result["reached"] is True and result["steps_to_target"] == 4
+    assert result["time_to_target_s"] == 6.0  # 4 steps + 2 evaluations
+    assert result["train_s_to_target"] == 4.0 and result["eval_s"] == 2.0
+    assert result["samples_to_target"] == 16
+    assert [(e["step"], e["value"]) for e in result["evaluations"]] == [(2, 0.3), (4, 0.6)]
+
+
+def test_a_target_out_of_reach_trains_to_the_bound_and_evaluates_at_the_end():
+    scenario = ToAccuracy(to_accuracy(target_metric=1.0, iters=5, eval_every=2))
+    scenario.run(Learner(), progress=False, clock=ticking())
+    result = scenario.result
+    assert result["reached"] is False and result["time_to_target_s"] is None
+    assert [e["step"] for e in result["evaluations"]] == [2, 4, 5]
+    assert result["best"] == pytest.approx(0.9)
+
+
+def test_evaluate_times_one_pass():
+    spec = RunSpec(
+        workload="ssd", scenario="evaluate", data="VOCdevkit", iters=1, warmup=0, eval_samples=10
+    )
+    scenario = Evaluate(spec)
+    m = scenario.run(Learner(), progress=False, clock=ticking())
+    assert m.window_s == 1.0 and m.samples == 10 and m.latencies_s == [1.0]
+    assert scenario.facts().result == {
+        "metric": "accuracy",
+        "value": 0.3,
+        "samples": 10,
+        "split": "test",
+    }
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"data": None}, "needs a dataset"),
+        ({"mode": "infer", "target_metric": None}, "to-accuracy trains"),
+        ({"target_metric": None}, "needs a target metric"),
+        ({"target_metric": 1.5}, "target_metric must be in"),
+        ({"timing": "pipelined"}, "synchronized steps"),
+        ({"gpus": 2, "device": "cpu"}, "runs on one device"),
+        ({"eval_every": 0}, "eval_every must be between 1"),
+    ],
+)
+def test_bad_accuracy_specs(changes, message):
+    with pytest.raises(SpecError, match=message):
+        to_accuracy(**changes)
+    with pytest.raises(SpecError, match="applies to the to-accuracy scenario"):
+        RunSpec(workload="bert", target_metric=0.5)
+
+
+def test_compare_prices_the_time_to_accuracy():
+    spec = to_accuracy(device="cuda:0", precision="bf16")
+    record = RunRecord.new(
+        spec,
+        Environment(
+            framework={"device_name": "NVIDIA A10G"},
+            instance=InstanceFacts(instance_type="g5.xlarge"),
+        ),
+    )
+    record.outcome = Outcome(status="ok", message=None)
+    record.throughput = Throughput(samples_per_s=100.0, iters_per_s=25.0)
+    scenario = ToAccuracy(spec)
+    scenario.run(Learner(), progress=False, clock=ticking())
+    record.scenario = scenario.facts()
+    record.scenario.result["time_to_target_s"] = 3600.0
+    c = compare([(Path("r.json"), record)], Pricing(load_catalogue()))
+    (rows,) = c.groups.values()
+    # g5.xlarge: 1.006 $/h, one hour to the target
+    assert accuracy_lines(rows) == [
+        "",
+        "- to accuracy, bert train torch bf16 b1 on g5.xlarge: accuracy 0.5 in 3,600 s "
+        "(4 steps), $1.01",
+    ]
