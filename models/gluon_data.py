@@ -9,6 +9,10 @@ an ``aclImdb`` folder (:mod:`data.imdb`) and tokenizes it in the workers with Gl
 
 Either way a ``gluon.data.DataLoader`` with ``num_workers`` worker processes batches the
 samples, and :class:`BatchStream` hands its batches out endlessly, a new epoch after each.
+
+Evaluations read the test split through :class:`EvalData`: the same datasets and transforms
+(SSD's ``SSDDefaultValTransform``), in order, the last short batch kept, as GluonCV's
+validation loaders do, so that every test sample is scored once.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ IMDB_SPLITS = {"train": "train", "infer": "test"}
 #: What every loader here keeps its last, short batch for (GluonCV's choice for training):
 #: it starts the next epoch, so that every batch is full and shapes never change.
 LAST_BATCH = "rollover"
+#: Evaluation loaders keep it as a short batch (GluonCV's validation loaders).
+EVAL_LAST_BATCH = "keep"
 
 
 class DataError(ValueError):
@@ -80,11 +86,82 @@ class BatchStream:
 
     def close(self) -> None:
         """Stop the worker processes (Gluon's loader leaves that to its ``__del__``)."""
-        pool = getattr(self.loader, "_worker_pool", None)
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-            self.loader._worker_pool = None
+        close_loader(self.loader)
+
+
+class EvalData:
+    """A test split's loader for evaluations: each iteration is one pass over its samples
+    (at most ``max_samples``, the first ones), in order, the last batch short if it must be.
+    The loader and its worker processes are made once and serve every evaluation."""
+
+    def __init__(
+        self, loader: gluon.data.DataLoader, facts: dict[str, Any], max_samples: int | None
+    ) -> None:
+        self.loader = loader
+        #: ``split``, ``samples`` (read per pass), ``split_samples`` and the pipeline's facts.
+        self.facts = facts
+        self.max_samples = max_samples
+
+    @property
+    def split(self) -> str:
+        return str(self.facts["split"])
+
+    def __iter__(self) -> Iterator[tuple[mx.nd.NDArray, ...]]:
+        for batch in self.loader:
+            yield tuple(batch)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        close_loader(self.loader)
+
+
+def close_loader(loader: gluon.data.DataLoader) -> None:
+    """Stop ``loader``'s worker processes, if it has any (Gluon leaves that to ``__del__``)."""
+    pool = getattr(loader, "_worker_pool", None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+        loader._worker_pool = None
+
+
+def first_samples(
+    dataset: gluon.data.Dataset, max_samples: int | None
+) -> tuple[gluon.data.Dataset, int]:
+    """The first ``max_samples`` samples of ``dataset`` (all without a limit) and their count."""
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"an evaluation reads at least one sample, not {max_samples}")
+    taken = dataset.take(max_samples)
+    return taken, len(taken)
+
+
+def make_eval_data(
+    dataset: gluon.data.Dataset,
+    batch_size: int,
+    batchify_fn: Callable[[list[Any]], Any],
+    workers: int,
+    max_samples: int | None,
+    facts: dict[str, Any],
+) -> EvalData:
+    """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (already transformed):
+    no shuffle, the last batch kept (:data:`EVAL_LAST_BATCH`)."""
+    split_samples = len(dataset)
+    dataset, samples = first_samples(dataset, max_samples)
+    loader = gluon.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        batchify_fn=batchify_fn,
+        last_batch=EVAL_LAST_BATCH,
+        num_workers=workers,
+    )
+    facts = {
+        **facts,
+        "samples": samples,
+        "split_samples": split_samples,
+        **loader_facts(batch_size, False, workers),
+        "last_batch": EVAL_LAST_BATCH,
+    }
+    return EvalData(loader, facts, max_samples)
 
 
 def make_loader(
@@ -217,6 +294,28 @@ def ssd_stream(
     return BatchStream(loader, {**facts, **loader_facts(batch_size, train, workers)})
 
 
+def ssd_eval_data(
+    path: str, image_size: int, batch_size: int, workers: int, max_samples: int | None = None
+) -> EvalData:
+    """SSD's evaluation loader as train_ssd.py's validation loader: the test split of a VOC
+    folder (VOC2007/test, else whatever test or val split it has; see :func:`voc_splits`)
+    or the whole ``.rec`` file, ``SSDDefaultValTransform`` (images resized to the input
+    size, their boxes with them), batches of (images, labels padded with -1: corners,
+    class, difficult), the last one short."""
+    from gluoncv.data.batchify import Pad, Stack, Tuple
+    from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
+
+    dataset, facts = detection_dataset(path, "infer")
+    facts["split"] = facts.get("splits", Path(path).name)
+    facts["transform"] = f"gluoncv SSDDefaultValTransform({image_size}, {image_size})"
+    facts["batchify"] = "Tuple(Stack(), Pad(pad_val=-1))"
+    transform = SSDDefaultValTransform(image_size, image_size)
+    batchify = Tuple(Stack(), Pad(pad_val=-1))
+    return make_eval_data(
+        dataset.transform(transform), batch_size, batchify, workers, max_samples, facts
+    )
+
+
 # -- text ---------------------------------------------------------------------------------------
 def vocab_path(vocab: str | None, pretrained: str | None) -> Path:
     """The WordPiece ``vocab.txt`` of a run: ``vocab``, else the one in ``pretrained``."""
@@ -299,3 +398,40 @@ def imdb_stream(
         **loader_facts(batch_size, train, workers),
     }
     return BatchStream(loader, facts), vocab
+
+
+def imdb_eval_data(
+    path: str,
+    vocab: Any,
+    seq_len: int,
+    batch_size: int,
+    workers: int,
+    max_samples: int | None = None,
+) -> EvalData:
+    """BERT's evaluation loader: the aclImdb ``test`` reviews (pos/ then neg/, as
+    :func:`data.imdb.read_imdb` lists them) tokenized over ``vocab`` as the training loader
+    does, batches of (token ids, token types, valid lengths, labels), the last one short."""
+    import gluonnlp as nlp
+
+    split = IMDB_SPLITS["infer"]
+    try:
+        reviews = read_imdb(path, split)
+    except ImdbError as exc:
+        raise DataError(str(exc)) from None
+    if not reviews:
+        raise DataError(f"{path}: no reviews in {split}")
+    dataset = gluon.data.SimpleDataset([(r.text, r.label) for r in reviews])
+    stack = nlp.data.batchify.Stack(dtype="float32")
+    batchify = nlp.data.batchify.Tuple(stack, stack, stack, stack)
+    facts = {
+        "format": "aclimdb",
+        "split": split,
+        "vocab_size": len(vocab),
+        "transform": f"gluonnlp BERTSentenceTransform(max_seq_length={seq_len}, pad=True, "
+        "pair=False)",
+        "batchify": "Tuple(Stack(float32) x 4): token ids, token types, valid lengths, labels",
+    }
+    transform = BertExample(vocab, seq_len)
+    return make_eval_data(
+        dataset.transform(transform), batch_size, batchify, workers, max_samples, facts
+    )

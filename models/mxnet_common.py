@@ -22,7 +22,7 @@ from bench.run.spec import ALL_GPUS, RunSpec
 from bench.run.workload import Workload
 
 if TYPE_CHECKING:
-    from models.gluon_data import BatchStream
+    from models.gluon_data import BatchStream, EvalData
 
 # MXNet's CPU operators use one OpenMP thread per *physical* core by default, which on a
 # machine with hyper-threads (or a 2-vCPU VM) is half of what PyTorch and ONNX Runtime
@@ -201,8 +201,12 @@ class MxnetWorkload(Workload):
         else:
             self.amp = None
         mx.random.seed(spec.seed)
-        #: With ``spec.data``: the loader's batches, made in setup (see models.gluon_data).
+        #: With ``spec.data``: the loader's batches, made in setup (see models.gluon_data);
+        #: none in an ``evaluate`` run, which only reads the test split.
         self.batches: BatchStream | None = None
+        #: The test split's loader, made by the first evaluation (by setup in an
+        #: ``evaluate`` run) and kept for the next.
+        self.evaluation: EvalData | None = None
 
     def _claim_fp32_math(self) -> str:
         mode = declared_fp32_math(self.spec.workload)
@@ -288,6 +292,15 @@ class MxnetWorkload(Workload):
         """``array`` as an NDArray of its dtype in ``ctx`` (the first context by default)."""
         return mx.nd.array(array, ctx=ctx or self.ctx, dtype=array.dtype)
 
+    def split_uneven(self, array: mx.nd.NDArray) -> list[mx.nd.NDArray]:
+        """A batch of any size (an evaluation's last, short one) as shares over the
+        contexts, as GluonCV's validation splits it (``split_and_load`` with
+        ``even_split=False``), over only as many contexts as it has samples."""
+        count = max(1, min(len(self.contexts), int(array.shape[0])))
+        return gluon.utils.split_and_load(
+            array, self.contexts[:count], batch_axis=0, even_split=False
+        )
+
     def split(self, array: np.ndarray | mx.nd.NDArray) -> list[mx.nd.NDArray]:
         """The global batch ``array`` as each context's equal share along the first axis,
         each in its context (``gluon.utils.split_and_load``, as GluonCV's scripts split a
@@ -343,24 +356,51 @@ class MxnetWorkload(Workload):
         """The loader's next global batch, on the host; the seconds the step waited for it
         are appended to ``data_wait_s``."""
         if self.batches is None:
-            raise RuntimeError("the run reads no dataset (spec.data) or setup() has not run")
+            raise RuntimeError(
+                "no batches to step through: the run reads no dataset (spec.data), setup() "
+                "has not run, or it only evaluates"
+            )
         start = time.perf_counter()
         batch = self.batches.next()
         self.data_wait_s.append(time.perf_counter() - start)
         return batch
 
+    def eval_data(self, max_samples: int | None) -> EvalData:
+        """The test split's loader for an evaluation of at most ``max_samples`` samples:
+        the one made before when it was for as many, else a new one."""
+        if self.spec.data is None:
+            raise RuntimeError("an evaluation reads the test split of a dataset: give spec.data")
+        if self.evaluation is not None and self.evaluation.max_samples == max_samples:
+            return self.evaluation
+        if self.evaluation is not None:
+            self.evaluation.close()
+            self.evaluation = None
+        self.evaluation = self.make_eval_data(max_samples)
+        return self.evaluation
+
+    def make_eval_data(self, max_samples: int | None) -> EvalData:
+        """A new loader over the test split of ``spec.data`` (see :meth:`eval_data`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
+
     def data_facts(self) -> dict[str, Any]:
+        evaluation = self.evaluation.facts if self.evaluation is not None else None
         if self.batches is None:
-            return {}
-        return {
+            # an evaluate run: what it read is the test split
+            return dict(evaluation) if evaluation is not None else {}
+        facts = {
             **self.batches.facts,
             "epochs_started": self.batches.epochs,
             "copy": "each context's share of the host batch copied in the step",
         }
+        if evaluation is not None:
+            facts["evaluation"] = dict(evaluation)
+        return facts
 
     def teardown(self) -> None:
         if self.batches is not None:
             self.batches.close()
+        if self.evaluation is not None:
+            self.evaluation.close()
 
     def index_array(self, indices: Sequence[int]) -> mx.nd.NDArray:
         """A query's sample indices as an int64 NDArray in the run's context (for ``take``)."""

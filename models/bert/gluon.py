@@ -1,5 +1,6 @@
 """GluonNLP ``bert_12_768_12`` with a classification head, fine-tuned as in the BERT lab, on one
-context or, with ``spec.gpus``, on several in one process (as GluonNLP's scripts do)."""
+context or, with ``spec.gpus``, on several in one process (as GluonNLP's scripts do), and
+evaluated (accuracy on IMDB's test reviews)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from bench.analysis.detection_metrics import Accuracy
 from bench.run.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
 from models import gluon_data
@@ -65,6 +67,8 @@ class BertGluon(MxnetWorkload):
         super().__init__(spec)
         self.settings = settings
         self.library: tuple[mx.nd.NDArray, ...] | None = None
+        #: With ``spec.data``: the vocabulary of its ``vocab.txt`` (made in setup).
+        self.vocab: nlp.vocab.BERTVocab | None = None
         if spec.data is not None:
             self.step_description = self.data_step_description
 
@@ -102,13 +106,18 @@ class BertGluon(MxnetWorkload):
             self._setup_training()
 
     def _setup_data(self) -> nlp.vocab.BERTVocab:
-        """The loader over ``spec.data`` (see models.gluon_data.imdb_stream); returns its
-        vocabulary. The loader's shuffle draws from numpy's global generator: seeded here."""
+        """The loader over ``spec.data`` (see models.gluon_data.imdb_stream), or in an
+        ``evaluate`` run the test split's only; returns the vocabulary. The loader's shuffle
+        draws from numpy's global generator: seeded here."""
         spec = self.spec
         assert spec.data is not None
         vocab_file = gluon_data.vocab_path(spec.vocab, spec.pretrained)
+        if spec.scenario == "evaluate":
+            self.vocab = gluon_data.bert_vocab(vocab_file)
+            self.eval_data(spec.eval_samples)  # the test split is all the run reads
+            return self.vocab
         np.random.seed(spec.seed)
-        self.batches, vocab = gluon_data.imdb_stream(
+        self.batches, self.vocab = gluon_data.imdb_stream(
             spec.data,
             spec.mode,
             vocab_file,
@@ -116,7 +125,7 @@ class BertGluon(MxnetWorkload):
             self.global_batch,
             spec.loader_workers,
         )
-        return vocab
+        return self.vocab
 
     def _stage_synthetic(self) -> None:
         spec = self.spec
@@ -224,6 +233,43 @@ class BertGluon(MxnetWorkload):
         nlp.utils.clip_grad_global_norm(self.params, bert.GRAD_CLIP, check_isfinite=False)
         self.trainer.update(1)
         return self.one_or_all(losses)
+
+    def make_eval_data(self, max_samples: int | None) -> gluon_data.EvalData:
+        spec = self.spec
+        if spec.data is None or self.vocab is None:
+            raise RuntimeError("an evaluation needs setup() over a dataset (spec.data)")
+        return gluon_data.imdb_eval_data(
+            spec.data,
+            self.vocab,
+            spec.seq_len,
+            self.global_batch,
+            spec.loader_workers,
+            max_samples,
+        )
+
+    def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
+        """Accuracy (:class:`bench.analysis.detection_metrics.Accuracy`) of the logits'
+        argmax on IMDB's test reviews, each batch split across the contexts, in inference
+        mode (no dropout; the hybridized graph serves both modes, as BERT's forward does
+        not branch on the mode)."""
+        data = self.eval_data(max_samples)
+        metric = Accuracy()
+        for *features, labels in data:
+            metric.update(self.logits(features), labels.asnumpy())
+        return {
+            "metric": "accuracy",
+            "value": metric.value,
+            "samples": metric.total,
+            "split": data.split,
+        }
+
+    def logits(self, features: Sequence[mx.nd.NDArray]) -> np.ndarray:
+        """The classifier's logits ``[B, classes]`` for a host batch of any size (token
+        ids, token types, valid lengths), split across the contexts, in inference mode, on
+        the host."""
+        shares = zip(*(self.split_uneven(a) for a in features), strict=True)
+        with autograd.predict_mode():
+            return np.concatenate([self.model(*x).asnumpy() for x in shares])
 
     def stage_samples(self, count: int) -> None:
         """``count`` seeded sequences in the run's context. ``include_h2d`` does not apply."""

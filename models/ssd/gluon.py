@@ -1,5 +1,6 @@
 """GluonCV's own ``ssd_512_resnet50_v1_voc`` on MXNet, trained as GluonCV's train_ssd.py does,
-on one context or, with ``spec.gpus``, on several in one process (train_ssd.py's ``--gpus``)."""
+on one context or, with ``spec.gpus``, on several in one process (train_ssd.py's ``--gpus``),
+and evaluated (VOC07 mAP on a test split) as its ``validate()`` does."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from __future__ import annotations
 import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
 # isort: on
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
 from mxnet import autograd, gluon
 
+from bench.analysis.detection_metrics import Voc07MApMetric
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
 from models import gluon_data
@@ -149,6 +152,9 @@ class SsdGluon(MxnetWorkload):
         global generator: seeded here, so a run without workers repeats."""
         spec = self.spec
         assert spec.data is not None
+        if spec.scenario == "evaluate":
+            self.eval_data(spec.eval_samples)  # the test split is all the run reads
+            return
         training = spec.mode == "train"
         anchors = self._anchors() if training else None
         np.random.seed(spec.seed)
@@ -255,6 +261,61 @@ class SsdGluon(MxnetWorkload):
         self.trainer.step(1)
         return self.one_or_all(sum_loss)
 
+    def make_eval_data(self, max_samples: int | None) -> gluon_data.EvalData:
+        spec = self.spec
+        assert spec.data is not None
+        return gluon_data.ssd_eval_data(
+            spec.data, spec.image_size, self.global_batch, spec.loader_workers, max_samples
+        )
+
+    def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
+        """VOC07 mAP (:class:`bench.analysis.detection_metrics.Voc07MApMetric`) of the
+        network's detections on the test split, fed as train_ssd.py's ``validate()`` feeds
+        GluonCV's ``VOC07MApMetric`` (see :func:`update_map`); each batch split across the
+        contexts. Its NMS is GluonCV's default, which is what ``validate()`` sets (0.45, top
+        400 before it, 100 after)."""
+        data = self.eval_data(max_samples)
+        metric = Voc07MApMetric(class_names=self.net.classes)
+        samples = 0
+        with self._inference_graph():
+            for images, labels in data:
+                ids, scores, boxes = self.detect(images)
+                update_map(metric, ids, scores, boxes, labels.asnumpy(), images.shape[2])
+                samples += int(images.shape[0])
+        value = metric.result().mean
+        if math.isnan(value):
+            raise gluon_data.DataError(
+                f"no object that is not difficult in the {samples} images read from "
+                f"{data.split}: VOC07 mAP is undefined"
+            )
+        return {"metric": "voc07_map", "value": value, "samples": samples, "split": data.split}
+
+    def detect(self, images: mx.nd.NDArray) -> tuple[np.ndarray, ...]:
+        """The network's detections (ids ``[B, N, 1]``, scores ``[B, N, 1]``, corner boxes
+        ``[B, N, 4]`` in input pixels) for a host batch of any size, split across the
+        contexts, in inference mode, on the host."""
+        outputs = []
+        with autograd.predict_mode():
+            for share in self.split_uneven(images):
+                outputs.append([a.asnumpy() for a in self.net(share)])
+        return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
+
+    @contextlib.contextmanager
+    def _inference_graph(self) -> Iterator[None]:
+        """GluonCV's SSD picks its outputs by autograd's training flag (training: class and
+        box predictions and anchors; else decoded detections) as its graph is traced, and a
+        hybridized block keeps the graph it traced. A training run therefore drops its graph
+        before evaluating and again after (re-hybridizing, as train_ssd.py does around its
+        validation), so each mode traces its own; an inference run's graph already fits."""
+        if self.spec.mode != "train":
+            yield
+            return
+        self.hybridize(self.net)
+        try:
+            yield
+        finally:
+            self.hybridize(self.net)
+
     def stage_samples(self, count: int) -> None:
         """``count`` seeded images in the run's context (the first ``spec.batch`` are the
         step's batch). ``include_h2d`` does not apply."""
@@ -291,6 +352,30 @@ class SsdGluon(MxnetWorkload):
             # GluonCV's SyncBatchNorm (train_ssd.py --syncbn) is not used
             details["batch_norm"] = "per-context batch statistics"
         return details
+
+
+def update_map(
+    metric: Any,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    image_size: int,
+) -> None:
+    """Feed one batch to a VOC07 mAP metric (this harness's or GluonCV's: the same
+    arguments) as train_ssd.py's ``validate()`` does: the detected boxes clipped to
+    ``[0, image_size]``, against the ground truth as ``SSDDefaultValTransform`` left it,
+    both in the network's input pixels (no rescaling to the original image size, as in
+    GluonCV's validation and eval_ssd.py); labels are ``[B, M, 5 or 6]`` rows of corners,
+    class and difficult flag, padded with -1."""
+    metric.update(
+        np.clip(boxes, 0, image_size),
+        ids,
+        scores,
+        labels[..., 0:4],
+        labels[..., 4:5],
+        labels[..., 5:6] if labels.shape[-1] > 5 else None,
+    )
 
 
 def parameter_counts(net: gluon.Block) -> dict[str, int]:
