@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 from models import torch_exec
 from models.torch_ddp import Ranks
+
+if TYPE_CHECKING:
+    from models.torch_data import BatchStream
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,6 +56,29 @@ class TorchWorkload(Workload):
         self.ddp: DistributedDataParallel | None = None
         #: The seed of the step's synthetic batch: each rank trains on its own samples.
         self.data_seed = spec.seed + (self.ranks.rank if self.ranks is not None else 0)
+        #: With ``spec.data``: the loader's batches (made in ``setup()``).
+        self.batches: BatchStream | None = None
+
+    @property
+    def rank_and_size(self) -> tuple[int, int]:
+        """This process's rank and the number of ranks (0 and 1 in one process)."""
+        return (self.ranks.rank, self.ranks.world_size) if self.ranks is not None else (0, 1)
+
+    def next_batch(self) -> Any:
+        """The loader's next batch, on the host (pinned on CUDA); the seconds the step waited
+        for it are appended to ``data_wait_s``."""
+        if self.batches is None:
+            raise RuntimeError("the run reads no dataset (spec.data) or setup() has not run")
+        start = time.perf_counter()
+        batch = self.batches.next()
+        self.data_wait_s.append(time.perf_counter() - start)
+        return batch
+
+    def data_facts(self) -> dict[str, Any]:
+        if self.batches is None:
+            return {}
+        pinned = " (non-blocking, from pinned memory)" if self.device.type == "cuda" else ""
+        return {**self.batches.read_facts(), "copy": f"to the device in the step{pinned}"}
 
     def graph_body(self) -> Any:
         """The step's device work on the tensors staged in setup, with no host
@@ -194,6 +221,8 @@ class TorchWorkload(Workload):
         return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
     def teardown(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
         if self.ranks is not None:
             self.ranks.close()
         if self.device.type == "cuda":

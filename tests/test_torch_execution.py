@@ -193,6 +193,7 @@ def test_eager_bert_records_the_sdpa_kernel_and_its_execution(mode: str) -> None
         "cudnn_benchmark": False,
         "tf32_matmul": False,
         "tf32_cudnn": False,
+        "distributed": None,  # one process, no ranks
         "channels_last": False,
         "fused_optimizer": False,  # fused AdamW on CUDA only
         "attention_implementation": "sdpa",

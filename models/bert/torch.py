@@ -78,6 +78,14 @@ class BertTorch(TorchWorkload):
         "infer: forward to logits. Attention through PyTorch SDPA. Batch staged on the device "
         "before timing. With CUDA graphs, everything but the LR schedule step is one replay."
     )
+    #: The step of a run on a dataset (``spec.data``).
+    data_step_description = (
+        "each step waits for the loader's next batch (aclImdb reviews tokenized to WordPiece "
+        "ids in the loader's worker processes; the wait is timed into the data section) and "
+        "copies it to the device (non-blocking from pinned memory on CUDA). train: forward "
+        "with loss, backward, grad clip 1.0, AdamW step and LR schedule step; infer: forward "
+        "to logits. Attention through PyTorch SDPA."
+    )
     grad_clip = bert.GRAD_CLIP
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
@@ -94,6 +102,8 @@ class BertTorch(TorchWorkload):
         self.library: dict[str, torch.Tensor] | None = None
         self.attention_kernel: str | None = None
         self.attention_note: str | None = None
+        if spec.data is not None:
+            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         spec, shape = self.spec, self.settings.shape
@@ -102,20 +112,10 @@ class BertTorch(TorchWorkload):
         else:
             model = BertForSequenceClassification(base_config(shape, ATTENTION))
         self.model = model.to(self.device)
-        host = seeded_text(spec.replace(seed=self.data_seed), self.settings.shape, spec.batch)
-        self.host_batch = {
-            "input_ids": torch.from_numpy(host.input_ids),
-            "token_type_ids": torch.from_numpy(host.token_type_ids),
-            "attention_mask": torch.from_numpy(host.attention_mask),
-            "labels": torch.from_numpy(host.labels),
-        }
-        if self.device.type == "cuda" and spec.include_h2d:
-            self.host_batch = {k: v.pin_memory() for k, v in self.host_batch.items()}
-        self.batch = {k: v.to(self.device) for k, v in self.host_batch.items()}
-        keep = [k for k in self.batch if k != "labels" or spec.mode == "train"]
-        self.step_inputs = {k: self.batch[k] for k in keep}
-        self.host_inputs = {k: self.host_batch[k] for k in keep}
-
+        if spec.data is not None:
+            self._open_dataset(model.config.vocab_size)
+        else:
+            self._stage_batch()
         if spec.mode == "train":
             self.model.train()
             groups = _decay_groups(self.model, bert.WEIGHT_DECAY)
@@ -140,9 +140,51 @@ class BertTorch(TorchWorkload):
         self.forward = self.compile_module(self.model)
         self.prepare_execution()
 
+    def _stage_batch(self) -> None:
+        """The synthetic batch of a run without a dataset, on the device (and on the host for
+        include_h2d)."""
+        spec = self.spec
+        host = seeded_text(spec.replace(seed=self.data_seed), self.settings.shape, spec.batch)
+        self.host_batch = {
+            "input_ids": torch.from_numpy(host.input_ids),
+            "token_type_ids": torch.from_numpy(host.token_type_ids),
+            "attention_mask": torch.from_numpy(host.attention_mask),
+            "labels": torch.from_numpy(host.labels),
+        }
+        if self.device.type == "cuda" and spec.include_h2d:
+            self.host_batch = {k: v.pin_memory() for k, v in self.host_batch.items()}
+        self.batch = {k: v.to(self.device) for k, v in self.host_batch.items()}
+        keep = [k for k in self.batch if k != "labels" or spec.mode == "train"]
+        self.step_inputs = {k: self.batch[k] for k in keep}
+        self.host_inputs = {k: self.host_batch[k] for k in keep}
+
+    def _open_dataset(self, model_vocab_size: int) -> None:
+        """The loader over the spec's aclImdb folder, tokenized with its vocabulary."""
+        from models.torch_data import imdb_stream, vocab_path
+
+        spec = self.spec
+        assert spec.data is not None
+        self.batches = imdb_stream(
+            spec.data,
+            spec.mode,
+            vocab_path(spec.vocab, spec.pretrained),
+            spec.seq_len,
+            model_vocab_size=model_vocab_size,
+            batch_size=spec.batch,
+            workers=spec.loader_workers,
+            seed=spec.seed,
+            ranks=self.rank_and_size,
+            pin_memory=self.device.type == "cuda",
+        )
+
     def _inputs(self) -> dict[str, torch.Tensor]:
         """The step's inputs (labels only when training, chosen in setup). With include_h2d,
-        copied from pinned host memory in the step, as every backend's timed copy is."""
+        copied from pinned host memory in the step, as every backend's timed copy is. With a
+        dataset: the loader's next batch, copied (its labels too when training)."""
+        if self.batches is not None:
+            batch = self.next_batch()
+            names = (*FEATURES, "labels") if self.spec.mode == "train" else FEATURES
+            return {k: getattr(batch, k).to(self.device, non_blocking=True) for k in names}
         if self.spec.include_h2d:
             return {k: v.to(self.device, non_blocking=True) for k, v in self.host_inputs.items()}
         return self.step_inputs

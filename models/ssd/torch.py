@@ -41,6 +41,18 @@ class SsdTorch(TorchWorkload):
         "(and, when training, of the targets) is inside the step. With CUDA graphs one replay "
         "holds the training step, or inference up to the NMS (which runs eagerly after it)."
     )
+    #: The step of a run on a dataset (``spec.data``).
+    data_step_description = (
+        "each step waits for the loader's next batch (GluonCV's SSD train augmentation, or the "
+        "validation transform for inference, in the loader's worker processes; the wait is "
+        "timed into the data section) and copies it to the device (non-blocking from pinned "
+        "memory on CUDA). train: anchor matching and box targets from the batch's boxes "
+        "(ssd_targets, on the device, in the step: GluonCV's loader workers compute them on "
+        "the host), then forward (autocast when fp16/bf16), GluonCV SSDMultiBoxLoss in fp32 "
+        "(softmax CE with 3:1 hard negative mining + smooth-L1), backward, SGD update (fused "
+        "on CUDA). infer: forward + softmax, box decoding, class-wise NMS (IoU 0.45, top 400 "
+        "in, 100 out)."
+    )
 
     def __init__(self, spec: RunSpec) -> None:
         super().__init__(spec)
@@ -50,6 +62,8 @@ class SsdTorch(TorchWorkload):
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = self.fp32_math == "tf32"
         self.library: torch.Tensor | None = None
+        if spec.data is not None:
+            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         spec = self.spec
@@ -65,17 +79,45 @@ class SsdTorch(TorchWorkload):
         #: The network as the step calls it: compiled (NMS stays eager), or the network.
         self.forward_net: Any = self.compile_module(net)
 
-        batch = detection_batch(spec.batch, spec.image_size, seed=self.data_seed)
         self.image_hw = (spec.image_size, spec.image_size)
+        anchors = net.anchors(feature_shapes(spec.image_size), self.device)
+        self.anchors = anchors
+        self.num_anchors = int(anchors.shape[1])
+        self.positive_anchors: int | None = None
+        if spec.data is not None:
+            from models.torch_data import ssd_stream
+
+            self.batches = ssd_stream(
+                spec.data,
+                spec.mode,
+                spec.image_size,
+                batch_size=spec.batch,
+                workers=spec.loader_workers,
+                seed=spec.seed,
+                ranks=self.rank_and_size,
+                pin_memory=self.device.type == "cuda",
+            )
+        else:
+            self._stage_batch(anchors)
+        if self.training:
+            self.optimizer = torch.optim.SGD(
+                net.parameters(),
+                lr=ssd.LEARNING_RATE,
+                momentum=ssd.MOMENTUM,
+                weight_decay=ssd.WEIGHT_DECAY,
+                fused=self.device.type == "cuda",
+            )
+        self.prepare_execution()
+
+    def _stage_batch(self, anchors: torch.Tensor) -> None:
+        """The synthetic batch of a run without a dataset, and its training targets."""
+        spec = self.spec
+        batch = detection_batch(spec.batch, spec.image_size, seed=self.data_seed)
         if spec.include_h2d:
             # Keep the inputs on the host; step() copies them, like a data loader's output.
             self.host_images = self._host(torch.from_numpy(batch.images))
         else:
             self.images = self._layout(self.to_device(batch.images))
-
-        anchors = net.anchors(feature_shapes(spec.image_size), self.device)
-        self.num_anchors = int(anchors.shape[1])
-        self.positive_anchors: int | None = None
         if self.training:
             # GluonCV computes targets in its data loader workers: once here, outside the step.
             boxes, labels = self.to_device(batch.boxes), self.to_device(batch.labels)
@@ -85,14 +127,6 @@ class SsdTorch(TorchWorkload):
             if spec.include_h2d:
                 self.host_cls_targets = self._host(self.cls_targets)
                 self.host_box_targets = self._host(self.box_targets)
-            self.optimizer = torch.optim.SGD(
-                net.parameters(),
-                lr=ssd.LEARNING_RATE,
-                momentum=ssd.MOMENTUM,
-                weight_decay=ssd.WEIGHT_DECAY,
-                fused=self.device.type == "cuda",
-            )
-        self.prepare_execution()
 
     def details(self) -> dict[str, Any]:
         counts = gluon_param_counts(self.net)
@@ -127,20 +161,35 @@ class SsdTorch(TorchWorkload):
         return host.to(self.device, non_blocking=True)
 
     def _inputs(self) -> torch.Tensor:
+        if self.batches is not None:
+            return self._layout(self._to_device(self.next_batch().images))
         if not self.spec.include_h2d:
             return self.images
         return self._layout(self._to_device(self.host_images))
 
+    def _train_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, class targets and box targets of a training step: the loader's next batch
+        with its targets computed on the device, or the staged batch (copied from the host
+        with include_h2d)."""
+        if self.batches is not None:
+            batch = self.next_batch()
+            images = self._layout(self._to_device(batch.images))
+            boxes, labels = self._to_device(batch.boxes), self._to_device(batch.labels)
+            with torch.no_grad():
+                cls_t, box_t = ssd_targets(self.anchors, boxes, labels)
+            return images, cls_t, box_t
+        if self.spec.include_h2d:
+            images = self._inputs()
+            cls_t = self._to_device(self.host_cls_targets)
+            box_t = self._to_device(self.host_box_targets)
+            return images, cls_t, box_t
+        return self.images, self.cls_targets, self.box_targets
+
     def graph_body(self) -> Any:
         """Train: forward, loss, backward, SGD (the loss); infer: forward and the NMS
-        candidates."""
+        candidates. With a dataset, the next batch is taken here first."""
         if self.training:
-            images = self._inputs()
-            if self.spec.include_h2d:
-                cls_t = self._to_device(self.host_cls_targets)
-                box_t = self._to_device(self.host_box_targets)
-            else:
-                cls_t, box_t = self.cls_targets, self.box_targets
+            images, cls_t, box_t = self._train_inputs()
             with self.autocast():
                 cls_preds, box_preds, _ = self.forward_net(images)
             loss, _, _ = multibox_loss(cls_preds, box_preds, cls_t, box_t)
