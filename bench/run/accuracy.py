@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.run.loop import Measurement
+from bench.run.loop import Measurement, PhaseMarks
 from bench.run.record import ScenarioFacts
 from bench.run.scenarios import Mark, Scenario
 from bench.run.workload import Workload
@@ -39,12 +39,8 @@ class Evaluate(Scenario):
         clock: Callable[[], float] = time.perf_counter,
         artifacts: Path | None = None,
     ) -> Measurement:
-        marks: dict[str, float] = {}
-
-        def mark(phase: str) -> None:
-            marks[phase] = time.time()
-            if on_mark is not None:
-                on_mark(phase, marks[phase])
+        mark = PhaseMarks(on_mark)
+        marks = mark.marks
 
         workload.sync()
         mark("warmup_start")
@@ -94,12 +90,8 @@ class ToAccuracy(Scenario):
         artifacts: Path | None = None,
     ) -> Measurement:
         spec = self.spec
-        marks: dict[str, float] = {}
-
-        def mark(phase: str) -> None:
-            marks[phase] = time.time()
-            if on_mark is not None:
-                on_mark(phase, marks[phase])
+        mark = PhaseMarks(on_mark)
+        marks = mark.marks
 
         workload.sync()
         mark("warmup_start")

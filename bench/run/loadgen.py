@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from bench.run.batcher import Batcher, Query
 from bench.run.loadgen_log import LoadgenLogError, parse_logs
-from bench.run.loop import Measurement
+from bench.run.loop import Measurement, PhaseMarks
 from bench.run.record import ScenarioFacts
 from bench.run.scenarios import Mark, Scenario
 from bench.run.spec import RunSpec
@@ -110,13 +110,8 @@ class LoadgenScenario(Scenario):
         import mlperf_loadgen as lg
 
         spec = self.spec
-        marks: dict[str, float] = {}
-
-        def mark(phase: str) -> None:
-            marks[phase] = time.time()
-            if on_mark is not None:
-                on_mark(phase, marks[phase])
-
+        mark = PhaseMarks(on_mark)
+        marks = mark.marks
         count = spec.sample_count
         workload.stage_samples(count)
         max_batch = spec.effective_max_batch

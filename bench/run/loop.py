@@ -38,6 +38,20 @@ class Measurement:
         return self.steps if self.steps is not None else len(self.latencies_s)
 
 
+class PhaseMarks:
+    """Wall-clock (``time.time``) phase boundaries of a run, each passed on to ``on_mark``
+    (telemetry reads its energy counter there)."""
+
+    def __init__(self, on_mark: Callable[[str, float], None] | None = None) -> None:
+        self.marks: dict[str, float] = {}
+        self.on_mark = on_mark
+
+    def __call__(self, phase: str) -> None:
+        self.marks[phase] = time.time()
+        if self.on_mark is not None:
+            self.on_mark(phase, self.marks[phase])
+
+
 class StepTimer(Protocol):
     """Markers put on the device's queue between steps and read after one synchronize (CUDA
     events), or host clock readings where a step has finished when it returns."""
@@ -93,12 +107,8 @@ def measure(
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
     stream = stream or sys.stderr
-    marks: dict[str, float] = {}
-
-    def mark(phase: str) -> None:
-        marks[phase] = time.time()
-        if on_mark is not None:
-            on_mark(phase, marks[phase])
+    mark = PhaseMarks(on_mark)
+    marks = mark.marks
 
     warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
 
@@ -162,12 +172,8 @@ def measure_pipelined(
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
     stream = stream or sys.stderr
-    marks: dict[str, float] = {}
-
-    def mark(phase: str) -> None:
-        marks[phase] = time.time()
-        if on_mark is not None:
-            on_mark(phase, marks[phase])
+    mark = PhaseMarks(on_mark)
+    marks = mark.marks
 
     warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
     total = iters if iters is not None else duration_s
