@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from models import torch_exec
 from models.torch_ddp import Ranks
 
 if TYPE_CHECKING:
-    from models.torch_data import BatchStream
+    from models.torch_data import BatchStream, EvalData
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -58,6 +58,8 @@ class TorchWorkload(Workload):
         self.data_seed = spec.seed + (self.ranks.rank if self.ranks is not None else 0)
         #: With ``spec.data``: the loader's batches (made in ``setup()``).
         self.batches: BatchStream | None = None
+        #: The test split's loader, made by the first evaluation and kept for the next.
+        self.evaluation: EvalData | None = None
 
     @property
     def rank_and_size(self) -> tuple[int, int]:
@@ -75,10 +77,43 @@ class TorchWorkload(Workload):
         return batch
 
     def data_facts(self) -> dict[str, Any]:
-        if self.batches is None:
-            return {}
+        evaluation = dict(self.evaluation.facts) if self.evaluation is not None else None
+        if self.batches is None or (evaluation is not None and self.spec.scenario == "evaluate"):
+            # an evaluate run: what it measured is its pass over the test split
+            return evaluation or {}
         pinned = " (non-blocking, from pinned memory)" if self.device.type == "cuda" else ""
-        return {**self.batches.read_facts(), "copy": f"to the device in the step{pinned}"}
+        facts = {**self.batches.read_facts(), "copy": f"to the device in the step{pinned}"}
+        if evaluation is not None:
+            facts["evaluation"] = evaluation
+        return facts
+
+    def eval_data(self, max_samples: int | None) -> EvalData:
+        """The test split's loader for an evaluation of at most ``max_samples`` samples:
+        the one made before when it was for as many, else a new one."""
+        if self.spec.data is None:
+            raise RuntimeError("an evaluation reads the test split of a dataset: give spec.data")
+        if self.evaluation is not None and self.evaluation.max_samples == max_samples:
+            return self.evaluation
+        if self.evaluation is not None:
+            self.evaluation.close()
+            self.evaluation = None
+        self.evaluation = self.make_eval_data(max_samples)
+        return self.evaluation
+
+    def make_eval_data(self, max_samples: int | None) -> EvalData:
+        """A new loader over the test split of ``spec.data`` (see :meth:`eval_data`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
+
+    @contextlib.contextmanager
+    def eval_mode(self, module: torch.nn.Module) -> Iterator[None]:
+        """``module`` in eval mode, under inference mode, its training flag restored after."""
+        training = module.training
+        module.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            module.train(training)
 
     def graph_body(self) -> Any:
         """The step's device work on the tensors staged in setup, with no host
@@ -223,6 +258,8 @@ class TorchWorkload(Workload):
     def teardown(self) -> None:
         if self.batches is not None:
             self.batches.close()
+        if self.evaluation is not None:
+            self.evaluation.close()
         if self.ranks is not None:
             self.ranks.close()
         if self.device.type == "cuda":

@@ -12,6 +12,10 @@ takes its rest from the next epoch (GluonCV's ``last_batch="rollover"``, which t
 uses), every batch is full (its images of one shape), and the workers' prefetching runs across epoch
 ends instead of draining there. Each data-parallel rank reads its own shard
 (:func:`rank_shard`, ``DistributedSampler``'s split).
+
+Evaluations read the test split through :class:`EvalData` (:func:`ssd_eval_data`,
+:func:`imdb_eval_data`): the inference datasets and transforms, in order, the last batch
+short, at most ``max_samples`` (the first ones), as the MXNet path's ``EvalData`` does.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data.bert_text import BertTextEncoder
 from data.loaders import (
@@ -44,6 +48,8 @@ PREFERRED_SPLITS = {"train": ("trainval", "train"), "infer": ("test", "val")}
 #: IMDB's split per mode: fine-tuning on train, inference on test.
 IMDB_SPLITS = {"train": "train", "infer": "test"}
 LOADER = "torch.utils.data.DataLoader"
+#: What an evaluation loader does with a short last batch: keeps it.
+EVAL_LAST_BATCH = "keep"
 
 
 class DataError(ValueError):
@@ -187,6 +193,83 @@ def make_stream(
     return BatchStream(loader, {**facts, **loader_facts}, len(shard))
 
 
+class EvalData:
+    """A test split's loader for evaluations: each iteration is one pass over its samples
+    (at most ``max_samples``, the first ones), in order, the last batch short if it must be.
+    The loader (and its worker processes, kept between passes) is made once and serves
+    every evaluation."""
+
+    def __init__(
+        self, loader: DataLoader[Any], facts: dict[str, Any], max_samples: int | None
+    ) -> None:
+        self.loader = loader
+        #: ``split``, ``samples`` (read per pass), ``split_samples`` and the pipeline's facts.
+        self.facts = facts
+        self.max_samples = max_samples
+
+    @property
+    def split(self) -> str:
+        return str(self.facts["split"])
+
+    @property
+    def samples(self) -> int:
+        """The samples one pass reads."""
+        return int(self.facts["samples"])
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.loader)
+
+    def close(self) -> None:
+        """Stop the persistent worker processes, if any."""
+        iterator = getattr(self.loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.loader._iterator = None
+
+
+def make_eval_data(
+    dataset: Dataset[Any],
+    size: int,
+    collate: Any,
+    *,
+    batch_size: int,
+    workers: int,
+    max_samples: int | None,
+    pin_memory: bool,
+    facts: dict[str, Any],
+) -> EvalData:
+    """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (``size`` samples):
+    no shuffle, the last batch kept (:data:`EVAL_LAST_BATCH`)."""
+    if workers < 0:
+        raise ValueError(f"loader workers must be 0 or more, not {workers}")
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"an evaluation reads at least one sample, not {max_samples}")
+    samples = size if max_samples is None else min(size, max_samples)
+    loader = DataLoader(
+        Subset(dataset, range(samples)),
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )
+    facts = {
+        **facts,
+        "samples": samples,
+        "split_samples": size,
+        "loader": LOADER,
+        "batch_size": batch_size,
+        "shuffle": False,
+        "last_batch": EVAL_LAST_BATCH,
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+    }
+    return EvalData(loader, facts, max_samples)
+
+
 # -- detection ----------------------------------------------------------------------------------
 def voc_splits(devkit: Path, mode: str) -> tuple[tuple[str, str], ...]:
     """The splits a run in ``mode`` reads from ``devkit``: for training the workshop's
@@ -211,20 +294,9 @@ def voc_splits(devkit: Path, mode: str) -> tuple[tuple[str, str], ...]:
     raise DataError(f"no split file ({names}.txt in VOC20xx/ImageSets/Main) under {devkit}")
 
 
-def ssd_stream(
-    path: str,
-    mode: str,
-    image_size: int,
-    *,
-    batch_size: int,
-    workers: int,
-    seed: int,
-    ranks: tuple[int, int],
-    pin_memory: bool,
-) -> BatchStream:
-    """SSD's loader: training with GluonCV's SSD train augmentation, shuffled; inference with
-    the validation transform, in order. Batches are :class:`DetectionTensors`; the class and
-    box targets are the step's to compute."""
+def detection_source(path: str, mode: str) -> tuple[Any, dict[str, Any]]:
+    """The detection images a run in ``mode`` reads from ``path`` (a ``.rec`` file whole, or
+    a VOCdevkit folder's splits of :func:`voc_splits`) and their facts."""
     source_path = Path(path)
     facts: dict[str, Any]
     if source_path.suffix == ".rec":
@@ -243,6 +315,24 @@ def ssd_stream(
         raise DataError(f"{path}: neither a VOCdevkit folder nor a .rec file")
     if len(source) == 0:
         raise DataError(f"{path}: no images ({facts.get('splits', 'empty record file')})")
+    return source, facts
+
+
+def ssd_stream(
+    path: str,
+    mode: str,
+    image_size: int,
+    *,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    ranks: tuple[int, int],
+    pin_memory: bool,
+) -> BatchStream:
+    """SSD's loader: training with GluonCV's SSD train augmentation, shuffled; inference with
+    the validation transform, in order. Batches are :class:`DetectionTensors`; the class and
+    box targets are the step's to compute."""
+    source, facts = detection_source(path, mode)
     train = mode == "train"
     if train:
         transform: Any = SsdTrainTransform(image_size, image_size)
@@ -267,6 +357,36 @@ def ssd_stream(
         ranks=ranks,
         pin_memory=pin_memory,
         facts={**facts, "samples": len(source)},
+    )
+
+
+def ssd_eval_data(
+    path: str,
+    image_size: int,
+    *,
+    batch_size: int,
+    workers: int,
+    max_samples: int | None,
+    pin_memory: bool,
+) -> EvalData:
+    """SSD's evaluation loader: the test split of a VOC folder (VOC2007/test, else whatever
+    test or val split it has; see :func:`voc_splits`) or the whole ``.rec`` file, with the
+    validation transform (images resized to the input size, their boxes with them), batches
+    of :class:`DetectionTensors` (boxes, class ids, difficult flags padded with -1), the
+    last one short."""
+    source, facts = detection_source(path, "infer")
+    facts["split"] = facts.get("splits", Path(path).name)
+    facts["transform"] = f"SsdValTransform({image_size}, {image_size}): resize, normalize"
+    facts["collate"] = "images stacked; boxes, class ids, difficult padded with -1"
+    return make_eval_data(
+        DetectionDataset(source, SsdValTransform(image_size, image_size)),
+        len(source),
+        collate_boxes,
+        batch_size=batch_size,
+        workers=workers,
+        max_samples=max_samples,
+        pin_memory=pin_memory,
+        facts=facts,
     )
 
 
@@ -333,6 +453,43 @@ def imdb_stream(
         seed=seed,
         keyed=False,
         ranks=ranks,
+        pin_memory=pin_memory,
+        facts=facts,
+    )
+
+
+def imdb_eval_data(
+    path: str,
+    vocab_file: Path,
+    seq_len: int,
+    *,
+    batch_size: int,
+    workers: int,
+    max_samples: int | None,
+    pin_memory: bool,
+) -> EvalData:
+    """BERT's evaluation loader: the aclImdb ``test`` reviews (pos/ then neg/, as
+    :func:`data.imdb.read_imdb` lists them) tokenized as the training loader does, batches
+    of :class:`TextTensors`, the last one short."""
+    split = IMDB_SPLITS["infer"]
+    dataset = ImdbDataset(path, split)
+    if len(dataset) == 0:
+        raise DataError(f"{path}: no reviews in {split}")
+    encoder = BertTextEncoder(vocab_file, seq_len)
+    facts = {
+        "format": "aclimdb",
+        "split": split,
+        "vocab_size": len(encoder.vocab),
+        "tokenizer": "tokenizers BertWordPieceTokenizer(lowercase=True)",
+        "transform": f"[CLS] tokens [SEP] truncated and padded to {seq_len}, one segment",
+    }
+    return make_eval_data(
+        dataset,
+        len(dataset),
+        TextCollate(encoder),
+        batch_size=batch_size,
+        workers=workers,
+        max_samples=max_samples,
         pin_memory=pin_memory,
         facts=facts,
     )

@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from bench.analysis.detection_metrics import Accuracy
 from bench.run.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
 from models.samples import check_query, check_stage
 from models.torch_common import TorchWorkload, index_tensor
 from models.torch_exec import operator_names, sdpa_kernel
+
+if TYPE_CHECKING:
+    from models.torch_data import EvalData
 
 #: The model's inputs (the batch also holds the labels, which inference does not use).
 FEATURES = ("input_ids", "token_type_ids", "attention_mask")
@@ -229,6 +233,42 @@ class BertTorch(TorchWorkload):
         assert self.model is not None, "setup() first"
         with self.autocast():
             return self.forward(**features).logits
+
+    def make_eval_data(self, max_samples: int | None) -> EvalData:
+        from models.torch_data import imdb_eval_data, vocab_path
+
+        spec = self.spec
+        assert spec.data is not None
+        return imdb_eval_data(
+            spec.data,
+            vocab_path(spec.vocab, spec.pretrained),
+            spec.seq_len,
+            batch_size=spec.batch,
+            workers=spec.loader_workers,
+            max_samples=max_samples,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
+        """Accuracy (:class:`bench.analysis.detection_metrics.Accuracy`) of the logits'
+        argmax on IMDB's test reviews, in eval mode (no dropout; the training flag restored
+        after)."""
+        assert self.model is not None, "setup() first"
+        data = self.eval_data(max_samples)
+        metric = Accuracy()
+        with self.eval_mode(self.model):
+            for batch in data:
+                features = {
+                    k: getattr(batch, k).to(self.device, non_blocking=True) for k in FEATURES
+                }
+                logits = self._logits(features).float().cpu().numpy()
+                metric.update(logits, batch.labels.numpy())
+        return {
+            "metric": "accuracy",
+            "value": metric.value,
+            "samples": metric.total,
+            "split": data.split,
+        }
 
     def stage_samples(self, count: int) -> None:
         """``count`` seeded sequences (ids, token types, attention mask) on the device.

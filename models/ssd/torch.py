@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
+from bench.analysis.detection_metrics import Voc07MApMetric
 from bench.run.spec import RunSpec
+from data.loaders import DetectionTensors
 from data.synthetic import detection_batch
+from data.voc import VOC_CLASSES
 from models.samples import check_query, check_stage
 from models.ssd import common as ssd
 from models.ssd.torch_box import (
@@ -26,6 +31,9 @@ from models.ssd.torch_net import (
     gluon_param_counts,
 )
 from models.torch_common import TorchWorkload, index_tensor
+
+if TYPE_CHECKING:
+    from models.torch_data import EvalData
 
 #: File name expected in the ``--pretrained`` directory: a ``state_dict`` of SSD512ResNet50.
 PRETRAINED_FILE = "ssd_512_resnet50_v1_voc.pt"
@@ -216,6 +224,43 @@ class SsdTorch(TorchWorkload):
         """Inference: forward, then softmax, box decoding and NMS (call in inference mode)."""
         return nms_detections(self._candidates(images))
 
+    def make_eval_data(self, max_samples: int | None) -> EvalData:
+        from models.torch_data import ssd_eval_data
+
+        assert self.spec.data is not None
+        return ssd_eval_data(
+            self.spec.data,
+            self.spec.image_size,
+            batch_size=self.spec.batch,
+            workers=self.spec.loader_workers,
+            max_samples=max_samples,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
+        """VOC07 mAP (:class:`bench.analysis.detection_metrics.Voc07MApMetric`) of the
+        network's detections on the test split, in eval mode (the training flag restored
+        after), scored as the MXNet path's ``evaluate`` scores them (see
+        :func:`update_map`): the inference step's NMS (0.45, top 400 before it, 100 after)."""
+        data = self.eval_data(max_samples)
+        metric = Voc07MApMetric(class_names=VOC_CLASSES)
+        samples = 0
+        with self.eval_mode(self.net):
+            for batch in data:
+                images = self._layout(self._to_device(batch.images))
+                ids, scores, boxes = (t.cpu().numpy() for t in self._detect(images))
+                update_map(metric, ids, scores, boxes, batch, self.spec.image_size)
+                samples += int(batch.images.shape[0])
+        value = metric.result().mean
+        if math.isnan(value):
+            from models.torch_data import DataError
+
+            raise DataError(
+                f"no object that is not difficult in the {samples} images read from "
+                f"{data.split}: VOC07 mAP is undefined"
+            )
+        return {"metric": "voc07_map", "value": value, "samples": samples, "split": data.split}
+
     def stage_samples(self, count: int) -> None:
         """``count`` seeded images on the device (the first ``spec.batch`` of them are the
         step's batch). ``include_h2d`` does not apply: the library stays on the device."""
@@ -234,6 +279,29 @@ class SsdTorch(TorchWorkload):
         with torch.inference_mode():
             images = self.library.index_select(0, index_tensor(indices, self.device))
             return self._detect(self._layout(images))
+
+
+def update_map(
+    metric: Voc07MApMetric,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    batch: DetectionTensors,
+    image_size: int,
+) -> None:
+    """Feed one batch to a VOC07 mAP metric as the MXNet path (and train_ssd.py's
+    ``validate()``) does: the detected boxes (ids ``[B, K]``, scores ``[B, K]``, boxes
+    ``[B, K, 4]``, padded with -1) clipped to ``[0, image_size]``, against the ground truth
+    as the validation transform left it, both in the network's input pixels (no rescaling to
+    the original image), difficult flags passed."""
+    metric.update(
+        np.clip(boxes, 0, image_size),
+        ids,
+        scores,
+        batch.boxes.numpy(),
+        batch.labels.numpy(),
+        batch.difficult.numpy(),
+    )
 
 
 def count_forward_flops(image_size: int) -> float:
