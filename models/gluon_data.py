@@ -31,23 +31,17 @@ from mxnet import gluon
 
 from data.imdb import ImdbError, read_imdb
 from data.recordio import idx_path_for
-from data.voc import DEFAULT_SPLITS, VocError, find_devkit, parse_splits
+from data.selection import (
+    EVAL_LAST_BATCH,
+    IMDB_SPLITS,
+    DataError,
+    voc_splits,
+)
+from data.voc import VocError, find_devkit
 
-#: Split names each mode looks for in a VOC folder when the workshop's own are absent, in
-#: order: training on trainval (else train), inference on VOC's test set (else val); each
-#: falls back to the other's.
-PREFERRED_SPLITS = {"train": ("trainval", "train"), "infer": ("test", "val")}
-#: IMDB's split per mode: fine-tuning on train, inference on test (as the lab evaluated).
-IMDB_SPLITS = {"train": "train", "infer": "test"}
 #: What every loader here keeps its last, short batch for (GluonCV's choice for training):
 #: it starts the next epoch, so that every batch is full and shapes never change.
 LAST_BATCH = "rollover"
-#: Evaluation loaders keep it as a short batch (GluonCV's validation loaders).
-EVAL_LAST_BATCH = "keep"
-
-
-class DataError(ValueError):
-    """A dataset or vocabulary the run cannot read."""
 
 
 class BatchStream:
@@ -194,29 +188,6 @@ def loader_facts(batch_size: int, shuffle: bool, workers: int) -> dict[str, Any]
 
 
 # -- detection ----------------------------------------------------------------------------------
-def voc_splits(devkit: Path, mode: str) -> tuple[tuple[str, str], ...]:
-    """The splits a run in ``mode`` reads from ``devkit``: for training the workshop's
-    (VOC07+12 trainval) that exist, else (and for inference) the split files of
-    :data:`PREFERRED_SPLITS`, in every VOC20xx folder that has them."""
-    listings = {
-        (folder.name, path.stem)
-        for folder in devkit.glob("VOC20*")
-        for path in (folder / "ImageSets" / "Main").glob("*.txt")
-        if "_" not in path.stem  # class lists are <class>_<split>.txt
-    }
-    if mode == "train":
-        workshop = tuple(s for s in parse_splits(DEFAULT_SPLITS) if s in listings)
-        if workshop:
-            return workshop
-    other = "infer" if mode == "train" else "train"
-    for name in PREFERRED_SPLITS[mode] + PREFERRED_SPLITS[other]:
-        found = tuple(sorted(s for s in listings if s[1] == name))
-        if found:
-            return found
-    names = "/".join(PREFERRED_SPLITS[mode] + PREFERRED_SPLITS[other])
-    raise DataError(f"no split file ({names}.txt in VOC20xx/ImageSets/Main) under {devkit}")
-
-
 def detection_dataset(path: str, mode: str) -> tuple[gluon.data.Dataset, dict[str, Any]]:
     """GluonCV's dataset for a ``.rec`` (its ``.idx`` beside it) or a VOC folder, and its
     facts (``format``, ``samples``, the class and, for VOC, the splits read). Refuses a
@@ -317,19 +288,6 @@ def ssd_eval_data(
 
 
 # -- text ---------------------------------------------------------------------------------------
-def vocab_path(vocab: str | None, pretrained: str | None) -> Path:
-    """The WordPiece ``vocab.txt`` of a run: ``vocab``, else the one in ``pretrained``."""
-    if vocab is not None:
-        path = Path(vocab)
-    elif pretrained is not None:
-        path = Path(pretrained) / "vocab.txt"
-    else:
-        raise DataError("BERT on a dataset needs a WordPiece vocab.txt: give vocab or pretrained")
-    if not path.is_file():
-        raise DataError(f"no vocabulary file {path}")
-    return path
-
-
 def bert_vocab(path: Path) -> Any:
     """A ``BERTVocab`` with the ids of ``path``'s lines (token i on line i), as GluonNLP's
     conversion of Google's vocabularies builds it."""

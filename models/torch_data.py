@@ -38,22 +38,16 @@ from data.loaders import (
     collate_detection,
     open_detection_source,
 )
+from data.selection import (
+    EVAL_LAST_BATCH,
+    IMDB_SPLITS,
+    DataError,
+    voc_splits,
+)
 from data.ssd_augment import SsdTrainTransform, SsdValTransform
-from data.voc import DEFAULT_SPLITS, VocError, find_devkit, parse_splits
+from data.voc import VocError, find_devkit
 
-#: Split names each mode looks for in a VOC folder when the workshop's own are absent, in
-#: order: training on trainval (else train), inference on VOC's test set (else val); each
-#: falls back to the other's (the MXNet path's choice, so both read the same images).
-PREFERRED_SPLITS = {"train": ("trainval", "train"), "infer": ("test", "val")}
-#: IMDB's split per mode: fine-tuning on train, inference on test.
-IMDB_SPLITS = {"train": "train", "infer": "test"}
 LOADER = "torch.utils.data.DataLoader"
-#: What an evaluation loader does with a short last batch: keeps it.
-EVAL_LAST_BATCH = "keep"
-
-
-class DataError(ValueError):
-    """A dataset or vocabulary the run cannot read."""
 
 
 def rank_shard(size: int, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -271,29 +265,6 @@ def make_eval_data(
 
 
 # -- detection ----------------------------------------------------------------------------------
-def voc_splits(devkit: Path, mode: str) -> tuple[tuple[str, str], ...]:
-    """The splits a run in ``mode`` reads from ``devkit``: for training the workshop's
-    (VOC07+12 trainval) that exist, else (and for inference) the split files of
-    :data:`PREFERRED_SPLITS`, in every VOC20xx folder that has them."""
-    listings = {
-        (folder.name, path.stem)
-        for folder in devkit.glob("VOC20*")
-        for path in (folder / "ImageSets" / "Main").glob("*.txt")
-        if "_" not in path.stem  # class lists are <class>_<split>.txt
-    }
-    if mode == "train":
-        workshop = tuple(s for s in parse_splits(DEFAULT_SPLITS) if s in listings)
-        if workshop:
-            return workshop
-    other = "infer" if mode == "train" else "train"
-    for name in PREFERRED_SPLITS[mode] + PREFERRED_SPLITS[other]:
-        found = tuple(sorted(s for s in listings if s[1] == name))
-        if found:
-            return found
-    names = "/".join(PREFERRED_SPLITS[mode] + PREFERRED_SPLITS[other])
-    raise DataError(f"no split file ({names}.txt in VOC20xx/ImageSets/Main) under {devkit}")
-
-
 def detection_source(path: str, mode: str) -> tuple[Any, dict[str, Any]]:
     """The detection images a run in ``mode`` reads from ``path`` (a ``.rec`` file whole, or
     a VOCdevkit folder's splits of :func:`voc_splits`) and their facts."""
@@ -391,22 +362,6 @@ def ssd_eval_data(
 
 
 # -- text ---------------------------------------------------------------------------------------
-def vocab_path(vocab: str | None, pretrained: str | None) -> Path:
-    """The WordPiece ``vocab.txt`` of a run: ``vocab``, else the one in ``pretrained``."""
-    if vocab is not None:
-        path = Path(vocab)
-    elif pretrained is not None:
-        path = Path(pretrained) / "vocab.txt"
-    else:
-        raise DataError(
-            "BERT on a dataset needs its WordPiece vocabulary: give vocab (--vocab FILE) or a "
-            "pretrained directory holding vocab.txt"
-        )
-    if not path.is_file():
-        raise DataError(f"no vocabulary file {path}")
-    return path
-
-
 def imdb_stream(
     path: str,
     mode: str,

@@ -20,6 +20,7 @@ from mxnet import autograd, gluon
 
 from bench.analysis.detection_metrics import Accuracy
 from bench.run.spec import RunSpec
+from data.selection import vocab_path
 from data.synthetic import TextBatch, text_batch
 from models import gluon_data
 from models.bert import config as bert
@@ -111,7 +112,7 @@ class BertGluon(MxnetWorkload):
         draws from numpy's global generator: seeded here."""
         spec = self.spec
         assert spec.data is not None
-        vocab_file = gluon_data.vocab_path(spec.vocab, spec.pretrained)
+        vocab_file = vocab_path(spec.vocab, spec.pretrained)
         if spec.scenario == "evaluate":
             self.vocab = gluon_data.bert_vocab(vocab_file)
             self.eval_data(spec.eval_samples)  # the test split is all the run reads

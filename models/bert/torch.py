@@ -164,7 +164,8 @@ class BertTorch(TorchWorkload):
 
     def _open_dataset(self, model_vocab_size: int) -> None:
         """The loader over the spec's aclImdb folder, tokenized with its vocabulary."""
-        from models.torch_data import imdb_stream, vocab_path
+        from data.selection import vocab_path
+        from models.torch_data import imdb_stream
 
         spec = self.spec
         assert spec.data is not None
@@ -235,7 +236,8 @@ class BertTorch(TorchWorkload):
             return self.forward(**features).logits
 
     def make_eval_data(self, max_samples: int | None) -> EvalData:
-        from models.torch_data import imdb_eval_data, vocab_path
+        from data.selection import vocab_path
+        from models.torch_data import imdb_eval_data
 
         spec = self.spec
         assert spec.data is not None

@@ -20,6 +20,7 @@ from bench.run.record import RunRecord
 from bench.run.spec import RunSpec
 from bench.run.worker import execute
 from data.samples import make_imdb, make_voc, make_voc_record, write_vocab
+from data.selection import voc_splits, vocab_path
 from models import gluon_data
 from models.bert import config as bert
 from models.bert.gluon import BertGluon
@@ -277,22 +278,22 @@ def test_the_bert_loader_tokenizes_the_test_split_in_order(datasets: dict[str, P
 # -- what is refused ----------------------------------------------------------------------------
 def test_voc_splits_follow_the_workshop_then_whatever_the_folder_has(tmp_path: Path) -> None:
     devkit = make_voc(tmp_path)
-    assert gluon_data.voc_splits(devkit, "train") == (
+    assert voc_splits(devkit, "train") == (
         ("VOC2007", "trainval"),
         ("VOC2012", "trainval"),
     )
-    assert gluon_data.voc_splits(devkit, "infer") == (("VOC2007", "test"),)
+    assert voc_splits(devkit, "infer") == (("VOC2007", "test"),)
     main07 = devkit / "VOC2007" / "ImageSets" / "Main"
     (main07 / "trainval.txt").unlink()
     (main07 / "test.txt").rename(main07 / "val.txt")
     (main07 / "dog_trainval.txt").write_text("000005  1\n")  # a class list: not a split
-    assert gluon_data.voc_splits(devkit, "train") == (("VOC2012", "trainval"),)
-    assert gluon_data.voc_splits(devkit, "infer") == (("VOC2007", "val"),)
+    assert voc_splits(devkit, "train") == (("VOC2012", "trainval"),)
+    assert voc_splits(devkit, "infer") == (("VOC2007", "val"),)
     (devkit / "VOC2012" / "ImageSets" / "Main" / "trainval.txt").unlink()
-    assert gluon_data.voc_splits(devkit, "train") == (("VOC2007", "val"),)
+    assert voc_splits(devkit, "train") == (("VOC2007", "val"),)
     (main07 / "val.txt").unlink()
     with pytest.raises(DataError, match="no split file"):
-        gluon_data.voc_splits(devkit, "infer")
+        voc_splits(devkit, "infer")
 
 
 def test_datasets_without_samples_and_missing_files_are_refused(tmp_path: Path) -> None:
@@ -315,11 +316,11 @@ def test_datasets_without_samples_and_missing_files_are_refused(tmp_path: Path) 
         review.unlink()
     with pytest.raises(DataError, match=r"no reviews in .*neg"):
         gluon_data.imdb_stream(str(imdb), "train", vocab, 16, batch_size=2, workers=0)
-    with pytest.raises(DataError, match="give vocab or pretrained"):
-        gluon_data.vocab_path(None, None)
+    with pytest.raises(DataError, match="give vocab .--vocab FILE. or a pretrained directory"):
+        vocab_path(None, None)
     with pytest.raises(DataError, match=r"no vocabulary file .*vocab\.txt"):
-        gluon_data.vocab_path(None, str(tmp_path / "model"))
-    assert gluon_data.vocab_path(None, str(tmp_path)) == vocab
+        vocab_path(None, str(tmp_path / "model"))
+    assert vocab_path(None, str(tmp_path)) == vocab
     write_vocab(tmp_path / "bad.txt", ("[PAD]", "[CLS]", "[SEP]", "word"))
     with pytest.raises(DataError, match=r"lacks the special tokens \[UNK\], \[MASK\]"):
         gluon_data.bert_vocab(tmp_path / "bad.txt")
