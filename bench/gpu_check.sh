@@ -82,8 +82,10 @@ if [ "$fast" = 1 ]; then
     --profile-steps "$profile_steps" --out "$out/runs" --no-progress
 fi
 # the data-parallel path on one GPU: torchrun, NCCL, DistributedDataParallel, world size 1
-step 180 "$py" -m bench run --workload bert --mode train --batch 32 --gpus 1 --precision auto \
-  --device "$device" --duration 10 --out "$out/runs" --no-progress
+if [ "$device" != cpu ]; then
+  step 180 "$py" -m bench run --workload bert --mode train --batch 32 --gpus 1 \
+    --precision auto --device "$device" --duration 10 --out "$out/runs" --no-progress
+fi
 if [ "$overhead" = 1 ]; then
   step 240 "$py" -m bench.run.overhead --device "$device" --workload bert --batch 32 \
     --seq-len 128 --iters 50 --fast --json "$out/overhead.json"
