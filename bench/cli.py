@@ -283,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration/--iters are then the test's minimum duration/query count, default 10 s); "
         "evaluate: the metric on --data's test split; to-accuracy: train until --target",
     )
+    p.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="after a training run, save the weights where --pretrained can load them "
+        "(<run id>.weights/ beside the record)",
+    )
     _add_loadgen(p)
     _add_accuracy(p)
     _add_common(p, suite=False)
@@ -465,6 +471,7 @@ def _run_options(args: argparse.Namespace) -> runner.RunOptions:
         telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
         instance=args.instance,
         profile_steps=args.profile_steps,
+        save_weights=getattr(args, "save_weights", False),
     )
 
 
@@ -504,9 +511,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             eval_samples=args.eval_samples,
         )
     )
+    runner.check_save_weights(spec, options.save_weights)
     record, path = runner.run(spec, options)
     print(table.render([record]))
     print(f"result: {path}")
+    weights = record.execution.details.get("weights")
+    if weights:
+        print(f"weights: {path.parent / weights}")
     return _exit_code([record])
 
 

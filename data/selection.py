@@ -4,6 +4,7 @@ IMDB split, which vocabulary file. Framework-free, so the PyTorch and MXNet path
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from data.voc import DEFAULT_SPLITS, parse_splits
@@ -59,3 +60,13 @@ def vocab_path(vocab: str | None, pretrained: str | None) -> Path:
     if not path.is_file():
         raise DataError(f"no vocabulary file {path}")
     return path
+
+
+def copy_vocab(vocab: str | None, pretrained: str | None, directory: Path) -> list[str]:
+    """Copy a run's ``vocab.txt`` (``vocab``, else the one in ``pretrained`` when it has one)
+    into ``directory``; returns the names written (none when the run had no vocabulary)."""
+    source = Path(vocab) if vocab else Path(pretrained) / "vocab.txt" if pretrained else None
+    if source is None or not source.is_file():
+        return []
+    shutil.copyfile(source, directory / "vocab.txt")
+    return ["vocab.txt"]

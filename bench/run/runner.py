@@ -24,7 +24,7 @@ from bench.run import envinfo, registry
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
-from bench.run.store import load_record, write_record
+from bench.run.store import load_record, weights_dir_name, write_record
 from bench.telemetry.devices import (
     GpuInfo,
     check_precision,
@@ -52,6 +52,9 @@ class RunOptions:
     instance: str | None = None
     #: Steps run under the framework's profiler after the window (0: none).
     profile_steps: int = 0
+    #: After a training run, save the weights as ``<run_id>.weights/`` in ``out_dir``, in
+    #: the layout ``--pretrained`` reads.
+    save_weights: bool = False
 
 
 def prepare(
@@ -106,6 +109,15 @@ def prepare(
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     python_for(entry.env)
     return spec.replace(device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus))
+
+
+def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
+    """Only a training run has trained weights to save."""
+    if save_weights and spec.mode != "train":
+        raise SpecError(
+            f"--save-weights saves the weights a training run trained: {spec.label} is an "
+            f"{spec.mode} run (use --mode train)"
+        )
 
 
 def check_data(spec: RunSpec) -> None:
@@ -193,6 +205,7 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
     then says how the worker ended.
     """
     out_dir, instance = options.out_dir, options.instance
+    check_save_weights(spec, options.save_weights)
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
     python = python_for(entry.env)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -207,6 +220,8 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
             cmd += ["--instance", instance]
         if options.profile_steps:
             cmd += ["--profile-steps", str(options.profile_steps)]
+        if options.save_weights:
+            cmd.append("--save-weights")
         ranks = spec.ranks if entry.multi_device == "torchrun" and spec.gpus else 0
         if ranks:
             cmd = torchrun_command(python, ranks, cmd[3:])
@@ -232,6 +247,7 @@ def _remove_partial_outputs(result_file: Path, out_dir: Path) -> None:
     with contextlib.suppress(ResultError, OSError):
         run_id = load_record(result_file).run_id
         (out_dir / f"{run_id}.telemetry.csv").unlink(missing_ok=True)
+        shutil.rmtree(out_dir / weights_dir_name(run_id), ignore_errors=True)
         shutil.rmtree(out_dir / f"{run_id}.loadgen", ignore_errors=True)
 
 

@@ -13,6 +13,11 @@ from bench.run.record import ResultError, RunRecord
 RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
 
 
+def weights_dir_name(run_id: str) -> str:
+    """The folder beside a record that holds its training run's saved weights."""
+    return f"{run_id}.weights"
+
+
 def write_json_atomic(data: object, path: Path) -> Path:
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename, so a reader
     never sees half a file."""

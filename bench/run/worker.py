@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -34,7 +35,7 @@ from bench.run.record import (
 )
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
-from bench.run.store import write_json_atomic
+from bench.run.store import weights_dir_name, write_json_atomic
 from bench.run.workload import Workload
 from bench.telemetry.devices import query_gpus, visible_gpus
 from bench.telemetry.peaks import model_flops_utilization
@@ -57,14 +58,22 @@ def execute(
     checkpoint: Path | None = None,
     clock: Callable[[], float] = time.perf_counter,
     profile_steps: int = 0,
+    save_weights: bool = False,
 ) -> RunRecord:
     """Run ``spec`` (device already resolved) in this process and return its record.
 
     ``telemetry_interval_s`` of ``None`` turns sampling off. With ``out_dir`` the telemetry
     time series is written there; with ``checkpoint`` the record so far is written there at
     each stage. ``profile_steps`` steps run under the framework's profiler after the
-    measured window, and the record keeps the top kernels.
+    measured window, and the record keeps the top kernels. ``save_weights`` (a training run
+    with ``out_dir``) saves the trained weights to ``out_dir/<run_id>.weights/`` in the
+    layout ``--pretrained`` reads (rank 0 of several) and names that folder in
+    ``record.execution.details["weights"]``.
     """
+    if save_weights and spec.mode != "train":
+        raise ValueError(f"save_weights needs a training run, not {spec.mode}")
+    if save_weights and out_dir is None:
+        raise ValueError("save_weights needs out_dir")
 
     ranked = rank_env(os.environ)
     if ranked is not None:
@@ -143,6 +152,8 @@ def execute(
             record.execution.profile = workload.profile(profile_steps)
         # after the run: some frameworks only know parameter shapes after a forward pass
         record.workload.details = workload.details()
+        if save_weights and out_dir is not None and (ranked is None or ranked.rank == 0):
+            record.execution.details["weights"] = write_weights(workload, out_dir, record.run_id)
         record.outcome = Outcome(status="ok", message=None)
     except Exception as exc:
         oom = workload is not None and workload.is_oom(exc)
@@ -169,6 +180,20 @@ def execute(
     record.validity.flags = validity_flags(record)
     save()
     return record
+
+
+def write_weights(workload: Workload, out_dir: Path, run_id: str) -> str:
+    """Save ``workload``'s weights into ``out_dir/<run_id>.weights/``; returns that folder's
+    name (relative to ``out_dir``, like the record's other files)."""
+    directory = out_dir / weights_dir_name(run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        if not workload.save_weights(directory):
+            raise RuntimeError(f"{type(workload).__name__} wrote no weights")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory.name
 
 
 def fill_measurement(record: RunRecord, m: Measurement) -> None:
@@ -248,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--profile-steps", type=int, default=0, help="steps to profile after the window"
     )
+    run.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="after a training run, save its weights to <run id>.weights/ in --out-dir",
+    )
     info = sub.add_parser("info", help="print a backend's framework facts as JSON")
     info.add_argument("backend")
     info.add_argument("device")
@@ -265,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out_dir,
         checkpoint=args.result,
         profile_steps=args.profile_steps,
+        save_weights=args.save_weights,
     )
     return 0
 

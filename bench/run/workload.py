@@ -159,6 +159,11 @@ class Workload(ABC):
         and ``split``. A training run evaluates its current weights and goes on training."""
         raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
 
+    def save_weights(self, directory: Path) -> list[str]:
+        """Write the model's weights into ``directory`` (which exists) in the layout this
+        backend's ``--pretrained`` reads, after training; returns the file names written."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save its weights for --pretrained")
+
     def after_window(self) -> None:
         """Measurements of the set-up workload that follow the window (a data-parallel run
         times its step without gradient synchronization here); their results go into

@@ -20,7 +20,7 @@ from mxnet import autograd, gluon
 
 from bench.analysis.detection_metrics import Accuracy
 from bench.run.spec import RunSpec
-from data.selection import vocab_path
+from data.selection import copy_vocab, vocab_path
 from data.synthetic import TextBatch, text_batch
 from models import gluon_data
 from models.bert import config as bert
@@ -28,6 +28,9 @@ from models.mxnet_common import KVSTORE, MxnetWorkload, kvstore_details, quiet_u
 from models.samples import check_query, check_stage
 
 MODEL_NAME = "bert_12_768_12"
+#: What ``save_weights`` names the BERTClassifier's parameters (``_find_params`` takes any
+#: ``*.params``).
+PARAMS_FILE = "bert_classifier.params"
 
 
 def uncased_vocab(size: int = bert.BERT_BASE.vocab_size) -> nlp.vocab.BERTVocab:
@@ -288,6 +291,12 @@ class BertGluon(MxnetWorkload):
         assert self.library is not None
         index = self.index_array(indices)
         return self.model(*(mx.nd.take(a, index, axis=0) for a in self.library))
+
+    def save_weights(self, directory: Path) -> list[str]:
+        """The BERTClassifier's ``save_parameters`` (the ``*.params`` file ``_find_params``
+        reads) and the run's ``vocab.txt`` beside it when it had one."""
+        self.model.save_parameters(str(directory / PARAMS_FILE))
+        return [PARAMS_FILE, *copy_vocab(self.spec.vocab, self.spec.pretrained, directory)]
 
     def details(self) -> dict[str, Any]:
         params = self.model.collect_params().values()

@@ -291,6 +291,17 @@ class BertTorch(TorchWorkload):
             index = index_tensor(indices, self.device)
             return self._logits({k: v.index_select(0, index) for k, v in self.library.items()})
 
+    def save_weights(self, directory: Path) -> list[str]:
+        """``save_pretrained`` of the model (never its compiled or DDP wrapper), which
+        ``load_pretrained`` reads, and the run's ``vocab.txt`` beside it when it had one."""
+        from data.selection import copy_vocab
+
+        assert self.model is not None, "setup() first"
+        before = {p.name for p in directory.iterdir()}
+        self.model.save_pretrained(directory)
+        written = sorted(p.name for p in directory.iterdir() if p.name not in before)
+        return written + copy_vocab(self.spec.vocab, self.spec.pretrained, directory)
+
     def details(self) -> dict[str, Any]:
         config = self.model.config if self.model is not None else None
         return {

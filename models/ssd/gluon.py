@@ -336,6 +336,12 @@ class SsdGluon(MxnetWorkload):
         assert self.library is not None
         return self.net(mx.nd.take(self.library, self.index_array(indices), axis=0))
 
+    def save_weights(self, directory: Path) -> list[str]:
+        """``save_parameters`` as ``<MODEL_NAME>.params``, the name ``_find_params`` reads."""
+        name = f"{MODEL_NAME}.params"
+        self.net.save_parameters(str(directory / name))
+        return [name]
+
     def details(self) -> dict[str, Any]:
         details: dict[str, Any] = {
             "parameters": trainable_parameters(self.net),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -135,6 +136,13 @@ class SsdTorch(TorchWorkload):
             if spec.include_h2d:
                 self.host_cls_targets = self._host(self.cls_targets)
                 self.host_box_targets = self._host(self.box_targets)
+
+    def save_weights(self, directory: Path) -> list[str]:
+        """The network's state dict (never the compiled or DDP wrapper's) as ``PRETRAINED_FILE``,
+        on the host in contiguous (not channels-last) tensors, as ``load_pretrained`` reads."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        torch.save(state, directory / PRETRAINED_FILE)
+        return [PRETRAINED_FILE]
 
     def details(self) -> dict[str, Any]:
         counts = gluon_param_counts(self.net)
