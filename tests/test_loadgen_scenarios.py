@@ -153,7 +153,7 @@ def test_the_search_converges_on_the_analytic_capacity(sleeper):
     spec = server(
         latency_bound_ms=bound_s * 1000,
         latency_percentile=percentile,
-        duration_s=3.0,
+        duration_s=5.0,  # enough queries that early stopping holds despite a CPU hiccup
         max_batch=1,
         batch_timeout_ms=0.0,
     )
@@ -249,7 +249,12 @@ def test_single_stream_latency_agrees_with_the_loops_batch_1_latency():
         )
     )
     assert single.ok and single.latency is not None, single.outcome
-    assert single.latency.p50_ms == pytest.approx(loop.latency.p50_ms, rel=0.25)
+    # the loop again after the queries: a shared 2-core machine drifts between runs, and the
+    # queries must agree with the loop measured around them
+    again = run(RunSpec(**bert, iters=60))
+    assert again.latency is not None
+    low, high = sorted((loop.latency.p50_ms, again.latency.p50_ms))
+    assert low * 0.75 <= single.latency.p50_ms <= high * 1.25, (low, single.latency.p50_ms, high)
 
 
 def test_server_runs_ask_for_enough_queries_for_early_stopping():
