@@ -20,6 +20,7 @@ from bench.run import registry  # framework-free: no numpy yet
 from bench.run.loop import StepTimer
 from bench.run.spec import ALL_GPUS, RunSpec
 from bench.run.workload import Workload
+from models.evaluation import EvalLoaders
 
 if TYPE_CHECKING:
     from models.gluon_data import BatchStream, EvalData
@@ -206,7 +207,7 @@ class MxnetWorkload(Workload):
         self.batches: BatchStream | None = None
         #: The test split's loader, made by the first evaluation (by setup in an
         #: ``evaluate`` run) and kept for the next.
-        self.evaluation: EvalData | None = None
+        self.eval_loaders: EvalLoaders[EvalData] = EvalLoaders(self.make_eval_data)
 
     def _claim_fp32_math(self) -> str:
         mode = declared_fp32_math(self.spec.workload)
@@ -370,20 +371,16 @@ class MxnetWorkload(Workload):
         the one made before when it was for as many, else a new one."""
         if self.spec.data is None:
             raise RuntimeError("an evaluation reads the test split of a dataset: give spec.data")
-        if self.evaluation is not None and self.evaluation.max_samples == max_samples:
-            return self.evaluation
-        if self.evaluation is not None:
-            self.evaluation.close()
-            self.evaluation = None
-        self.evaluation = self.make_eval_data(max_samples)
-        return self.evaluation
+        return self.eval_loaders.get(max_samples)
 
     def make_eval_data(self, max_samples: int | None) -> EvalData:
         """A new loader over the test split of ``spec.data`` (see :meth:`eval_data`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
 
     def data_facts(self) -> dict[str, Any]:
-        evaluation = self.evaluation.facts if self.evaluation is not None else None
+        evaluation = (
+            self.eval_loaders.current.facts if self.eval_loaders.current is not None else None
+        )
         if self.batches is None:
             # an evaluate run: what it read is the test split
             return dict(evaluation) if evaluation is not None else {}
@@ -399,8 +396,7 @@ class MxnetWorkload(Workload):
     def teardown(self) -> None:
         if self.batches is not None:
             self.batches.close()
-        if self.evaluation is not None:
-            self.evaluation.close()
+        self.eval_loaders.close()
 
     def index_array(self, indices: Sequence[int]) -> mx.nd.NDArray:
         """A query's sample indices as an int64 NDArray in the run's context (for ``take``)."""

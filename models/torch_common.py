@@ -23,6 +23,7 @@ from bench.run.loop import StepTimer
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 from models import torch_exec
+from models.evaluation import EvalLoaders
 from models.torch_ddp import Ranks
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class TorchWorkload(Workload):
         #: With ``spec.data``: the loader's batches (made in ``setup()``).
         self.batches: BatchStream | None = None
         #: The test split's loader, made by the first evaluation and kept for the next.
-        self.evaluation: EvalData | None = None
+        self.eval_loaders: EvalLoaders[EvalData] = EvalLoaders(self.make_eval_data)
 
     @property
     def rank_and_size(self) -> tuple[int, int]:
@@ -77,7 +78,9 @@ class TorchWorkload(Workload):
         return batch
 
     def data_facts(self) -> dict[str, Any]:
-        evaluation = dict(self.evaluation.facts) if self.evaluation is not None else None
+        evaluation = (
+            dict(current.facts) if (current := self.eval_loaders.current) is not None else None
+        )
         if self.batches is None or (evaluation is not None and self.spec.scenario == "evaluate"):
             # an evaluate run: what it measured is its pass over the test split
             return evaluation or {}
@@ -92,13 +95,7 @@ class TorchWorkload(Workload):
         the one made before when it was for as many, else a new one."""
         if self.spec.data is None:
             raise RuntimeError("an evaluation reads the test split of a dataset: give spec.data")
-        if self.evaluation is not None and self.evaluation.max_samples == max_samples:
-            return self.evaluation
-        if self.evaluation is not None:
-            self.evaluation.close()
-            self.evaluation = None
-        self.evaluation = self.make_eval_data(max_samples)
-        return self.evaluation
+        return self.eval_loaders.get(max_samples)
 
     def make_eval_data(self, max_samples: int | None) -> EvalData:
         """A new loader over the test split of ``spec.data`` (see :meth:`eval_data`)."""
@@ -258,8 +255,7 @@ class TorchWorkload(Workload):
     def teardown(self) -> None:
         if self.batches is not None:
             self.batches.close()
-        if self.evaluation is not None:
-            self.evaluation.close()
+        self.eval_loaders.close()
         if self.ranks is not None:
             self.ranks.close()
         if self.device.type == "cuda":

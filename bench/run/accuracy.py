@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.run.loop import Measurement, PhaseMarks
-from bench.run.record import ScenarioFacts
 from bench.run.scenarios import Mark, Scenario
 from bench.run.workload import Workload
 
@@ -25,10 +24,6 @@ class Evaluate(Scenario):
 
     name = "evaluate"
     timing = "synchronized"
-
-    def __init__(self, spec: Any) -> None:
-        super().__init__(spec)
-        self.result: dict[str, Any] | None = None
 
     def run(
         self,
@@ -62,11 +57,6 @@ class Evaluate(Scenario):
     def settings(self) -> dict[str, object]:
         return {"eval_samples": self.spec.eval_samples}
 
-    def facts(self) -> ScenarioFacts:
-        facts = super().facts()
-        facts.result = self.result
-        return facts
-
 
 class ToAccuracy(Scenario):
     """Warm-up steps, then training steps with an evaluation every ``eval_every`` steps until
@@ -75,10 +65,6 @@ class ToAccuracy(Scenario):
 
     name = "to-accuracy"
     timing = "synchronized"
-
-    def __init__(self, spec: Any) -> None:
-        super().__init__(spec)
-        self.result: dict[str, Any] | None = None
 
     def run(
         self,
@@ -165,11 +151,6 @@ class ToAccuracy(Scenario):
             "max_iters": spec.iters,
             "max_train_s": spec.duration_s,
         }
-
-    def facts(self) -> ScenarioFacts:
-        facts = super().facts()
-        facts.result = self.result
-        return facts
 
 
 ACCURACY_SCENARIOS: dict[str, type[Scenario]] = {

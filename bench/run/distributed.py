@@ -223,7 +223,8 @@ def merge_telemetry(
     merged.mem_used_peak_mib = _max([p.mem_used_peak_mib for p in parts])
     merged.power_mean_w = _sum([p.power_mean_w for p in parts])
     merged.power_sampled_mean_w = _sum([p.power_sampled_mean_w for p in parts])
-    merged.power_max_w = _sum([p.power_max_w for p in parts])
+    # the GPUs' peaks need not coincide: their sum was never measured (each rank keeps its own)
+    merged.power_max_w = None
     merged.power_limit_w = _sum([p.power_limit_w for p in parts])
     merged.sm_clock_mean_mhz = _mean([p.sm_clock_mean_mhz for p in parts])
     merged.mem_clock_mean_mhz = _mean([p.mem_clock_mean_mhz for p in parts])

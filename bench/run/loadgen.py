@@ -50,7 +50,6 @@ class LoadgenScenario(Scenario):
 
     def __init__(self, spec: RunSpec) -> None:
         super().__init__(spec)
-        self.result: dict[str, Any] | None = None
         self.artifacts: Path | None = None
 
     def min_duration_s(self) -> float:
@@ -80,7 +79,6 @@ class LoadgenScenario(Scenario):
 
     def facts(self) -> ScenarioFacts:
         facts = super().facts()
-        facts.result = self.result
         facts.artifacts = self.artifacts.name if self.artifacts is not None else None
         return facts
 

@@ -111,10 +111,7 @@ def measure(
     marks = mark.marks
 
     warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
-
-    total = iters if iters is not None else duration_s
-    unit = "it" if iters is not None else "s"
-    bar = _bar(progress, total, f"{label} measure", unit, stream)
+    window = _Window(iters, duration_s, _bar_for(progress, iters, duration_s, label, stream))
     latencies: list[float] = []
     mark("measure_start")
     start = clock()
@@ -125,16 +122,10 @@ def measure(
         t1 = clock()
         latencies.append(t1 - t0)
         t0 = t1
-        if iters is not None:
-            bar.update(1)
-            if len(latencies) >= iters:
-                break
-        elif duration_s is not None:
-            bar.update(min(t1 - start, duration_s) - bar.n)
-            if t1 - start >= duration_s:
-                break
+        if window.done(len(latencies), t1 - start):
+            break
     mark("measure_end")
-    bar.close()
+    window.bar.close()
     return Measurement(
         latencies_s=latencies,
         window_s=t0 - start,
@@ -176,9 +167,7 @@ def measure_pipelined(
     marks = mark.marks
 
     warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
-    total = iters if iters is not None else duration_s
-    unit = "it" if iters is not None else "s"
-    bar = _bar(progress, total, f"{label} measure", unit, stream)
+    window = _Window(iters, duration_s, _bar_for(progress, iters, duration_s, label, stream))
     markers: list[Any] = []
     steps = 0
     mark("measure_start")
@@ -190,19 +179,13 @@ def measure_pipelined(
         steps += 1
         if timer is not None:
             markers.append(timer.mark())
-        if iters is not None:
-            bar.update(1)
-            if steps >= iters:
-                break
-        else:
-            queued = clock() - start
-            bar.update(min(queued, duration_s or 0.0) - bar.n)
-            if duration_s is not None and queued >= duration_s:
-                break
+        # the host's clock only matters for a duration: no read per step otherwise
+        if window.done(steps, clock() - start if duration_s is not None else 0.0):
+            break
     sync()
     end = clock()
     mark("measure_end")
-    bar.close()
+    window.bar.close()
     latencies = (
         [timer.elapsed_s(a, b) for a, b in zip(markers, markers[1:], strict=False)]
         if timer is not None
@@ -217,6 +200,30 @@ def measure_pipelined(
         step_timer=timer.kind if timer is not None else None,
         steps=steps,
     )
+
+
+class _Window:
+    """The measured window's bound, ``iters`` steps or ``duration_s`` seconds, and its bar."""
+
+    def __init__(self, iters: int | None, duration_s: float | None, bar: tqdm[NoReturn]) -> None:
+        self.iters, self.duration_s, self.bar = iters, duration_s, bar
+
+    def done(self, steps: int, elapsed_s: float) -> bool:
+        """Whether the window ends after ``steps`` steps in ``elapsed_s`` seconds."""
+        if self.iters is not None:
+            self.bar.update(1)
+            return steps >= self.iters
+        bound = self.duration_s or 0.0
+        self.bar.update(min(elapsed_s, bound) - self.bar.n)
+        return elapsed_s >= bound
+
+
+def _bar_for(
+    progress: bool, iters: int | None, duration_s: float | None, label: str, stream: TextIO
+) -> tqdm[NoReturn]:
+    if iters is not None:
+        return _bar(progress, iters, f"{label} measure", "it", stream)
+    return _bar(progress, duration_s, f"{label} measure", "s", stream)
 
 
 def _warm_up(

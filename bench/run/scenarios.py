@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bench.run.loop import Measurement, measure, measure_pipelined
 from bench.run.record import ScenarioFacts
@@ -30,6 +30,9 @@ class Scenario(ABC):
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
+        #: What the scenario found beyond the timings (LoadGen's verdict, a metric), kept in
+        #: the record's scenario section.
+        self.result: dict[str, Any] | None = None
 
     @abstractmethod
     def run(
@@ -46,7 +49,9 @@ class Scenario(ABC):
 
     def facts(self) -> ScenarioFacts:
         """What the record keeps about how work was issued."""
-        return ScenarioFacts(name=self.name, timing=self.timing_name, settings=self.settings())
+        return ScenarioFacts(
+            name=self.name, timing=self.timing_name, settings=self.settings(), result=self.result
+        )
 
     @property
     def timing_name(self) -> str:
