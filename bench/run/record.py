@@ -123,8 +123,12 @@ class ScenarioFacts:
 
     name: str = "loop"
     #: ``synchronized``: the host waits for the device after every step before the clock;
+    #: ``pipelined``: steps queued without waiting, one synchronize at the window's end;
     #: ``loadgen``: MLPerf LoadGen issued the queries and timed them.
     timing: str = "synchronized"
+    #: Why the timing is not the one the spec asked for (a pipelined run whose step waits
+    #: for the device inside the framework is synchronized in fact); None when it is.
+    timing_reason: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     #: LoadGen's summary: valid or not and why, completed QPS, latency percentiles, early
     #: stopping (``bench.run.loadgen_log``), and the batching SUT's statistics.

@@ -148,6 +148,12 @@ class Workload(ABC):
         has none (then only the window is timed)."""
         return HostTimer(clock)
 
+    def step_waits_for_device(self) -> str | None:
+        """Why every step waits on the host for the device, where a call inside it reads a
+        result back (a loss that reads a count, a loss scaler's overflow check); None where a
+        step only queues work. Pipelined timing of such a step is synchronized in fact."""
+        return None
+
     def data_facts(self) -> dict[str, Any]:
         """With ``spec.data``: ``format``, ``samples`` and anything else worth keeping about
         the dataset and its loader (after ``setup``)."""

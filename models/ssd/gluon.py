@@ -261,6 +261,15 @@ class SsdGluon(MxnetWorkload):
         self.trainer.step(1)
         return self.one_or_all(sum_loss)
 
+    def step_waits_for_device(self) -> str | None:
+        """Training: GluonCV's ``SSDMultiBoxLoss`` reads each share's count of positive
+        anchors on the host (``asscalar``) to normalize the loss, in every step."""
+        if self.spec.mode != "train":
+            return None
+        loss = "GluonCV's SSD loss reads the positive anchor count on the host (asscalar)"
+        amp = super().step_waits_for_device()
+        return f"{loss}; {amp}" if amp else loss
+
     def make_eval_data(self, max_samples: int | None) -> gluon_data.EvalData:
         spec = self.spec
         assert spec.data is not None
