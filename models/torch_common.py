@@ -151,7 +151,17 @@ class TorchWorkload(Workload):
     def prepare_execution(self) -> None:
         """The end of ``setup()``: run the compiling step (timed into ``compile_s``), then
         ``inspect_step()``, then capture the step in a CUDA graph (``capture_s``). Raises
-        when compiling or capturing fails: a run never falls back to eager."""
+        when compiling or capturing fails: a run never falls back to eager. These steps
+        read the step's batches: a to-accuracy run runs them in ``open_data()``, in its
+        clock."""
+        self.when_data_opens(self._prepare_execution)
+
+    def open_data(self) -> int:
+        before = self.setup_steps
+        super().open_data()
+        return self.setup_steps - before
+
+    def _prepare_execution(self) -> None:
         spec = self.spec
         if spec.compile != "off":
             _, seconds = torch_exec.run_first_compiled_step(

@@ -34,7 +34,9 @@ class ResultError(ValueError):
 
 @dataclass
 class Outcome:
-    #: ok | error | oom; ``running`` only in the worker's checkpoints, never in a stored run.
+    #: ok | error | oom | target_missed (a to-accuracy run that measured everything but did
+    #: not reach its target); ``running`` only in the worker's checkpoints, never in a
+    #: stored run.
     status: str = "running"
     message: str | None = UNFINISHED
     traceback: str | None = None

@@ -63,6 +63,11 @@ class Scenario(ABC):
     def timing_name(self) -> str:
         return self.timing
 
+    def missed_goal(self) -> str | None:
+        """After ``run``: why the run missed the goal the user set (a target metric), or
+        None; a run that missed it ends ``target_missed``, not ``ok``."""
+        return None
+
     def settings(self) -> dict[str, object]:
         return {}
 

@@ -105,10 +105,36 @@ class Workload(ABC):
         self.one_off_s: dict[str, float] = {}
         #: With ``spec.data``: host seconds each step waited for its batch, in step order.
         self.data_wait_s: list[float] = []
+        #: Set-up work that reads the dataset, left for ``open_data()`` (to-accuracy runs).
+        self._data_work: list[Callable[[], None]] = []
+
+    @property
+    def defers_data(self) -> bool:
+        """Whether set-up leaves what reads the dataset to ``open_data()``: in a to-accuracy
+        run, whose clock (MLPerf's rule) starts before the first sample is touched."""
+        return self.spec.scenario == "to-accuracy"
+
+    def when_data_opens(self, work: Callable[[], None]) -> None:
+        """Run ``work``, set-up that reads the dataset (opening its loader, a compiling or
+        inspected step on real batches), now, or in ``open_data()`` when ``defers_data``."""
+        if self.defers_data:
+            self._data_work.append(work)
+        else:
+            work()
+
+    def open_data(self) -> int:
+        """The set-up work ``when_data_opens`` deferred, in order; a to-accuracy run calls
+        it first thing inside its clock. Returns the training steps it ran (they updated
+        the weights, and count toward the steps to the target)."""
+        work, self._data_work = self._data_work, []
+        for item in work:
+            item()
+        return 0
 
     @abstractmethod
     def setup(self) -> None:
-        """Build the model, optimizer and the batch on the device. Not timed."""
+        """Build the model, optimizer and the batch on the device. Not timed; in a
+        to-accuracy run it reads no data (see ``when_data_opens``)."""
 
     @abstractmethod
     def step(self) -> Any:
