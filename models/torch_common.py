@@ -141,6 +141,9 @@ class TorchWorkload(Workload):
         if self.ranks is not None:
             self.ranks.barrier()
 
+    def agree_to_stop(self, done: bool) -> bool:
+        return self.ranks.rank_0_says(done) if self.ranks is not None else done
+
     def after_window(self) -> None:
         """Data-parallel training: the step timed with and without gradient synchronization
         (the communication share)."""

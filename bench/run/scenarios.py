@@ -111,6 +111,7 @@ class FixedLoop(Scenario):
                 progress=progress,
                 clock=clock,
                 on_mark=on_mark,
+                agree=workload.agree_to_stop,
             )
         return measure(
             workload.step,
@@ -122,6 +123,7 @@ class FixedLoop(Scenario):
             progress=progress,
             clock=clock,
             on_mark=on_mark,
+            agree=workload.agree_to_stop,
         )
 
     def settings(self) -> dict[str, object]:

@@ -201,6 +201,11 @@ class Workload(ABC):
         times its step without gradient synchronization here); their results go into
         ``execution_details()``."""
 
+    def agree_to_stop(self, done: bool) -> bool:
+        """Whether a duration-bound window ends now: this rank's ``done`` in one process;
+        rank 0's on every rank of several (``bench.run.loop.Agree``)."""
+        return done
+
     def barrier(self) -> None:
         """Wait for every rank of a multi-process run (no-op in one process). Called at the
         measured window's edges, so that the ranks' windows start together."""
