@@ -24,7 +24,7 @@ from bench.run import envinfo, registry
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
-from bench.run.store import load_record, weights_dir_name, write_record
+from bench.run.store import describe, load_record, weights_dir_name, write_record
 from bench.telemetry.devices import (
     GpuInfo,
     check_precision,
@@ -36,6 +36,16 @@ from bench.telemetry.devices import (
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 DEFAULT_OUT = Path("results/runs")
+
+
+class RecordNotSaved(Exception):
+    """A run whose record could not be written (a full or read-only disk). It holds the
+    record, so that its figures can still be shown; the run's other files are removed."""
+
+    def __init__(self, record: RunRecord, path: Path, error: OSError) -> None:
+        super().__init__(f"the record of the run could not be written to {path}: {describe(error)}")
+        self.record = record
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -238,17 +248,27 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
             record = merge(spec, parts)
         else:
             record = collect(result_file, spec, code, tail, instance)
-    return record, write_record(record, out_dir)
+    try:
+        return record, write_record(record, out_dir)
+    except OSError as exc:
+        remove_run_files(record.run_id, out_dir)
+        raise RecordNotSaved(record, out_dir / f"{record.run_id}.json", exc) from exc
 
 
 def _remove_partial_outputs(result_file: Path, out_dir: Path) -> None:
     """After an interrupt: the telemetry series and LoadGen logs the worker may have written
     for a run that will have no record."""
     with contextlib.suppress(ResultError, OSError):
-        run_id = load_record(result_file).run_id
+        remove_run_files(load_record(result_file).run_id, out_dir)
+
+
+def remove_run_files(run_id: str, out_dir: Path) -> None:
+    """The files a run writes beside its record (telemetry series, saved weights, LoadGen
+    logs), for a run that has no record: none is left orphaned."""
+    with contextlib.suppress(OSError):
         (out_dir / f"{run_id}.telemetry.csv").unlink(missing_ok=True)
-        shutil.rmtree(out_dir / weights_dir_name(run_id), ignore_errors=True)
-        shutil.rmtree(out_dir / f"{run_id}.loadgen", ignore_errors=True)
+    shutil.rmtree(out_dir / weights_dir_name(run_id), ignore_errors=True)
+    shutil.rmtree(out_dir / f"{run_id}.loadgen", ignore_errors=True)
 
 
 def collect(
