@@ -178,8 +178,12 @@ class RecordReader:
         if self._file is None or self._pid != os.getpid():
             self._file = open(self.rec_path, "rb")  # noqa: SIM115 (closed by close())
             self._pid = os.getpid()
-        self._file.seek(self.index[key])
-        record = read_record(self._file)
+        offset = self.index[key]
+        self._file.seek(offset)
+        try:
+            record = read_record(self._file)
+        except RecordIOError as exc:
+            raise RecordIOError(f"{self.rec_path}: key {key} at byte {offset}: {exc}") from None
         if record is None:
             raise RecordIOError(f"{self.rec_path}: key {key} points past the end of the file")
         return record
@@ -348,7 +352,12 @@ class DetectionRecordFile:
         from data.voc import read_image
 
         header, encoded = self.raw(index)
-        image = read_image(encoded)
+        try:
+            image = read_image(encoded)
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or not an image
+            where = f"{self.reader.rec_path}: record {index} (key {self.reader.keys[index]})"
+            first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise RecordIOError(f"{where}: cannot decode the image ({first})") from exc
         height, width = image.shape[:2]
         if self.normalized:
             return image, decode_label(_labels(header), width, height)
