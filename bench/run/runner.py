@@ -25,6 +25,7 @@ from bench.run.distributed import merge, rank_result_path, torchrun_command, tor
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
 from bench.run.store import describe, load_record, weights_dir_name, write_record
+from bench.telemetry.contention import usable_cores
 from bench.telemetry.devices import (
     GpuInfo,
     check_precision,
@@ -72,13 +73,15 @@ def prepare(
     gpus: list[GpuInfo] | None = None,
     *,
     installed: Callable[[str], bool] | None = None,
+    cores: int | None = None,
 ) -> RunSpec:
     """Check what the spec alone cannot (registry, device, precision, checkpoint) and
     resolve the device and an ``auto`` precision.
 
     ``gpus`` (default: the GPUs this process sees) and ``installed`` (whether a distribution
     is installed; default: this environment's metadata) are the machine's facts, given as
-    data in tests. Raises :class:`SpecError` before anything runs or is written.
+    data in tests, as is ``cores`` (default: the cores this process may run on). Raises
+    :class:`SpecError` before anything runs or is written.
     """
     installed = installed or distribution_installed
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
@@ -118,7 +121,9 @@ def prepare(
     if spec.gpus is not None and entry.multi_device is None:
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     python_for(entry.env)
-    return spec.replace(device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus))
+    return spec.replace(
+        device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus, cores)
+    )
 
 
 def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
@@ -131,9 +136,14 @@ def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
 
 
 def check_data(spec: RunSpec) -> None:
-    """A ``--data`` path that exists in the workload's formats, and BERT's vocabulary."""
+    """A ``--data`` path in the workload's formats that holds what the run reads (split lists,
+    index, reviews; checked without decoding), and BERT's vocabulary: an empty or malformed
+    dataset is refused here, before a worker starts, like a missing one."""
     if spec.data is None:
         return
+    from data import checks  # numpy: only for runs on a dataset
+    from data.selection import DataError
+
     path = Path(spec.data)
     if not path.exists():
         raise SpecError(f"--data {spec.data} does not exist")
@@ -143,21 +153,41 @@ def check_data(spec: RunSpec) -> None:
         raise SpecError(
             f"--data {spec.data}: the RecordIO index {path.with_suffix('.idx')} is missing"
         )
+    if spec.workload == "bert" and not path.is_dir():
+        raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
+    mode = "train" if spec.mode == "train" else "infer"
+    try:
+        if spec.workload == "ssd":
+            checks.check_detection(path, mode)
+        elif spec.workload == "bert":
+            checks.check_reviews(path, mode)
+    except DataError as exc:
+        raise SpecError(f"--data {spec.data}: {exc}") from None
     if spec.workload == "bert":
-        if not path.is_dir():
-            raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
-        vocab = Path(spec.vocab) if spec.vocab else None
-        if vocab is None and spec.pretrained:
+        if spec.vocab:
+            vocab = Path(spec.vocab)
+            if not vocab.is_file():
+                raise SpecError(f"--vocab: vocabulary file {spec.vocab} does not exist")
+        elif spec.pretrained:
             vocab = Path(spec.pretrained) / "vocab.txt"
-        if vocab is None or not vocab.is_file():
+            if not vocab.is_file():
+                raise SpecError(
+                    f"vocabulary file {vocab} does not exist: BERT on a dataset reads the "
+                    "--pretrained directory's vocab.txt, or give --vocab FILE"
+                )
+        else:
             raise SpecError(
                 "BERT on a dataset needs its WordPiece vocabulary: --vocab FILE, or vocab.txt "
                 "in the --pretrained directory"
             )
 
 
-def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None:
-    """``gpus``: ``all`` as the GPU count; refuses more GPUs than the machine has."""
+def resolve_ranks(
+    spec: RunSpec, device: str, gpus: list[GpuInfo], cores: int | None = None
+) -> int | None:
+    """``gpus``: ``all`` as the GPU count; refuses more GPUs than the machine has, and more
+    CPU ranks than its usable ``cores`` (default: this process's): ranks sharing a core
+    measure the contention between them, not the work."""
     if spec.gpus is None:
         return None
     if spec.device.startswith("cuda:") and spec.device != "cuda:0":
@@ -168,6 +198,12 @@ def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None
     if device == "cpu":
         if spec.gpus == ALL_GPUS:
             raise SpecError("--gpus all asked for, but no NVIDIA GPU was found (nvidia-smi)")
+        cores = len(usable_cores()) if cores is None else cores
+        if spec.ranks > cores:
+            raise SpecError(
+                f"--gpus {spec.ranks} on the CPU asks for {spec.ranks} ranks, but this machine "
+                f"has {cores} usable core(s): give --gpus {cores} or fewer"
+            )
         return spec.ranks
     count = len(gpus) if spec.gpus == ALL_GPUS else spec.ranks
     if count > len(gpus):
