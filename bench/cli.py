@@ -39,7 +39,7 @@ from bench.run.spec import (
     RunSpec,
     SpecError,
 )
-from bench.run.store import check_writable, describe, load_records
+from bench.run.store import OutputError, check_writable, describe, load_records
 from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code: int = COMMANDS[args.command](args)
-    except (SpecError, ResultError, PricingError, CompareError) as exc:
+    except (SpecError, ResultError, PricingError, CompareError, OutputError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except runner.RecordNotSaved as exc:
@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED_RUN
     except OSError as exc:  # a file the command reads or writes (after the checks up front)
         print(f"bench: error: {describe(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        # past their checks, the run commands have started runs: those failed
+        return EXIT_FAILED_RUN if args.command in RUN_COMMANDS else EXIT_USAGE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return EXIT_SIGINT
@@ -768,6 +769,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     return run_monitor(args.interval, args.count)
 
+
+#: Commands that start runs (an I/O error after their checks fails a run: exit 1).
+RUN_COMMANDS = frozenset({"run", "eval", "sla", "suite"})
 
 #: A LoadGen scenario's minimum duration when neither --duration nor --iters is given.
 LOADGEN_DEFAULT_DURATION_S = 10.0

@@ -428,7 +428,8 @@ def _verify(path: Path, progress: bool) -> int:
         raise DataError(str(exc)) from None
     finally:
         bar.close()
-    print(f"{path}: {checked:,} files checked, {bad:,} bad")
+    unit = "records" if path.suffix == ".rec" else "files"
+    print(f"{path}: {checked:,} {unit} checked, {bad:,} bad")
     return EXIT_FAILED if bad else EXIT_OK
 
 

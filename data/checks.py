@@ -197,9 +197,14 @@ def _verify_records(path: Path) -> Iterator[tuple[str, Finding | None]]:
                 if isinstance(header.label, float):
                     raise RecordIOError("a scalar label, not a detection label")
                 split_label(header.label)
+            except (RecordIOError, OSError) as exc:
+                # the reader's message names the file and key already
+                yield where, Finding(where, str(exc).removeprefix(f"{path}: key {key} "))
+                continue
+            try:
                 read_image(encoded)
-            except (RecordIOError, OSError, ValueError, SyntaxError) as exc:
-                yield where, Finding(where, _problem(exc))
+            except (OSError, ValueError, SyntaxError) as exc:
+                yield where, Finding(where, f"cannot decode the image ({_problem(exc)})")
             else:
                 yield where, None
     finally:

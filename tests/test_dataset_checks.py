@@ -13,7 +13,7 @@ from bench.run.record import Environment, RunRecord
 from bench.run.runner import collect
 from bench.run.spec import RunSpec
 from data.checks import check_record_file
-from data.recordio import DetectionRecordFile, RecordIOError
+from data.recordio import DetectionRecordFile, RecordIOError, read_index
 from data.samples import make_imdb, make_voc, make_voc_record, write_vocab
 from data.selection import DataError
 from data.voc import VocDetection, VocError
@@ -78,8 +78,8 @@ def test_a_record_file_cut_short_is_refused_naming_the_record(tmp_path, capsys):
     count = len(DetectionRecordFile(rec))
     truncate(rec, 0.6)
     line = bad_run(capsys, tmp_path, "--workload", "ssd", "--data", rec)
-    assert line.startswith(f"bench: error: --data {rec}: {rec}: record ")
-    assert "past the end of the file" in line
+    assert line.startswith(f"bench: error: --data {rec}: record ")
+    assert line.endswith("bytes run past the end of the file")
     position = int(line.split(": record ")[1].split()[0])
     assert 0 < position < count
 
@@ -200,8 +200,22 @@ def test_verify_names_a_bad_record(tmp_path, capsys):
     rec = make_voc_record(tmp_path, "2007/trainval")
     code, out, _ = verify(capsys, rec)
     assert code == 1
-    assert out[0].startswith(f"{rec}: record 0 (key 0): OSError: ")
-    assert out[-1] == f"{rec}: {len(DetectionRecordFile(rec)):,} files checked, 1 bad"
+    assert out[0].startswith(f"{rec}: record 0 (key 0): cannot decode the image (OSError: ")
+    records = len(DetectionRecordFile(rec))
+    assert out[-1] == f"{rec}: {records:,} records checked, 1 bad"
+    offsets = sorted(read_index(rec.with_suffix(".idx")).values())
+    assert records == len(offsets) == 3
+    rec.write_bytes(rec.read_bytes()[: offsets[1] + 10])  # into record 1: record 2 is gone
+    first = out[0]
+    code, out, _ = verify(capsys, rec)
+    assert code == 1
+    assert out == [
+        first,  # record 0's image, as before
+        f"{rec}: record 1 (key 1): at byte {offsets[1]}: truncated RecordIO file (a record's "
+        "data is cut short)",
+        f"{rec}: record 2 (key 2): points past the end of the file",
+        f"{rec}: 3 records checked, 3 bad",
+    ]
 
 
 def test_verify_a_review_folder_and_a_non_dataset(tmp_path, capsys):

@@ -134,3 +134,21 @@ def test_a_time_series_the_disk_refuses_is_left_out_with_the_reason(tmp_path, mo
         f"time series not written: {csv_path}: No space left on device"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_os_error_after_runs_started_fails_them_exit_1(tmp_path, capsys, monkeypatch):
+    """Past the checks up front, an I/O error in a run command (here: the worker's spec file
+    cannot be written, a fake) fails the run: exit 1, one line naming the file."""
+    from bench.run import runner
+
+    spec_file = tmp_path / "bench-x" / "spec.json"
+
+    def no_space(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device", str(spec_file))
+
+    monkeypatch.setattr(runner, "run", no_space)
+    argv = ["run", "--workload", "null", "--device", "cpu", "--out", str(tmp_path / "runs")]
+    assert main(argv) == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"bench: error: {spec_file}: No space left on device"
+    )

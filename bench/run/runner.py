@@ -161,8 +161,8 @@ def check_data(spec: RunSpec) -> None:
             checks.check_detection(path, mode)
         elif spec.workload == "bert":
             checks.check_reviews(path, mode)
-    except DataError as exc:
-        raise SpecError(f"--data {spec.data}: {exc}") from None
+    except DataError as exc:  # said once: "--data PATH: what is wrong", not PATH twice
+        raise SpecError(f"--data {spec.data}: {str(exc).removeprefix(f'{path}: ')}") from None
     if spec.workload == "bert":
         if spec.vocab:
             vocab = Path(spec.vocab)
