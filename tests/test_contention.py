@@ -103,7 +103,9 @@ def test_telemetry_reads_the_processes_at_the_window_edges(monkeypatch):
     assert summary.other_cpu_processes == [BusyProcess(pid=300, name="other-run", cpu_pct=150.0)]
 
 
-def test_a_gpu_run_does_not_check_the_cpu():
+def test_a_cpu_run_watches_the_cpu_and_a_gpu_run_does_not():
+    assert isinstance(Telemetry.open("cpu", {}, [], 0.1).cpu_watch, CpuWatch)
+    assert Telemetry.open("cuda:0", {}, [], 0.1).cpu_watch is None
     summary = Telemetry(None, absent_reason="x").summary(0)
     assert summary.other_cpu_processes is None
 
