@@ -340,7 +340,13 @@ class DetectionRecordFile:
 
     def raw(self, index: int) -> tuple[IRHeader, bytes]:
         """The ``index``-th record's header and encoded image."""
-        return unpack(self.reader.read(self.reader.keys[index]))
+        key = self.reader.keys[index]
+        try:
+            return unpack(self.reader.read(key))
+        except RecordIOError as exc:  # name the record by its position too, as a loader does
+            rec = self.reader.rec_path
+            why = str(exc).removeprefix(f"{rec}: key {key} ")
+            raise RecordIOError(f"{rec}: record {index} (key {key}): {why}") from None
 
     def label(self, index: int) -> npt.NDArray[np.float32]:
         """The label alone (reads the image's size from its header, decodes no pixels)."""

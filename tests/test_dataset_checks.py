@@ -133,6 +133,22 @@ def test_a_truncated_image_is_named_with_its_record(tmp_path):
         DetectionRecordFile(rec)[0]
 
 
+def test_a_record_cut_short_is_named_with_its_index(tmp_path):
+    rec = make_voc_record(tmp_path, "2007/trainval")
+    offsets = sorted(read_index(rec.with_suffix(".idx")).values())
+    rec.write_bytes(rec.read_bytes()[: offsets[1] + 10])
+    records = DetectionRecordFile(rec)
+    assert records[0][0].ndim == 3
+    with pytest.raises(RecordIOError) as info:
+        records[1]
+    assert str(info.value) == (
+        f"{rec}: record 1 (key 1): at byte {offsets[1]}: truncated RecordIO file (a record's "
+        "data is cut short)"
+    )
+    with pytest.raises(RecordIOError, match=r": record 2 \(key 2\): points past the end"):
+        records[2]
+
+
 def test_a_loader_worker_error_names_the_file(tmp_path):
     """PyTorch re-raises a worker's error as 'Caught ... in DataLoader worker process 0.';
     the stream's error leads with the reader's message instead."""
