@@ -132,6 +132,14 @@ def _add_execution(p: argparse.ArgumentParser, *, suite: bool) -> None:
     )
 
 
+def _add_wide(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (default: a narrow table of the columns that decide, ~120 wide)",
+    )
+
+
 def _add_pricing(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prices",
@@ -384,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="regression threshold, e.g. throughput:-5%%, p99:+10%% (repeatable)",
     )
     p.add_argument("--format", default="github", help="tabulate format")
+    _add_wide(p)
 
     p = sub.add_parser(
         "report",
@@ -415,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     _add_strict(p)
     p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
+    _add_wide(p)
     fleet_cli.register(sub)
     add_data_parser(sub)
     return parser
@@ -466,7 +476,8 @@ def _run_options(args: argparse.Namespace) -> runner.RunOptions:
             raise SpecError(str(exc)) from exc
     return runner.RunOptions(
         out_dir=args.out,
-        progress=not args.no_progress,
+        # bars redraw a line with carriage returns: in a piped log they would be noise
+        progress=not args.no_progress and sys.stderr.isatty(),
         timeout_s=args.timeout,
         telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
         instance=args.instance,
@@ -685,7 +696,8 @@ def _load(
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print(table.render((r for _, r in _load(args.paths, args.strict)), fmt=args.format))
+    records = (r for _, r in _load(args.paths, args.strict))
+    print(table.render(records, fmt=args.format, wide=args.wide))
     return EXIT_OK
 
 
@@ -707,7 +719,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = _load(args.paths, args.strict)
     baselines = _load(args.baseline, args.strict, required=False) if args.baseline else []
     result = compare(runs, pricing, baselines, thresholds)
-    print(render(result, args.format))
+    print(render(result, args.format, wide=args.wide))
     if not thresholds:
         return EXIT_OK
     lines, passed = gate_verdict(result)
