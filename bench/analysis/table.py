@@ -54,10 +54,10 @@ def latency_gap(record: RunRecord) -> str | None:
     return None
 
 
-def _latency(record: RunRecord, value: float | None) -> str:
+def _latency(record: RunRecord, value: float | None, digits: int = 2) -> str:
     if value is None and latency_gap(record) is not None:
         return f"n/a{GAP_MARK}"
-    return _num(value, 2)
+    return _num(value, digits)
 
 
 def narrow_row(record: RunRecord) -> list[str]:
@@ -74,15 +74,15 @@ def narrow_row(record: RunRecord) -> list[str]:
         f"{spec.backend} {spec.precision}" + (f" ({mode})" if mode else ""),
         record.device_name,
         plain(tput.samples_per_s if tput else None, "") if record.ok else record.outcome.status,
-        _latency(record, lat.p50_ms if lat else None),
-        _p99(record),
+        _latency(record, lat.p50_ms if lat else None, 1),
+        _p99(record, 1),
         short_codes(record),
     ]
 
 
-def _p99(record: RunRecord) -> str:
+def _p99(record: RunRecord, digits: int = 2) -> str:
     lat = record.latency
-    p99 = _latency(record, lat.p99_ms if lat else None)
+    p99 = _latency(record, lat.p99_ms if lat else None, digits)
     unreliable = lat is not None and "p99" in lat.unreliable_percentiles
     return f"{p99}*" if p99 != "" and unreliable else p99
 
