@@ -307,3 +307,48 @@ def test_an_untimed_pipelined_step_says_why_it_has_no_latency():
     assert "\u2020 n/a: mxnet runs its operators asynchronously" in narrow
     assert "--timing synchronized times every step" in narrow
     assert render([r], wide=True).count("n/a\u2020") == 2
+
+
+def trained(instance: str, seconds: float | None) -> RunRecord:
+    r = record(
+        instance,
+        30.0,
+        mode="train",
+        scenario="to-accuracy",
+        data="aclImdb",
+        target_metric=0.85,
+        timing="synchronized",
+    )
+    result = {"metric": "accuracy", "target": 0.85, "reached": seconds is not None}
+    if seconds is not None:
+        result |= {"time_to_target_s": seconds, "steps_to_target": 100}
+    r.scenario = ScenarioFacts(name="to-accuracy", result=result)
+    return r
+
+
+def test_dollars_to_accuracy_are_the_hourly_price_times_the_time_to_the_target():
+    runs = pairs(trained("a.gpu1", 1800.0), trained("b.gpu1", 5400.0), trained("c.gpu8", None))
+    (job,) = decision_jobs(compare(runs, PRICING))
+    assert (job.title, job.measure) == ("bert train seq 128 to accuracy 0.85", "$ to accuracy 0.85")
+    assert [c.figure for c in job.candidates[:2]] == [pytest.approx(1.0), pytest.approx(1.5)]
+    assert job.best is not None and job.best.label.startswith("a.gpu1 · ")
+    assert job.ratio == pytest.approx(1.5)
+    assert job.candidates[2].figure is None and job.candidates[2].missing == "target not reached"
+
+
+def test_charts_of_every_kind_have_unique_labels():
+    report = assemble(compare(known_runs(), PRICING))
+    kinds = {name.rsplit("_", 1)[0] for name in report.labels}
+    assert {"cost", "throughput", "serving", "frontier"} <= kinds
+    for name, labels in report.labels.items():
+        assert labels and len(labels) == len(set(labels)), (name, labels)
+    assert report.labels["serving_2"] == ["b.gpu1 · torch · fp32", "a.gpu1 · torch · fp32"]
+
+
+@pytest.mark.parametrize("ranks, drawn", [((2,), False), ((1, 2), True)])
+def test_a_scaling_curve_needs_two_points(ranks, drawn):
+    runs = pairs(*(record("c.gpu8", 100.0 * n, mode="train", gpus=n) for n in ranks))
+    report = assemble(compare(runs, PRICING))
+    headings = [b[1] for b in report.blocks if b[0] == "h2"]
+    assert ("Scaling across GPUs" in headings) is drawn
+    assert any(name.startswith("scaling_") for name in report.labels) is drawn
