@@ -133,7 +133,8 @@ def test_decision_table_names_the_cheapest_valid_instance_per_job():
     assert third.label == "c.gpu8 · torch · fp32 · b32"
     assert third.figure == pytest.approx(2.0 * 25_000 / (200 * 3600), rel=1e-12)
     assert third.invalid == ("other_processes",)  # few_iterations leaves the cost valid
-    assert train.candidates[3].figure is None and train.candidates[3].missing is not None
+    assert train.candidates[3].figure is None
+    assert train.candidates[3].missing == "not priced (see above)"
     # $/1M = $/h x 1e6 / (samples/s x 3600)
     assert infer.best is not None and infer.best.label == "a.gpu1 · torch · fp32 · b32"
     assert infer.best.figure == pytest.approx(2.0 * 1e6 / (1000 * 3600), rel=1e-12)
@@ -198,7 +199,10 @@ def test_unpriced_runs_say_why_and_how_to_price_them():
         record(None, 20.0, hardware="GPU Y"),
         record("z.unknown", 10.0),
     )
-    notes = unpriced_notes(compare(runs, PRICING))
+    c = compare(runs, PRICING)
+    (row,) = decision_rows(decision_jobs(c))
+    assert row[2:] == ["none: not priced (see above)", "-", "-", "-", "-", "-", "-", "0 of 3"]
+    notes = unpriced_notes(c)
     assert notes == [
         "2 runs on GPU Y: no instance type recorded and no --price-per-hour given; price them "
         "with --instance 'GPU Y=TYPE' (an instance type of the price catalogue) or "

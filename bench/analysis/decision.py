@@ -25,6 +25,8 @@ from bench.run import registry
 COST_NEUTRAL_FLAGS = frozenset(
     {"few_iterations", "short_energy_window", "mfu_above_peak", "high_cv"}
 )
+#: Why a candidate has no figure when its run has no price (the report says why above).
+NOT_PRICED = "not priced (see above)"
 #: Scenarios that yield no cost figure of their own (an evaluation measures accuracy only;
 #: server runs are ranked at their latency bound, from ``Comparison.serving``).
 _NO_COST_SCENARIOS = ("evaluate", "server")
@@ -133,7 +135,7 @@ def _to_accuracy(row: Row) -> tuple[float | None, str | None]:
     if not result.get("reached"):
         return None, "target not reached"
     if row.price_per_hour_usd is None:
-        return None, row.unpriced_reason or "not priced"
+        return None, NOT_PRICED
     return row.price_per_hour_usd * float(result["time_to_target_s"]) / 3600, None
 
 
@@ -167,7 +169,8 @@ def _row_candidate(job_key: tuple[Any, ...], row: Row) -> Candidate:
         figure, missing = _to_accuracy(row)
     else:
         figure = row.usd_per_epoch if job_key[3] == "epoch" else row.usd_per_million
-        missing = None if figure is not None else (row.unpriced_reason or "no figure")
+        unpriced = row.price_per_hour_usd is None
+        missing = None if figure is not None else (NOT_PRICED if unpriced else "no figure")
     return Candidate(
         parts=row_parts(row),
         figure=figure,
@@ -181,7 +184,7 @@ def _row_candidate(job_key: tuple[Any, ...], row: Row) -> Candidate:
 def _serving_candidate(srow: ServingRow) -> Candidate:
     figure = srow.usd_per_million_at_bound
     if figure is None:
-        missing = "no load was valid at the bound" if srow.best_qps is None else "not priced"
+        missing = "no load was valid at the bound" if srow.best_qps is None else NOT_PRICED
     else:
         missing = None
     return Candidate(
