@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from textwrap import fill
 from typing import Any
 
 from bench.analysis.cost import run_cost
@@ -313,6 +314,13 @@ NARROW_COLUMNS = (
     "thr, p99 vs base",
 )
 _ALWAYS_SHOWN = 4
+#: The serving table's columns in the narrow output (by name; ``--wide`` shows them all).
+NARROW_SERVING_COLUMNS = frozenset(
+    ("", "instance", "backend", "prec", "max QPS at bound", "latency ms", "$/1M at bound")
+    + ("$/1M offline",)
+)
+#: Prose above and below the narrow tables is wrapped to this width.
+NARROW_WIDTH = 120
 
 
 def _marker(r: Row, rows: Sequence[Row], best: Row | None) -> str:
@@ -500,10 +508,11 @@ def render(c: Comparison, fmt: str = "github", wide: bool = False) -> str:
     from tabulate import tabulate
 
     column = "'charged'" if wide else "'$/h (share)': the share of the instance's GPUs paid"
-    parts = [
+    intro = (
         f"Prices per hour: {basis_text(c.basis)} (column {column}). Sorted by $ per million "
         "samples; best = cheapest per sample."
-    ]
+    )
+    parts = [intro if wide else fill(intro, NARROW_WIDTH)]
     for key, rows in c.groups.items():
         parts.append(f"\n### {group_title(key)}\n")
         parts.append(group_table(rows, fmt, wide))
@@ -512,12 +521,13 @@ def render(c: Comparison, fmt: str = "github", wide: bool = False) -> str:
     notes = latency_notes([r.record for rows in c.groups.values() for r in rows])
     if notes:
         parts.append("")
-        parts += notes
+        parts += notes if wide else [fill(note, NARROW_WIDTH) for note in notes]
     unpriced = sorted(
         {r.unpriced_reason for rows in c.groups.values() for r in rows if r.unpriced_reason}
     )
     if unpriced:
-        parts.append("\nNot priced: " + "; ".join(unpriced))
+        text = "Not priced: " + "; ".join(unpriced)
+        parts.append("\n" + (text if wide else fill(text, NARROW_WIDTH)))
     if c.scaling:
         parts.append(f"\n## Scaling across GPUs\n\n{SCALING_NOTE}")
     for skey, points in c.scaling.items():
@@ -532,14 +542,11 @@ def render(c: Comparison, fmt: str = "github", wide: bool = False) -> str:
         parts += serving_summary_lines(c.serving)
     for key, srows in c.serving.items():
         parts.append(f"\n### {serving_title(key)}\n")
-        parts.append(
-            tabulate(
-                serving_table_rows(srows),
-                headers=SERVING_COLUMNS,
-                tablefmt=fmt,
-                disable_numparse=True,
-            )
-        )
+        headers, body = list(SERVING_COLUMNS), serving_table_rows(srows)
+        if not wide:
+            keep = [i for i, h in enumerate(headers) if h in NARROW_SERVING_COLUMNS]
+            headers, body = [headers[i] for i in keep], [[r[i] for i in keep] for r in body]
+        parts.append(tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True))
     if c.failed_runs:
         parts.append("\nRuns that did not finish (not compared):")
         parts += [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from textwrap import fill
 from typing import Any
 
 from tabulate import tabulate
@@ -60,6 +62,13 @@ def _latency(record: RunRecord, value: float | None, digits: int = 2) -> str:
     return _num(value, digits)
 
 
+def short_device(name: str) -> str:
+    """A device name without trademark marks and filler words: ``Intel Xeon (2 cores)``."""
+    name = re.sub(r"\((R|TM|tm|r)\)", "", name)
+    name = re.sub(r"\b(Processor|CPU)\b", "", name)
+    return " ".join(name.split())
+
+
 def narrow_row(record: RunRecord) -> list[str]:
     """``NARROW_HEADERS`` of a run; an outcome other than ok is shown in place of figures."""
     spec = record.spec
@@ -72,7 +81,7 @@ def narrow_row(record: RunRecord) -> list[str]:
     return [
         work,
         f"{spec.backend} {spec.precision}" + (f" ({mode})" if mode else ""),
-        record.device_name,
+        short_device(record.device_name),
         plain(tput.samples_per_s if tput else None, "") if record.ok else record.outcome.status,
         _latency(record, lat.p50_ms if lat else None, 1),
         _p99(record, 1),
@@ -126,12 +135,15 @@ def render(records: Iterable[RunRecord], fmt: str = "github", wide: bool = False
     text = tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
     notes = []
     gaps = dict.fromkeys(g for r in records if (g := latency_gap(r)) is not None)
-    notes += [f"{GAP_MARK} n/a: {gap}" for gap in gaps]
+    notes += [
+        f"{GAP_MARK} n/a: {gap}" if wide else fill(f"{GAP_MARK} n/a: {gap}", 120) for gap in gaps
+    ]
     if any(r.latency is not None and "p99" in r.latency.unreliable_percentiles for r in records):
         notes.append("* p99 from fewer than 100 iterations: an interpolation, not a tail estimate")
     if any(short_codes(r) for r in records):
         legend = ", ".join(f"{short}={code}" for code, short in FLAG_CODES.items())
-        notes.append(f"flags: {legend} (details in each result's validity section)")
+        line = f"flags: {legend} (details in each result's validity section)"
+        notes.append(line if wide else fill(line, 120))
         if wide:
             notes.append("util %: GPU utilization, or host CPU utilization on CPU runs")
     for r in records:
