@@ -398,8 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="Markdown, HTML (plots embedded) and CSV report of runs",
         description="Build report.md, a self-contained report.html and runs.csv from result "
-        "files or directories: throughput by instance and backend, cost per million samples, "
-        "the latency-versus-cost frontier, and telemetry over time.",
+        "files or directories. It opens with the runs that could not be priced (and how to "
+        "price them) and a decision table: per job, the cheapest instance and path, the "
+        "runner-up and by how much, and whether each figure is valid; then ranked cost and "
+        "throughput charts per job, latency-load curves, scaling, each instance's "
+        "environment, telemetry over time, and the harness's own overhead in an appendix.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
     _add_strict(p)

@@ -212,6 +212,8 @@ class Figures:
                 ax.plot(q, lat, "o", color=line.get_color(), fillstyle="full" if ok else "none")
         self.labels[name] = drawn
         ax.axhline(bound_ms, color="#c44e52", linestyle="--", label=f"bound {bound_ms:g} ms")
+        ax.set_xlim(left=0)  # a load from zero: one point does not get a 1.9-2.1 axis
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("offered load (queries/s)")
         ax.set_ylabel("latency at the bound's percentile (ms)")
         self._axis(ax.xaxis, False)
