@@ -143,6 +143,14 @@ def _add_execution(p: argparse.ArgumentParser, *, suite: bool) -> None:
     )
 
 
+def _add_wide(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (default: a narrow table of the columns that decide, ~120 wide)",
+    )
+
+
 def _add_pricing(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prices",
@@ -398,13 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="regression threshold, e.g. throughput:-5%%, p99:+10%% (repeatable)",
     )
     p.add_argument("--format", default="github", help="tabulate format")
+    _add_wide(p)
 
     p = sub.add_parser(
         "report",
         help="Markdown, HTML (plots embedded) and CSV report of runs",
         description="Build report.md, a self-contained report.html and runs.csv from result "
-        "files or directories: throughput by instance and backend, cost per million samples, "
-        "the latency-versus-cost frontier, and telemetry over time.",
+        "files or directories. It opens with the runs that could not be priced (and how to "
+        "price them) and a decision table: per job, the cheapest instance and path, the "
+        "runner-up and by how much, and whether each figure is valid; then ranked cost and "
+        "throughput charts per job, latency-load curves, scaling, each instance's "
+        "environment, telemetry over time, and the harness's own overhead in an appendix.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
     _add_strict(p)
@@ -429,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     _add_strict(p)
     p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
+    _add_wide(p)
     fleet_cli.register(sub)
     add_data_parser(sub)
     return parser
@@ -500,7 +513,8 @@ def _run_options(args: argparse.Namespace) -> runner.RunOptions:
     check_writable(args.out, "--out")
     return runner.RunOptions(
         out_dir=args.out,
-        progress=not args.no_progress,
+        # bars redraw a line with carriage returns: in a piped log they would be noise
+        progress=not args.no_progress and sys.stderr.isatty(),
         timeout_s=args.timeout,
         telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
         instance=args.instance,
@@ -719,7 +733,8 @@ def _load(
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print(table.render((r for _, r in _load(args.paths, args.strict)), fmt=args.format))
+    records = (r for _, r in _load(args.paths, args.strict))
+    print(table.render(records, fmt=args.format, wide=args.wide))
     return EXIT_OK
 
 
@@ -741,7 +756,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = _load(args.paths, args.strict)
     baselines = _load(args.baseline, args.strict, required=False) if args.baseline else []
     result = compare(runs, pricing, baselines, thresholds)
-    print(render(result, args.format))
+    print(render(result, args.format, wide=args.wide))
     if not thresholds:
         return EXIT_OK
     lines, passed = gate_verdict(result)
