@@ -194,3 +194,33 @@ def test_mxnet_cu117_is_refused_past_ampere():
     with pytest.raises(SpecError, match="has kernels up to compute capability 8.6"):
         prepare(spec, gpus=H100_GPU, installed=everything_installed)
     assert prepare(spec, gpus=V100_GPU, installed=everything_installed).device == "cuda:0"
+
+
+def test_a_torch_run_stops_before_set_up_on_a_gpu_its_build_cannot_run(monkeypatch):
+    """The worker-side check with the GPU's facts and the build's arch list given as data
+    (no GPU needed): the run stops before the device is selected, in one line."""
+    import torch
+
+    from models import torch_common
+    from models.ssd.torch import SsdTorch
+
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CU130)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: V100)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla V100-SXM2-16GB")
+
+    def no_device(device):
+        raise AssertionError("the device was selected")
+
+    monkeypatch.setattr(torch.cuda, "set_device", no_device)
+    with pytest.raises(torch_common.BuildError) as refused:
+        SsdTorch(RunSpec(workload="ssd", device="cuda:0", image_size=128))
+    assert str(refused.value) == (
+        "PyTorch 2.14.1+cu130 cannot run on Tesla V100-SXM2-16GB (compute capability 7.0): "
+        "its build has kernels for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120; install the "
+        "cu126 build (`make setup` picks it from nvidia-smi)"
+    )
+    # the cu126 build runs there: the check passes and the run selects its device
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CU126)
+    assert torch_common.build_refusal(torch.device("cuda:0")) is None
