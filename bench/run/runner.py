@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.run import envinfo, registry
+from bench.run import builds, envinfo, registry
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
@@ -95,6 +95,8 @@ def prepare(
             f"choose from {', '.join(sorted(entry.precisions))}"
         )
     check_precision(precision, device, gpu)
+    if spec.cuda_graphs and spec.mode == "train" and precision == "fp16":
+        check_fp16_graph_training(spec, entry)
     limit = entry.max_compute_capability
     if gpu is not None and limit and gpu.compute_capability and gpu.compute_capability > limit:
         major, minor = gpu.compute_capability
@@ -102,6 +104,12 @@ def prepare(
             f"{spec.backend} cannot run on {gpu.name} (compute capability {major}.{minor}): "
             f"{entry.gpu_limit_reason}; use --backend torch"
         )
+    cap = gpu.compute_capability if gpu is not None else None
+    if gpu is not None and cap is not None and entry.gpu_archs is not None:
+        what = entry.gpu_distribution or spec.backend
+        refusal = builds.arch_refusal(what, entry.gpu_archs, cap, gpu.name)
+        if refusal is not None:
+            raise SpecError(refusal)
     if gpu is not None and entry.gpu_distribution and not installed(entry.gpu_distribution):
         raise SpecError(
             f"{spec.backend} on a GPU needs {entry.gpu_distribution}, which is not installed "
@@ -124,6 +132,16 @@ def prepare(
     return spec.replace(
         device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus, cores)
     )
+
+
+def check_fp16_graph_training(spec: RunSpec, entry: registry.Entry) -> None:
+    """fp16 training in a CUDA graph only where the loss scaling never reads the host (a
+    resolved ``auto`` precision included)."""
+    if entry.fp16_train_host_read is not None:
+        raise SpecError(
+            f"fp16 training on {spec.backend} cannot be captured in a CUDA graph: "
+            f"{entry.fp16_train_host_read}; use bf16 or fp32, or drop --cuda-graphs"
+        )
 
 
 def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
