@@ -36,9 +36,14 @@ help:
 
 setup: $(STAMP) $(MX_STAMP)
 
+# On a GPU machine PyTorch goes in first, in the CUDA build whose kernels run on every GPU
+# nvidia-smi lists (bench/run/builds.py: cu126 on a V100, cu130 from Turing on); the extras
+# then keep it. The CPU set-up takes torch as pyproject.toml allows.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(HAS_GPU),build=$$(nvidia-smi --query-gpu=compute_cap --format=csv$(comma)noheader \
+	  | $(PYTHON) bench/run/builds.py torch-pip) && $(BIN)/python -m pip install -q $$build)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.setup-*
 	touch $@

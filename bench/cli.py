@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from bench.run.spec import (
     RunSpec,
     SpecError,
 )
-from bench.run.store import load_records
+from bench.run.store import OutputError, check_writable, describe, load_records
 from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
@@ -47,8 +48,18 @@ EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
+#: What argparse takes for a negative number (a value, not an option) when an option is
+#: followed by it: its own patterns, and durations with a unit such as ``-1ms``.
+_NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-(\d+\.?\d*|\.\d+)(ms|us|s)$")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad input on one line, with exit code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # `--batch-timeout -1ms` reaches the option's check instead of "expected one argument"
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
@@ -132,6 +143,14 @@ def _add_execution(p: argparse.ArgumentParser, *, suite: bool) -> None:
     )
 
 
+def _add_wide(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (default: a narrow table of the columns that decide, ~120 wide)",
+    )
+
+
 def _add_pricing(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prices",
@@ -199,9 +218,12 @@ def latency_ms(text: str) -> float:
     else:
         number, factor = value, 1.0
     try:
-        return float(number) * factor
+        value_ms = float(number) * factor
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a latency: {text!r} (e.g. 15ms)") from None
+    if value_ms < 0:
+        raise argparse.ArgumentTypeError(f"a latency is 0 or more, not {text!r}")
+    return value_ms
 
 
 def _add_loadgen(p: argparse.ArgumentParser, *, sla: bool = False) -> None:
@@ -390,13 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="regression threshold, e.g. throughput:-5%%, p99:+10%% (repeatable)",
     )
     p.add_argument("--format", default="github", help="tabulate format")
+    _add_wide(p)
 
     p = sub.add_parser(
         "report",
         help="Markdown, HTML (plots embedded) and CSV report of runs",
         description="Build report.md, a self-contained report.html and runs.csv from result "
-        "files or directories: throughput by instance and backend, cost per million samples, "
-        "the latency-versus-cost frontier, and telemetry over time.",
+        "files or directories. It opens with the runs that could not be priced (and how to "
+        "price them) and a decision table: per job, the cheapest instance and path, the "
+        "runner-up and by how much, and whether each figure is valid; then ranked cost and "
+        "throughput charts per job, latency-load curves, scaling, each instance's "
+        "environment, telemetry over time, and the harness's own overhead in an appendix.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="result files or directories")
     _add_strict(p)
@@ -421,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     _add_strict(p)
     p.add_argument("--format", default="github", help="tabulate format (github, plain, ...)")
+    _add_wide(p)
     fleet_cli.register(sub)
     add_data_parser(sub)
     return parser
@@ -437,11 +464,22 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Python leaves SIGINT ignored when it started ignored (a shell's background job):
+    # Ctrl-C, or kill -INT, must still stop a run and clean up
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code: int = COMMANDS[args.command](args)
-    except (SpecError, ResultError, PricingError, CompareError) as exc:
+    except (SpecError, ResultError, PricingError, CompareError, OutputError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except runner.RecordNotSaved as exc:
+        _show_unsaved(exc.record)
+        print(f"bench: error: {exc}; its figures are printed above", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    except OSError as exc:  # a file the command reads or writes (after the checks up front)
+        print(f"bench: error: {describe(exc)}", file=sys.stderr)
+        # past their checks, the run commands have started runs: those failed
+        return EXIT_FAILED_RUN if args.command in RUN_COMMANDS else EXIT_USAGE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return EXIT_SIGINT
@@ -455,7 +493,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return code
+
+
+def _show_unsaved(record: RunRecord) -> None:
+    """A run's figures on stdout when its record could not be stored: its table row, and
+    the whole record as JSON (what the file would have held) to keep by redirection."""
+    print(table.render([record]))
+    print(json.dumps(record.to_dict(), allow_nan=False))
 
 
 def _run_options(args: argparse.Namespace) -> runner.RunOptions:
@@ -470,9 +516,11 @@ def _run_options(args: argparse.Namespace) -> runner.RunOptions:
             instance_facts(override=args.instance)
         except ValueError as exc:
             raise SpecError(str(exc)) from exc
+    check_writable(args.out, "--out")
     return runner.RunOptions(
         out_dir=args.out,
-        progress=not args.no_progress,
+        # bars redraw a line with carriage returns: in a piped log they would be noise
+        progress=not args.no_progress and sys.stderr.isatty(),
         timeout_s=args.timeout,
         telemetry_interval_s=None if args.no_telemetry else args.telemetry_interval,
         instance=args.instance,
@@ -698,7 +746,8 @@ def _load(
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print(table.render((r for _, r in _load(args.paths, args.strict)), fmt=args.format))
+    records = (r for _, r in _load(args.paths, args.strict))
+    print(table.render(records, fmt=args.format, wide=args.wide))
     return EXIT_OK
 
 
@@ -720,7 +769,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = _load(args.paths, args.strict)
     baselines = _load(args.baseline, args.strict, required=False) if args.baseline else []
     result = compare(runs, pricing, baselines, thresholds)
-    print(render(result, args.format))
+    print(render(result, args.format, wide=args.wide))
     if not thresholds:
         return EXIT_OK
     lines, passed = gate_verdict(result)
@@ -731,6 +780,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     pricing = _pricing(args)
     runs = _load(args.paths, args.strict)
+    check_writable(args.out, "--out")
     from bench.analysis.report import build  # matplotlib: only when a report is asked for
 
     for kind, path in build(compare(runs, pricing), args.out, args.title).items():
@@ -747,6 +797,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     return run_monitor(args.interval, args.count)
 
+
+#: Commands that start runs (an I/O error after their checks fails a run: exit 1).
+RUN_COMMANDS = frozenset({"run", "eval", "sla", "suite"})
 
 #: A LoadGen scenario's minimum duration when neither --duration nor --iters is given.
 LOADGEN_DEFAULT_DURATION_S = 10.0

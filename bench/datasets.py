@@ -39,7 +39,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "data"
 #: ``data.voc.DEFAULT_SPLITS`` (not imported: loading the CLI imports no numpy).
 VOC_TRAIN_SPLITS = "2007/trainval+2012/trainval"
@@ -318,6 +318,16 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "a vocab.txt: format, images or reviews, classes.",
     )
     p.add_argument("path", type=Path)
+    p = actions.add_parser(
+        "verify",
+        help="read every file of a dataset; list the bad ones",
+        description="Read every file of a VOCdevkit folder (each annotation parsed, each image "
+        "decoded), a detection .rec file (each record read and its image decoded) or an "
+        "aclImdb folder (each review read), and print one line per bad file. Exit 0 when all "
+        "are good, 1 when some are bad, 2 when the path is no dataset.",
+    )
+    p.add_argument("path", type=Path)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -326,6 +336,8 @@ def cmd_data(args: argparse.Namespace) -> int:
             return _download(args)
         if args.data_command == "prepare":
             return _prepare_voc(args) if args.dataset == "voc" else _prepare_imdb(args)
+        if args.data_command == "verify":
+            return _verify(args.path, progress=not args.no_progress)
         return _info(args.path)
     except DataError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
@@ -395,6 +407,30 @@ def _prepare_imdb(args: argparse.Namespace) -> int:
     for split, labels in counts.items():
         print(f"{split}: {labels['pos']:,} positive, {labels['neg']:,} negative")
     return EXIT_OK
+
+
+def _verify(path: Path, progress: bool) -> int:
+    from data.checks import verify
+    from data.selection import DataError as ReaderError
+
+    if not path.exists():
+        raise DataError(f"no such file or folder: {path}")
+    checked, bad = 0, 0
+    bar = tqdm(desc=f"verify {path.name}", unit="file", disable=not progress or None)
+    try:
+        for _, finding in verify(path):
+            checked += 1
+            bar.update()
+            if finding is not None:
+                bad += 1
+                bar.write(str(finding), file=sys.stdout)
+    except ReaderError as exc:
+        raise DataError(str(exc)) from None
+    finally:
+        bar.close()
+    unit = "records" if path.suffix == ".rec" else "files"
+    print(f"{path}: {checked:,} {unit} checked, {bad:,} bad")
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 def _info(path: Path) -> int:

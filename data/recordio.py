@@ -178,8 +178,12 @@ class RecordReader:
         if self._file is None or self._pid != os.getpid():
             self._file = open(self.rec_path, "rb")  # noqa: SIM115 (closed by close())
             self._pid = os.getpid()
-        self._file.seek(self.index[key])
-        record = read_record(self._file)
+        offset = self.index[key]
+        self._file.seek(offset)
+        try:
+            record = read_record(self._file)
+        except RecordIOError as exc:
+            raise RecordIOError(f"{self.rec_path}: key {key} at byte {offset}: {exc}") from None
         if record is None:
             raise RecordIOError(f"{self.rec_path}: key {key} points past the end of the file")
         return record
@@ -336,7 +340,13 @@ class DetectionRecordFile:
 
     def raw(self, index: int) -> tuple[IRHeader, bytes]:
         """The ``index``-th record's header and encoded image."""
-        return unpack(self.reader.read(self.reader.keys[index]))
+        key = self.reader.keys[index]
+        try:
+            return unpack(self.reader.read(key))
+        except RecordIOError as exc:  # name the record by its position too, as a loader does
+            rec = self.reader.rec_path
+            why = str(exc).removeprefix(f"{rec}: key {key} ")
+            raise RecordIOError(f"{rec}: record {index} (key {key}): {why}") from None
 
     def label(self, index: int) -> npt.NDArray[np.float32]:
         """The label alone (reads the image's size from its header, decodes no pixels)."""
@@ -348,7 +358,12 @@ class DetectionRecordFile:
         from data.voc import read_image
 
         header, encoded = self.raw(index)
-        image = read_image(encoded)
+        try:
+            image = read_image(encoded)
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or not an image
+            where = f"{self.reader.rec_path}: record {index} (key {self.reader.keys[index]})"
+            first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise RecordIOError(f"{where}: cannot decode the image ({first})") from exc
         height, width = image.shape[:2]
         if self.normalized:
             return image, decode_label(_labels(header), width, height)

@@ -174,7 +174,16 @@ class VocDetection:
         return self.annotations[index].label.copy()
 
     def __getitem__(self, index: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
-        return read_image(self.items[index].image_path), self.label(index)
+        path = self.items[index].image_path
+        try:
+            image = read_image(path)
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or not an image
+            raise VocError(f"{path}: cannot decode the image ({_first_line(exc)})") from exc
+        return image, self.label(index)
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def read_image(source: Path | bytes) -> npt.NDArray[np.uint8]:

@@ -221,7 +221,34 @@ def detection_dataset(path: str, mode: str) -> tuple[gluon.data.Dataset, dict[st
         raise DataError(f"{source}: neither a VOCdevkit folder nor a .rec file")
     if len(dataset) == 0:
         raise DataError(f"{source}: no images ({facts.get('splits', 'empty index')})")
-    return dataset, {**facts, "samples": len(dataset)}
+    return NamedErrors(dataset, facts["format"]), {**facts, "samples": len(dataset)}
+
+
+class NamedErrors(gluon.data.Dataset):
+    """A GluonCV detection dataset whose read errors name the image file (and the record of a
+    ``.rec``): MXNet's decoder errors name neither, and a loader worker passes them on as
+    they are."""
+
+    def __init__(self, dataset: gluon.data.Dataset, fmt: str) -> None:
+        self._dataset = dataset
+        self._format = fmt
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, idx: int) -> Any:
+        try:
+            return self._dataset[idx]
+        except Exception as exc:
+            first = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+            raise DataError(f"{self.where(idx)}: cannot read the sample ({first})") from exc
+
+    def where(self, idx: int) -> str:
+        """The file (and record) behind sample ``idx``."""
+        data = self._dataset
+        if self._format == "recordio":
+            return f"{data.filename}: record {idx} (key {data._record.keys[idx]})"
+        return str(data._image_path.format(*data._items[idx]))
 
 
 def ssd_stream(

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from bench.run import builds
 from bench.run.loop import StepTimer
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
-from models import torch_exec
+from models import torch_exec, torch_syncs
 from models.evaluation import EvalLoaders
 from models.torch_ddp import Ranks
 
@@ -30,6 +31,26 @@ if TYPE_CHECKING:
     from models.torch_data import BatchStream, EvalData
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class BuildError(RuntimeError):
+    """The installed PyTorch build has no kernels for the run's GPU."""
+
+
+def build_refusal(device: torch.device) -> str | None:
+    """One line saying why this PyTorch build cannot run on ``device``'s GPU (its
+    ``torch.cuda.get_arch_list()`` against the GPU's compute capability), or None where it
+    can. Checked when a run starts, before anything is built on the GPU."""
+    if torch.version.cuda is None:  # a ROCm build names its architectures otherwise
+        return None
+    capability = torch.cuda.get_device_capability(device)
+    return builds.arch_refusal(
+        f"PyTorch {torch.__version__}",
+        torch.cuda.get_arch_list(),
+        capability,
+        torch.cuda.get_device_name(device),
+        builds.torch_remedy(capability),
+    )
 
 
 class TorchWorkload(Workload):
@@ -40,6 +61,9 @@ class TorchWorkload(Workload):
         self.device = torch.device(spec.device)
         self.scaler: torch.amp.GradScaler | None = None
         if self.device.type == "cuda":
+            refusal = build_refusal(self.device)
+            if refusal is not None:
+                raise BuildError(refusal)
             torch.cuda.set_device(self.device)
             # Convolutions see one input shape for the whole run: let cuDNN pick the fastest.
             torch.backends.cudnn.benchmark = True
@@ -61,6 +85,8 @@ class TorchWorkload(Workload):
         self.batches: BatchStream | None = None
         #: The test split's loader, made by the first evaluation and kept for the next.
         self.eval_loaders: EvalLoaders[EvalData] = EvalLoaders(self.make_eval_data)
+        #: Host synchronizations of one step, counted after the window (``after_window``).
+        self.host_syncs: dict[str, Any] = {"per_step": None, "reason": "not counted yet"}
 
     @property
     def rank_and_size(self) -> tuple[int, int]:
@@ -145,11 +171,25 @@ class TorchWorkload(Workload):
         return self.ranks.rank_0_says(done) if self.ranks is not None else done
 
     def after_window(self) -> None:
-        """Data-parallel training: the step timed with and without gradient synchronization
+        """The host synchronizations of one more step (:meth:`count_host_syncs`); in
+        data-parallel training, the step timed with and without gradient synchronization
         (the communication share)."""
+        self.count_host_syncs()
         if self.ranks is not None and self.ddp is not None:
             self.ranks.record_parameters(self.ddp)
             self.ranks.measure_comm_share(self.ddp, self.step, self.sync)
+
+    def count_host_syncs(self) -> None:
+        """Count the host synchronizations of one more step of a loop run (every rank runs
+        it) into ``host_syncs``; the other scenarios time no repeated step (None, why)."""
+        reason = torch_syncs.not_counted_reason(
+            self.spec.scenario, self.device.type, self.spec.compile
+        )
+        if reason is not None:
+            self.host_syncs = {"per_step": None, "reason": reason}
+            return
+        syncs = torch_syncs.count_host_syncs(self.step, self.device, self.sync)
+        self.host_syncs = {**syncs.facts(), "counted": "one step after the measured window"}
 
     def prepare_execution(self) -> None:
         """The end of ``setup()``: run the compiling step (timed into ``compile_s``), then
@@ -177,6 +217,7 @@ class TorchWorkload(Workload):
             return
         if self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
+        torch_exec.check_capturable_scaling(self.scaler, getattr(self, "optimizer", None))
         graph = torch_exec.CapturedStep(self.graph_body, self.device, self.finish_step)
         try:
             self.one_off_s["capture_s"] = graph.capture()
@@ -258,6 +299,7 @@ class TorchWorkload(Workload):
             "tf32_matmul": cuda and bool(torch.backends.cuda.matmul.allow_tf32),
             "tf32_cudnn": cuda and bool(torch.backends.cudnn.allow_tf32),
             "distributed": self.ranks.facts(self.ddp) if self.ranks is not None else None,
+            "host_syncs": self.host_syncs,
         }
 
     def is_oom(self, exc: BaseException) -> bool:
@@ -290,6 +332,8 @@ def torch_info(device: str) -> dict[str, Any]:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # the build's kernel architectures (empty on a build without CUDA)
+        "cuda_arch_list": torch.cuda.get_arch_list() if torch.version.cuda else [],
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         dev = torch.device(device)

@@ -107,6 +107,19 @@ class TextCollate:
         )
 
 
+def worker_error(exc: Exception) -> DataError | None:
+    """A loader worker's error with its own message first. PyTorch re-raises it in the main
+    process as ``Caught X in DataLoader worker process N.`` with the worker's traceback
+    below, and a record keeps only the first line: the error's last line (the readers name
+    the file and the record) becomes the message. None for any other error."""
+    text = str(exc)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return None
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    first = text.splitlines()[0].removeprefix("Caught ").removesuffix(".")
+    return DataError(f"{last.split(': ', 1)[-1]} ({first.split(' in ', 1)[-1]})")
+
+
 class BatchStream:
     """The batches of a DataLoader over an :class:`EndlessSampler`, one after another.
 
@@ -125,7 +138,13 @@ class BatchStream:
     def next(self) -> Any:
         if self._iterator is None:
             raise RuntimeError("the batch stream is closed")
-        batch = next(self._iterator)
+        try:
+            batch = next(self._iterator)
+        except Exception as exc:
+            named = worker_error(exc)
+            if named is None:
+                raise
+            raise named from exc
         self.batches += 1
         return batch
 
@@ -211,7 +230,13 @@ class EvalData:
         return int(self.facts["samples"])
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.loader)
+        try:
+            yield from self.loader
+        except Exception as exc:
+            named = worker_error(exc)
+            if named is None:
+                raise
+            raise named from exc
 
     def close(self) -> None:
         """Stop the persistent worker processes, if any."""

@@ -128,6 +128,22 @@ def run_first_compiled_step(
     return out, time.perf_counter() - start
 
 
+def check_capturable_scaling(
+    scaler: torch.amp.GradScaler | None, optimizer: torch.optim.Optimizer | None
+) -> None:
+    """A training step with a grad scaler can be captured only where the optimizer takes the
+    scaler's inf check into its own kernel (fused SGD, Adam, AdamW): ``GradScaler.step`` then
+    hands it the device tensors instead of reading them on the host to decide whether to
+    step. Raises ``ValueError`` otherwise."""
+    if scaler is None or optimizer is None:
+        return
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        raise ValueError(
+            f"fp16 training with {type(optimizer).__name__} (not fused) reads the grad "
+            "scaler's inf check on the host every step: a CUDA graph cannot hold it"
+        )
+
+
 class CapturedStep(Generic[T]):
     """A step captured whole in one CUDA graph and replayed on the same static tensors.
 

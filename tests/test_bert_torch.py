@@ -4,6 +4,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertForSequenceClassification
 
 from bench.run.spec import RunSpec
+from models import torch_common
 from models.bert import config as bert
 from models.bert.torch import BertTorch, base_config
 
@@ -107,6 +108,7 @@ def test_fp32_math_on_cuda_is_full_fp32_as_declared(monkeypatch):
     matmul = torch.backends.cuda.matmul
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch_common, "build_refusal", lambda device: None)
     saved = matmul.allow_tf32  # a property of torch's module, not an attribute monkeypatch restores
     try:
         matmul.allow_tf32 = True

@@ -235,9 +235,12 @@ def test_default_basis_charges_the_share_used_and_cpu_runs_the_whole_instance():
     assert whole.price.charged_as == "1/1 GPUs"
     # a 1-GPU run on an 8-GPU type costs per sample what the same GPU costs alone
     assert gpu_row.usd_per_million == pytest.approx(full / 8 * 1e6 / (360 * 3600), rel=1e-12)
-    text = render(c)
+    text = render(c, wide=True)
     assert text.startswith("Prices per hour: each GPU run charged its share of the instance's")
     assert "| charged " in text and "| 1/8 GPUs " in text
+    narrow = render(c)  # the share beside the hourly price
+    assert "| $/h (share) " in narrow and "| 3.060 (1/8) " in narrow
+    assert "| 24.480 (whole) " in narrow and "| 3.060 (1/1) " in narrow
 
 
 def test_instance_basis_charges_every_run_the_whole_instance():

@@ -45,7 +45,7 @@ def test_gpus_all_resolves_to_the_machines_gpu_count():
     spec = prepare(RunSpec(workload="bert", mode="train", gpus="all"), gpus=H100X8)
     assert spec.gpus == 8 and spec.ranks == 8 and spec.device == "cuda:0"
     assert spec.label.endswith("_g8")
-    assert prepare(RunSpec(workload="ssd", gpus=2, device="cpu"), gpus=[]).gpus == 2
+    assert prepare(RunSpec(workload="ssd", gpus=2, device="cpu"), gpus=[], cores=2).gpus == 2
 
 
 @pytest.mark.parametrize(

@@ -111,3 +111,38 @@ def test_a_pretrained_directory_with_a_checkpoint_is_accepted(
         (tmp_path / name).write_text("{}")
     spec = RunSpec(workload=workload, backend=backend, device="cpu", pretrained=str(tmp_path))
     assert prepare(spec, gpus=[]).pretrained == str(tmp_path)
+
+
+@pytest.mark.parametrize("gpus", [V100, T4], ids=["V100", "T4"])
+@pytest.mark.parametrize("precision", ["fp16", "auto"])
+@pytest.mark.parametrize("workload", ["ssd", "bert"])
+def test_fp16_training_is_captured_on_torch(workload, precision, gpus):
+    # GradScaler with the fused optimizer: the inf check and the scale stay on the device
+    spec = RunSpec(
+        workload=workload, mode="train", precision=precision, device="cuda", cuda_graphs=True
+    )
+    resolved = prepare(spec, gpus=gpus, installed=everything_installed)
+    assert (resolved.precision, resolved.cuda_graphs) == ("fp16", True)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "auto"])  # auto is fp16 on MXNet
+def test_fp16_training_is_not_captured_where_the_loss_scaler_reads_the_host(precision):
+    spec = RunSpec(
+        workload="ssd",
+        backend="mxnet",
+        mode="train",
+        precision=precision,
+        device="cuda",
+        cuda_graphs=True,
+    )
+    with pytest.raises(SpecError) as refused:
+        prepare(spec, gpus=A10G, installed=everything_installed)
+    assert str(refused.value) == (
+        "fp16 training on mxnet cannot be captured in a CUDA graph: MXNet AMP's dynamic loss "
+        "scaler reads its overflow check on the host (asnumpy) every step; use bf16 or fp32, "
+        "or drop --cuda-graphs"
+    )
+    # the same run in fp32, or fp16 inference, is captured
+    assert prepare(spec.replace(precision="fp32"), gpus=A10G, installed=everything_installed)
+    infer = spec.replace(mode="infer", precision="fp16")
+    assert prepare(infer, gpus=A10G, installed=everything_installed).cuda_graphs

@@ -2,6 +2,7 @@
 opened in headless Chromium (screenshot checked)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,9 @@ def test_report_files(report):
     ]
     md = (report / "report.md").read_text()
     assert md.startswith("# CPU test report")
-    assert "## bert infer, batch 1 seq 16" in md and "![frontier_0](frontier_0.png)" in md
+    assert md.index("## Which instance and path, per job") < md.index("## bert infer seq 16")
+    assert "| bert infer seq 16 | $ per 1M inferences" in md
+    assert "![frontier_0](frontier_0.png)" in md
     rows = (report / "runs.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("run_id,workload,mode")
     html = (report / "report.html").read_text()
@@ -141,3 +144,41 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
         [exe, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
     )
     assert "<h1>CPU test report</h1>" in dom.stdout
+
+
+@pytest.mark.skipif(
+    not _chromium() and not os.environ.get("CI"),
+    reason="Chromium is not installed (.ci/run installs it)",
+)
+def test_the_decision_table_is_on_the_first_screen(report, tmp_path):
+    """Laid out by Chromium at 1400 px wide, the decision table ends within the first
+    1,000 px: a copy of the page writes the table's bottom edge into the DOM it dumps."""
+    exe = _chromium()
+    assert exe, "CI must have Chromium: .ci/run installs it"
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load',()=>{const t=document.querySelector("
+        "'table.decision');document.body.setAttribute('data-bottom',"
+        "t?Math.ceil(t.getBoundingClientRect().bottom):-1)});</script>"
+    )
+    probe.write_text((report / "report.html").read_text().replace("</body>", script + "</body>"))
+    proc = subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    match = re.search(r'data-bottom="(-?\d+)"', proc.stdout)
+    assert match, proc.stderr[-2000:]
+    assert 0 < int(match.group(1)) <= 1000

@@ -97,5 +97,10 @@ def test_compare_and_report_show_the_cost_at_the_bound(tmp_path):
     assert "cheaper than the next" in text
     paths = build(c, tmp_path)
     md = paths["md"].read_text()
-    assert md.index("## Cost at a latency bound") < md.index("## bert infer")
-    assert (tmp_path / "serving_0.png").stat().st_size > 1000
+    # the decision table first, its serving row naming the cheapest instance at the bound
+    cheapest = c.serving[("bert", 128, 15.0, 99.0)][0].instance
+    (row,) = [line for line in md.splitlines() if line.startswith("| bert serve seq 128 ")]
+    assert row.split("|")[3].strip().startswith(f"{cheapest} · torch · fp32")
+    assert md.index("## Which instance and path") < md.index("## bert serve seq 128 at p99")
+    (curve,) = tmp_path.glob("serving_*.png")
+    assert curve.stat().st_size > 1000

@@ -79,10 +79,6 @@ def test_timing_auto_resolves_by_mode():
             "captures CUDA graphs itself",
         ),
         ({"cuda_graphs": True, "device": "cuda", "include_h2d": True}, "static device inputs"),
-        (
-            {"cuda_graphs": True, "device": "cuda", "mode": "train", "precision": "fp16"},
-            "grad scaler",
-        ),
         ({"scenario": "offline", "timing": "pipelined"}, "times every query itself"),
         ({"scenario": "offline", "compile": "default"}, "batches of varying size"),
     ],

@@ -15,6 +15,7 @@ import torchvision
 
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
+from models import torch_common
 from models.ssd import common as ssd_common
 from models.ssd.torch import PRETRAINED_FILE, SsdTorch, count_forward_flops
 from models.ssd.torch_box import (
@@ -430,6 +431,7 @@ def test_fp32_math_on_cuda_is_tf32_as_declared(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(cudnn, "benchmark", cudnn.benchmark)  # restored after the test
     monkeypatch.setattr(cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch_common, "build_refusal", lambda device: None)
     cpu = SsdTorch(RunSpec(workload="ssd", device="cpu", image_size=128))
     assert cpu.fp32_math == "fp32" and cudnn.allow_tf32 is False
     spec = RunSpec(workload="ssd", device="cuda:0", image_size=128)

@@ -194,8 +194,9 @@ def test_eager_bert_records_the_sdpa_kernel_and_its_execution(mode: str) -> None
         "tf32_matmul": False,
         "tf32_cudnn": False,
         "distributed": None,  # one process, no ranks
+        "host_syncs": {"per_step": None, "reason": "not counted yet"},  # after the window
         "channels_last": False,
-        "fused_optimizer": False,  # fused AdamW on CUDA only
+        "fused_optimizer": mode == "train",  # fused AdamW on every device
         "attention_implementation": "sdpa",
         "attention_kernel": details["attention_kernel"],
         "attention_kernel_note": None,

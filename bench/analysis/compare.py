@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from textwrap import fill
 from typing import Any
 
 from bench.analysis.cost import run_cost
@@ -25,6 +26,8 @@ from bench.analysis.serving import ServingKey, ServingRow, serving_groups
 from bench.analysis.serving import summary_lines as serving_summary_lines
 from bench.analysis.serving import table_rows as serving_table_rows
 from bench.analysis.serving import title as serving_title
+from bench.analysis.table import GAP_MARK, latency_gap
+from bench.analysis.units import plain
 from bench.run import registry
 from bench.run.record import RunRecord
 from bench.run.spec import ACCURACY_SCENARIOS, RunSpec
@@ -297,23 +300,115 @@ COLUMNS = (
 )
 
 
+#: The default (narrow) table: the columns a buyer needs; ``--wide`` shows ``COLUMNS``.
+#: Columns after ``samples/s`` that no row of a group has a figure for are left out.
+NARROW_COLUMNS = (
+    "",
+    "instance",
+    "path",
+    "samples/s",
+    "p99 ms",
+    "$/h (share)",
+    "$/1M",
+    "$/epoch",
+    "thr, p99 vs base",
+)
+_ALWAYS_SHOWN = 4
+#: The serving table's columns in the narrow output (by name; ``--wide`` shows them all).
+NARROW_SERVING_COLUMNS = frozenset(
+    ("", "instance", "backend", "prec", "max QPS at bound", "latency ms", "$/1M at bound")
+    + ("$/1M offline",)
+)
+#: Prose above and below the narrow tables is wrapped to this width.
+NARROW_WIDTH = 120
+
+
+def _marker(r: Row, rows: Sequence[Row], best: Row | None) -> str:
+    if r is best:
+        return "best"
+    return "base" if r.baseline is None and _is_base(r, rows) else ""
+
+
+def narrow_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the narrow table (about 120 characters wide)."""
+    best = next((r for r in rows if r.usd_per_million is not None), None)
+    out = []
+    for r in rows:
+        s = r.spec
+        price = (
+            f"{_fmt(r.price_per_hour_usd, 3)} ({_share(r.price)})"
+            if r.price_per_hour_usd is not None and r.price is not None
+            else "-"
+        )
+        out.append(
+            [
+                _marker(r, rows, best),
+                r.instance or r.hardware,
+                path_label(s),
+                plain(r.samples_per_s),
+                _latency(r, r.p99_ms),
+                price,
+                _fmt(r.usd_per_million, 2),
+                _fmt(r.usd_per_epoch, 2),
+                _vs_base(r),
+            ]
+        )
+    keep = [
+        i
+        for i in range(len(NARROW_COLUMNS))
+        if i < _ALWAYS_SHOWN or any(row[i] != "-" for row in out)
+    ]
+    return [NARROW_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in out]
+
+
+def path_label(spec: RunSpec) -> str:
+    """Backend, precision and the execution mode where it is not the default: ``torch bf16
+    (compile)``."""
+    mode = spec.execution_label
+    return f"{spec.backend} {spec.precision}" + (f" ({mode})" if mode else "")
+
+
+def _vs_base(r: Row) -> str:
+    thr, p99 = r.ratios.get("throughput"), r.ratios.get("p99")
+    if thr is None and p99 is None:
+        return "-"
+    return f"{_fmt_ratio(thr)}, {_fmt_ratio(p99)}"
+
+
+def _share(price: RunPrice) -> str:
+    """``1/8`` of an instance's GPUs, or ``whole``."""
+    return "whole" if price.charged_as.startswith("whole") else price.charged_as.split()[0]
+
+
+def _latency(r: Row, value: float | None) -> str:
+    """A latency figure, or why a finished run has none (marked, explained below)."""
+    if value is None and latency_gap(r.record) is not None:
+        return f"n/a{GAP_MARK}"
+    return _fmt(value, 2)
+
+
+def latency_notes(records: Sequence[RunRecord]) -> list[str]:
+    """The footnote for latencies marked absent, once per reason."""
+    gaps = dict.fromkeys(g for r in records if (g := latency_gap(r)) is not None)
+    return [f"{GAP_MARK} n/a: {gap}" for gap in gaps]
+
+
 def table_rows(rows: Sequence[Row]) -> list[list[str]]:
+    """Rows of the wide table (``COLUMNS``)."""
     best = next((r for r in rows if r.usd_per_million is not None), None)
     out = []
     for r in rows:
         s = r.spec
         out.append(
             [
-                "best"
-                if r is best
-                else ("base" if r.baseline is None and _is_base(r, rows) else ""),
+                _marker(r, rows, best),
                 r.instance or "-",
                 r.hardware,
                 s.backend_label,
                 s.precision,
                 _fmt(r.samples_per_s, 2),
-                _fmt(r.p50_ms, 2),
-                _fmt(r.p99_ms, 2),
+                _latency(r, r.p50_ms),
+                _latency(r, r.p99_ms),
                 _fmt(r.util_pct, 0),
                 _fmt(r.energy_per_sample_j, 3),
                 _fmt(r.price_per_hour_usd, 3),
@@ -398,25 +493,41 @@ def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def render(c: Comparison, fmt: str = "github") -> str:
+def group_table(rows: Sequence[Row], fmt: str, wide: bool) -> str:
+    """A group's table: narrow by default, every column with ``wide``."""
     from tabulate import tabulate
 
-    parts = [
-        f"Prices per hour: {basis_text(c.basis)} (column 'charged'). Sorted by $ per million "
+    if wide:
+        headers, body = list(COLUMNS), table_rows(rows)
+    else:
+        headers, body = narrow_table(rows)
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def render(c: Comparison, fmt: str = "github", wide: bool = False) -> str:
+    from tabulate import tabulate
+
+    column = "'charged'" if wide else "'$/h (share)': the share of the instance's GPUs paid"
+    intro = (
+        f"Prices per hour: {basis_text(c.basis)} (column {column}). Sorted by $ per million "
         "samples; best = cheapest per sample."
-    ]
+    )
+    parts = [intro if wide else fill(intro, NARROW_WIDTH)]
     for key, rows in c.groups.items():
         parts.append(f"\n### {group_title(key)}\n")
-        parts.append(
-            tabulate(table_rows(rows), headers=COLUMNS, tablefmt=fmt, disable_numparse=True)
-        )
+        parts.append(group_table(rows, fmt, wide))
         parts += one_off_lines(rows)
         parts += accuracy_lines(rows)
+    notes = latency_notes([r.record for rows in c.groups.values() for r in rows])
+    if notes:
+        parts.append("")
+        parts += notes if wide else [fill(note, NARROW_WIDTH) for note in notes]
     unpriced = sorted(
         {r.unpriced_reason for rows in c.groups.values() for r in rows if r.unpriced_reason}
     )
     if unpriced:
-        parts.append("\nNot priced: " + "; ".join(unpriced))
+        text = "Not priced: " + "; ".join(unpriced)
+        parts.append("\n" + (text if wide else fill(text, NARROW_WIDTH)))
     if c.scaling:
         parts.append(f"\n## Scaling across GPUs\n\n{SCALING_NOTE}")
     for skey, points in c.scaling.items():
@@ -431,14 +542,11 @@ def render(c: Comparison, fmt: str = "github") -> str:
         parts += serving_summary_lines(c.serving)
     for key, srows in c.serving.items():
         parts.append(f"\n### {serving_title(key)}\n")
-        parts.append(
-            tabulate(
-                serving_table_rows(srows),
-                headers=SERVING_COLUMNS,
-                tablefmt=fmt,
-                disable_numparse=True,
-            )
-        )
+        headers, body = list(SERVING_COLUMNS), serving_table_rows(srows)
+        if not wide:
+            keep = [i for i, h in enumerate(headers) if h in NARROW_SERVING_COLUMNS]
+            headers, body = [headers[i] for i in keep], [[r[i] for i in keep] for r in body]
+        parts.append(tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True))
     if c.failed_runs:
         parts.append("\nRuns that did not finish (not compared):")
         parts += [

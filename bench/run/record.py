@@ -237,6 +237,16 @@ class HostSummary:
 
 
 @dataclass
+class BusyProcess:
+    """Another process busy on a CPU run's cores during its measured window."""
+
+    pid: int
+    name: str
+    #: Percent of one core over the window.
+    cpu_pct: float
+
+
+@dataclass
 class TelemetrySummary:
     """The measured window's device figures; GPU fields are None on CPU runs."""
 
@@ -271,6 +281,8 @@ class TelemetrySummary:
     energy_method: str | None = None
     energy_per_sample_j: float | None = None
     other_processes: list[int] | None = None
+    #: CPU runs: other processes busy on the run's cores in the window (None: not checked).
+    other_cpu_processes: list[BusyProcess] | None = None
     #: File name of the time series written beside the record.
     timeseries_csv: str | None = None
 
@@ -353,6 +365,12 @@ class RunRecord:
             created_utc=now.isoformat(timespec="seconds"),
             spec=spec,
             environment=environment,
+            # a run that fails before its loader reports says where its data came from
+            data=(
+                DataFacts(source=spec.data, loader_workers=spec.loader_workers)
+                if spec.data is not None
+                else DataFacts()
+            ),
         )
 
     @property

@@ -15,6 +15,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from bench.run.builds import ORT_GPU_ARCHS
 from bench.run.spec import PRECISIONS, SpecError
 from bench.run.workload import Workload, WorkloadInfo
 
@@ -35,10 +36,19 @@ class Entry:
     gpu_limit_reason: str = ""
     #: Distribution that must be installed for GPU runs (a GPU build of the framework).
     gpu_distribution: str | None = None
+    #: CUDA architectures of that build's kernels (:mod:`bench.run.builds`), where the
+    #: framework cannot say them itself; a GPU they do not run on is refused. (PyTorch's
+    #: worker checks its installed build's own list.)
+    gpu_archs: tuple[str, ...] | None = None
     #: How the backend uses several devices (``spec.gpus``): ``torchrun`` (one process per
     #: rank, started by torch.distributed.run), ``contexts`` (one process, one context per
     #: device), or None where it cannot.
     multi_device: str | None = None
+    #: Why fp16 training cannot be captured in a CUDA graph on this backend: the host read
+    #: its loss scaling makes every step. None where the scaling stays on the device (the
+    #: PyTorch path: GradScaler with a fused optimizer takes the inf check and the skipped
+    #: update into the optimizer's kernel, and updates the scale on the device).
+    fp16_train_host_read: str | None = None
 
 
 #: MXNet 1.9.1's newest CUDA build, mxnet-cu117, was compiled for GPUs up to Ampere (8.6):
@@ -51,6 +61,8 @@ _MXNET: dict[str, Any] = {
     "max_compute_capability": (8, 6),
     "gpu_limit_reason": "mxnet-cu117, the newest CUDA build of MXNet 1.9.1, has kernels up to "
     "compute capability 8.6",
+    "fp16_train_host_read": "MXNet AMP's dynamic loss scaler reads its overflow check on the "
+    "host (asnumpy) every step",
 }
 
 
@@ -59,6 +71,7 @@ _ORT: dict[str, Any] = {
     "modes": frozenset({"infer"}),
     "precisions": frozenset({"fp32", "fp16"}),
     "gpu_distribution": "onnxruntime-gpu",
+    "gpu_archs": ORT_GPU_ARCHS,
 }
 
 REGISTRY: dict[tuple[str, str], Entry] = {

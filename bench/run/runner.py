@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.run import envinfo, registry
+from bench.run import builds, envinfo, registry
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
-from bench.run.store import load_record, weights_dir_name, write_record
+from bench.run.store import describe, load_record, weights_dir_name, write_record
+from bench.telemetry.contention import usable_cores
 from bench.telemetry.devices import (
     GpuInfo,
     check_precision,
@@ -36,6 +37,16 @@ from bench.telemetry.devices import (
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 DEFAULT_OUT = Path("results/runs")
+
+
+class RecordNotSaved(Exception):
+    """A run whose record could not be written (a full or read-only disk). It holds the
+    record, so that its figures can still be shown; the run's other files are removed."""
+
+    def __init__(self, record: RunRecord, path: Path, error: OSError) -> None:
+        super().__init__(f"the record of the run could not be written to {path}: {describe(error)}")
+        self.record = record
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,15 @@ def prepare(
     gpus: list[GpuInfo] | None = None,
     *,
     installed: Callable[[str], bool] | None = None,
+    cores: int | None = None,
 ) -> RunSpec:
     """Check what the spec alone cannot (registry, device, precision, checkpoint) and
     resolve the device and an ``auto`` precision.
 
     ``gpus`` (default: the GPUs this process sees) and ``installed`` (whether a distribution
     is installed; default: this environment's metadata) are the machine's facts, given as
-    data in tests. Raises :class:`SpecError` before anything runs or is written.
+    data in tests, as is ``cores`` (default: the cores this process may run on). Raises
+    :class:`SpecError` before anything runs or is written.
     """
     installed = installed or distribution_installed
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
@@ -82,6 +95,8 @@ def prepare(
             f"choose from {', '.join(sorted(entry.precisions))}"
         )
     check_precision(precision, device, gpu)
+    if spec.cuda_graphs and spec.mode == "train" and precision == "fp16":
+        check_fp16_graph_training(spec, entry)
     limit = entry.max_compute_capability
     if gpu is not None and limit and gpu.compute_capability and gpu.compute_capability > limit:
         major, minor = gpu.compute_capability
@@ -89,6 +104,12 @@ def prepare(
             f"{spec.backend} cannot run on {gpu.name} (compute capability {major}.{minor}): "
             f"{entry.gpu_limit_reason}; use --backend torch"
         )
+    cap = gpu.compute_capability if gpu is not None else None
+    if gpu is not None and cap is not None and entry.gpu_archs is not None:
+        what = entry.gpu_distribution or spec.backend
+        refusal = builds.arch_refusal(what, entry.gpu_archs, cap, gpu.name)
+        if refusal is not None:
+            raise SpecError(refusal)
     if gpu is not None and entry.gpu_distribution and not installed(entry.gpu_distribution):
         raise SpecError(
             f"{spec.backend} on a GPU needs {entry.gpu_distribution}, which is not installed "
@@ -108,7 +129,19 @@ def prepare(
     if spec.gpus is not None and entry.multi_device is None:
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     python_for(entry.env)
-    return spec.replace(device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus))
+    return spec.replace(
+        device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus, cores)
+    )
+
+
+def check_fp16_graph_training(spec: RunSpec, entry: registry.Entry) -> None:
+    """fp16 training in a CUDA graph only where the loss scaling never reads the host (a
+    resolved ``auto`` precision included)."""
+    if entry.fp16_train_host_read is not None:
+        raise SpecError(
+            f"fp16 training on {spec.backend} cannot be captured in a CUDA graph: "
+            f"{entry.fp16_train_host_read}; use bf16 or fp32, or drop --cuda-graphs"
+        )
 
 
 def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
@@ -121,9 +154,14 @@ def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
 
 
 def check_data(spec: RunSpec) -> None:
-    """A ``--data`` path that exists in the workload's formats, and BERT's vocabulary."""
+    """A ``--data`` path in the workload's formats that holds what the run reads (split lists,
+    index, reviews; checked without decoding), and BERT's vocabulary: an empty or malformed
+    dataset is refused here, before a worker starts, like a missing one."""
     if spec.data is None:
         return
+    from data import checks  # numpy: only for runs on a dataset
+    from data.selection import DataError
+
     path = Path(spec.data)
     if not path.exists():
         raise SpecError(f"--data {spec.data} does not exist")
@@ -133,21 +171,41 @@ def check_data(spec: RunSpec) -> None:
         raise SpecError(
             f"--data {spec.data}: the RecordIO index {path.with_suffix('.idx')} is missing"
         )
+    if spec.workload == "bert" and not path.is_dir():
+        raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
+    mode = "train" if spec.mode == "train" else "infer"
+    try:
+        if spec.workload == "ssd":
+            checks.check_detection(path, mode)
+        elif spec.workload == "bert":
+            checks.check_reviews(path, mode)
+    except DataError as exc:  # said once: "--data PATH: what is wrong", not PATH twice
+        raise SpecError(f"--data {spec.data}: {str(exc).removeprefix(f'{path}: ')}") from None
     if spec.workload == "bert":
-        if not path.is_dir():
-            raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
-        vocab = Path(spec.vocab) if spec.vocab else None
-        if vocab is None and spec.pretrained:
+        if spec.vocab:
+            vocab = Path(spec.vocab)
+            if not vocab.is_file():
+                raise SpecError(f"--vocab: vocabulary file {spec.vocab} does not exist")
+        elif spec.pretrained:
             vocab = Path(spec.pretrained) / "vocab.txt"
-        if vocab is None or not vocab.is_file():
+            if not vocab.is_file():
+                raise SpecError(
+                    f"vocabulary file {vocab} does not exist: BERT on a dataset reads the "
+                    "--pretrained directory's vocab.txt, or give --vocab FILE"
+                )
+        else:
             raise SpecError(
                 "BERT on a dataset needs its WordPiece vocabulary: --vocab FILE, or vocab.txt "
                 "in the --pretrained directory"
             )
 
 
-def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None:
-    """``gpus``: ``all`` as the GPU count; refuses more GPUs than the machine has."""
+def resolve_ranks(
+    spec: RunSpec, device: str, gpus: list[GpuInfo], cores: int | None = None
+) -> int | None:
+    """``gpus``: ``all`` as the GPU count; refuses more GPUs than the machine has, and more
+    CPU ranks than its usable ``cores`` (default: this process's): ranks sharing a core
+    measure the contention between them, not the work."""
     if spec.gpus is None:
         return None
     if spec.device.startswith("cuda:") and spec.device != "cuda:0":
@@ -158,6 +216,12 @@ def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None
     if device == "cpu":
         if spec.gpus == ALL_GPUS:
             raise SpecError("--gpus all asked for, but no NVIDIA GPU was found (nvidia-smi)")
+        cores = len(usable_cores()) if cores is None else cores
+        if spec.ranks > cores:
+            raise SpecError(
+                f"--gpus {spec.ranks} on the CPU asks for {spec.ranks} ranks, but this machine "
+                f"has {cores} usable core(s): give --gpus {cores} or fewer"
+            )
         return spec.ranks
     count = len(gpus) if spec.gpus == ALL_GPUS else spec.ranks
     if count > len(gpus):
@@ -238,17 +302,27 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
             record = merge(spec, parts)
         else:
             record = collect(result_file, spec, code, tail, instance)
-    return record, write_record(record, out_dir)
+    try:
+        return record, write_record(record, out_dir)
+    except OSError as exc:
+        remove_run_files(record.run_id, out_dir)
+        raise RecordNotSaved(record, out_dir / f"{record.run_id}.json", exc) from exc
 
 
 def _remove_partial_outputs(result_file: Path, out_dir: Path) -> None:
     """After an interrupt: the telemetry series and LoadGen logs the worker may have written
     for a run that will have no record."""
     with contextlib.suppress(ResultError, OSError):
-        run_id = load_record(result_file).run_id
+        remove_run_files(load_record(result_file).run_id, out_dir)
+
+
+def remove_run_files(run_id: str, out_dir: Path) -> None:
+    """The files a run writes beside its record (telemetry series, saved weights, LoadGen
+    logs), for a run that has no record: none is left orphaned."""
+    with contextlib.suppress(OSError):
         (out_dir / f"{run_id}.telemetry.csv").unlink(missing_ok=True)
-        shutil.rmtree(out_dir / weights_dir_name(run_id), ignore_errors=True)
-        shutil.rmtree(out_dir / f"{run_id}.loadgen", ignore_errors=True)
+    shutil.rmtree(out_dir / weights_dir_name(run_id), ignore_errors=True)
+    shutil.rmtree(out_dir / f"{run_id}.loadgen", ignore_errors=True)
 
 
 def collect(

@@ -237,11 +237,6 @@ class RunSpec:
                 "a CUDA graph replays on static device inputs: it cannot time the "
                 "host-to-device copy (drop --include-h2d)"
             )
-        if self.mode == "train" and self.precision == "fp16":
-            raise SpecError(
-                "fp16 training scales the loss with a grad scaler that reads its result on the "
-                "host every step, which a CUDA graph cannot hold: use bf16 or fp32"
-            )
 
     def _check_ranks(self) -> None:
         if self.gpus is None:

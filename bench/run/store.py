@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -16,6 +17,34 @@ RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
 def weights_dir_name(run_id: str) -> str:
     """The folder beside a record that holds its training run's saved weights."""
     return f"{run_id}.weights"
+
+
+class OutputError(OSError):
+    """A directory the harness cannot write its results into; the message names it."""
+
+
+def check_writable(directory: Path, option: str = "--out") -> None:
+    """Refuse, before anything runs, a ``directory`` that cannot be created or written
+    (read-only, under a file, no permission): one sentence naming it."""
+    created = [p for p in (directory, *directory.parents) if not p.exists()]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror if exc.filename == str(directory) else describe(exc)
+        raise OutputError(f"{option} {directory}: cannot write there ({why})") from None
+    finally:
+        for folder in created:  # deepest first: a check leaves no trace
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def describe(exc: OSError) -> str:
+    """An OS error as its reason and path, without Python's ``[Errno N]`` prefix."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def write_json_atomic(data: object, path: Path) -> Path:

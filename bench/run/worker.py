@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.run import envinfo, registry, scenarios
 from bench.run.distributed import rank_device, rank_env, rank_result_path
@@ -35,7 +36,7 @@ from bench.run.record import (
 )
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
-from bench.run.store import weights_dir_name, write_json_atomic
+from bench.run.store import describe, weights_dir_name, write_json_atomic
 from bench.run.workload import Workload
 from bench.telemetry.devices import query_gpus, visible_gpus
 from bench.telemetry.peaks import model_flops_utilization
@@ -174,15 +175,28 @@ def execute(
         record.telemetry = telemetry.summary(samples)
         rows = telemetry.rows()
         if rows and out_dir is not None:
-            csv_path = out_dir / f"{record.run_id}.telemetry.csv"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_csv(rows, csv_path)
-            record.telemetry.timeseries_csv = csv_path.name
+            record.telemetry.timeseries_csv = save_timeseries(rows, out_dir, record)
     elif not telemetry_interval_s:
         record.telemetry = TelemetrySummary(available=False, reason="telemetry turned off")
     record.validity.flags = validity_flags(record)
     save()
     return record
+
+
+def save_timeseries(rows: list[dict[str, Any]], out_dir: Path, record: RunRecord) -> str | None:
+    """Write the telemetry series beside the record; its file name, or None (and the reason
+    among the sampler's errors) when the disk refused it: the run's figures do not depend on
+    it, and no partial file is left."""
+    csv_path = out_dir / f"{record.run_id}.telemetry.csv"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(rows, csv_path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            csv_path.unlink(missing_ok=True)
+        record.telemetry.sampler_errors.append(f"time series not written: {describe(exc)}")
+        return None
+    return csv_path.name
 
 
 def write_weights(workload: Workload, out_dir: Path, run_id: str) -> str:

@@ -64,6 +64,9 @@ class WorkloadInfo:
     #: Per backend, what a ``--pretrained`` directory must hold: a tuple of requirements,
     #: each a tuple of alternative file-name patterns (globs), every requirement met.
     checkpoint: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    #: A workload that does no work: its runs measure the harness's own overhead, and a
+    #: report shows them in an appendix rather than among the jobs a buyer compares.
+    harness_overhead: bool = False
 
     def shape_value(self, spec: RunSpec) -> int | None:
         return int(getattr(spec, self.shape.field)) if self.shape is not None else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run.record import HostSummary, TelemetryGpu, TelemetrySummary
+from bench.telemetry.contention import CpuWatch, ProcessUse, busy_others, own_facts
 from bench.telemetry.devices import GpuInfo, visible_gpus
 from bench.telemetry.sampling import (
     DEFAULT_INTERVAL_S,
@@ -88,8 +89,12 @@ class Telemetry:
         gpu: GpuInfo | None = None,
         match: str = "",
         absent_reason: str | None = None,
+        cpu_watch: CpuWatch | None = None,
     ) -> None:
         self.sampler = sampler
+        #: CPU runs: other processes' CPU use over the measured window.
+        self.cpu_watch = cpu_watch
+        self.cpu_uses: list[ProcessUse] | None = None
         self.gpu = gpu
         self.match = match
         self.absent_reason = absent_reason
@@ -106,7 +111,11 @@ class Telemetry:
         interval_s: float = DEFAULT_INTERVAL_S,
     ) -> Telemetry:
         if not device.startswith("cuda"):
-            return cls(HostSampler(interval_s), absent_reason="CPU run: no GPU to sample")
+            return cls(
+                HostSampler(interval_s),
+                absent_reason="CPU run: no GPU to sample",
+                cpu_watch=CpuWatch(),
+            )
         gpu, how = match_gpu(device, framework, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         if gpu is None:
             return cls(HostSampler(interval_s), absent_reason=f"GPU not identified: {how}")
@@ -139,6 +148,10 @@ class Telemetry:
         if self.sampler is not None and phase in ("measure_start", "measure_end"):
             self.energy_marks_mj[phase] = self.sampler.energy_mj()
             self.other_pids[phase] = self.sampler.other_processes()
+        if self.cpu_watch is not None and phase == "measure_start":
+            self.cpu_watch.start()
+        if self.cpu_watch is not None and phase == "measure_end":
+            self.cpu_uses = self.cpu_watch.stop()
 
     @property
     def source(self) -> str:
@@ -174,6 +187,8 @@ class Telemetry:
         host_samples = [s for s in window if isinstance(s, HostSample)]
         if host_samples or not gpu_samples:
             out.host = summarize_host(host_samples)
+        if self.cpu_uses is not None:
+            out.other_cpu_processes = busy_others(self.cpu_uses, own_facts())
         if self.gpu is not None:
             energy = self._counter_energy_j()
             figures = summarize_gpu(

@@ -41,6 +41,13 @@ def validity_flags(record: RunRecord) -> list[Flag]:
     if tele.other_processes:
         pids = ", ".join(map(str, tele.other_processes))
         flag("other_processes", f"other processes used the GPU during the run (pids {pids})")
+    if tele.other_cpu_processes:
+        busy = ", ".join(f"{p.pid} {p.name} {p.cpu_pct:g}%" for p in tele.other_cpu_processes)
+        flag(
+            "other_processes",
+            "other processes were busy on the run's CPU cores during the measured window "
+            f"(pid, name, % of a core: {busy})",
+        )
     window = timing.window_s if timing is not None else None
     least = ENERGY_MIN_WINDOW_S.get(tele.energy_method or "")
     if tele.energy_j is not None and window is not None and least and window < least:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -44,6 +45,21 @@ def base_config(
         type_vocab_size=shape.type_vocab,
         num_labels=shape.num_labels,
     )
+
+
+def attention_mask_form(mask: torch.Tensor, all_ones: bool) -> torch.Tensor | None:
+    """A padding mask ``[B, L]`` (1: token, 0: padding) as the model is given it: in a form
+    transformers passes to SDPA as it is, never reading its values on the host (its own 2-d
+    mask handling asks ``mask.all()`` in every forward, a device-to-host read on a GPU).
+
+    ``all_ones`` is decided by the caller on the host copy of the mask, where it was made (a
+    loader's batch, the staged batch): then None, no mask, as transformers chooses for a
+    batch without padding (SDPA may then take its flash kernel). Otherwise the boolean
+    ``[B, 1, L, L]`` mask transformers would build (True: attend), as a broadcast view."""
+    if all_ones:
+        return None
+    batch, length = mask.shape
+    return mask.to(torch.bool)[:, None, None, :].expand(batch, 1, length, length)
 
 
 def seeded_text(spec: RunSpec, shape: bert.BertShape, count: int) -> TextBatch:
@@ -106,6 +122,9 @@ class BertTorch(TorchWorkload):
         self.library: dict[str, torch.Tensor] | None = None
         self.attention_kernel: str | None = None
         self.attention_note: str | None = None
+        #: Whether the staged batch (or sample library) has no padding, from its host copy.
+        self.mask_full = False
+        self.library_full: np.ndarray | None = None
         if spec.data is not None:
             self.step_description = self.data_step_description
 
@@ -129,10 +148,12 @@ class BertTorch(TorchWorkload):
                 # schedule (outside the graph) fills in place: each group gets its own.
                 for group in groups:
                     group["lr"] = torch.tensor(self.settings.learning_rate, device=self.device)
+            # Fused on every device: the unfused update reads each parameter's step count on
+            # the host, and the fused one takes the fp16 grad scaler's inf check on the device.
             self.optimizer = torch.optim.AdamW(
                 groups,
                 lr=self.settings.learning_rate,
-                fused=self.device.type == "cuda",
+                fused=True,
                 capturable=spec.cuda_graphs,
             )
             total = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
@@ -160,7 +181,11 @@ class BertTorch(TorchWorkload):
             self.host_batch = {k: v.pin_memory() for k, v in self.host_batch.items()}
         self.batch = {k: v.to(self.device) for k, v in self.host_batch.items()}
         keep = [k for k in self.batch if k != "labels" or spec.mode == "train"]
-        self.step_inputs = {k: self.batch[k] for k in keep}
+        self.mask_full = bool(host.attention_mask.all())
+        #: What the step passes the model: the attention mask in its form (made once here).
+        self.step_inputs: dict[str, Any] = self._with_mask_form(
+            {k: self.batch[k] for k in keep}, self.mask_full
+        )
         self.host_inputs = {k: self.host_batch[k] for k in keep}
 
     def _open_dataset(self, model_vocab_size: int) -> None:
@@ -190,10 +215,19 @@ class BertTorch(TorchWorkload):
         if self.batches is not None:
             batch = self.next_batch()
             names = (*FEATURES, "labels") if self.spec.mode == "train" else FEATURES
-            return {k: getattr(batch, k).to(self.device, non_blocking=True) for k in names}
+            inputs = {k: getattr(batch, k).to(self.device, non_blocking=True) for k in names}
+            return self._with_mask_form(inputs, bool(batch.attention_mask.numpy().all()))
         if self.spec.include_h2d:
-            return {k: v.to(self.device, non_blocking=True) for k, v in self.host_inputs.items()}
+            inputs = {k: v.to(self.device, non_blocking=True) for k, v in self.host_inputs.items()}
+            return self._with_mask_form(inputs, self.mask_full)
         return self.step_inputs
+
+    def _with_mask_form(self, inputs: dict[str, Any], all_ones: bool) -> dict[str, Any]:
+        """``inputs`` with the attention mask in :func:`attention_mask_form`. A compiled model
+        is always given the mask (as transformers does under compile): one input structure
+        for every batch, so a batch without padding does not compile it again."""
+        no_mask = all_ones and self.spec.compile == "off"
+        return {**inputs, "attention_mask": attention_mask_form(inputs["attention_mask"], no_mask)}
 
     def graph_body(self) -> torch.Tensor:
         """Train: forward with loss, backward, clip, AdamW (the loss); infer: the logits."""
@@ -224,13 +258,8 @@ class BertTorch(TorchWorkload):
                 if self.spec.compile != "off"
                 else ""
             )
-        elif self.spec.cuda_graphs and bool(self.batch["attention_mask"].all()):
-            self.attention_note = (
-                "kernel of an eager step, which drops an all-ones padding mask; the captured "
-                "step keeps it, so its kernel may differ"
-            )
 
-    def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _logits(self, features: dict[str, Any]) -> torch.Tensor:
         """Inference: forward to logits (call in inference mode)."""
         assert self.model is not None, "setup() first"
         with self.autocast():
@@ -264,6 +293,7 @@ class BertTorch(TorchWorkload):
                 features = {
                     k: getattr(batch, k).to(self.device, non_blocking=True) for k in FEATURES
                 }
+                features = self._with_mask_form(features, bool(batch.attention_mask.numpy().all()))
                 logits = self._logits(features).float().cpu().numpy()
                 metric.update(logits, batch.labels.numpy())
         return {
@@ -281,16 +311,19 @@ class BertTorch(TorchWorkload):
         self.library = {
             name: torch.from_numpy(getattr(host, name)).to(self.device) for name in FEATURES
         }
+        self.library_full = host.attention_mask.all(axis=1)
 
     def infer_samples(self, indices: Sequence[int]) -> torch.Tensor:
         """Logits [len(indices), num_labels] for the staged sequences at ``indices``,
         gathered on the device."""
         staged = None if self.library is None else len(self.library["input_ids"])
         check_query(self, staged, indices)
-        assert self.library is not None
+        assert self.library is not None and self.library_full is not None
+        full = bool(self.library_full[list(indices)].all())
         with torch.inference_mode():
             index = index_tensor(indices, self.device)
-            return self._logits({k: v.index_select(0, index) for k, v in self.library.items()})
+            features = {k: v.index_select(0, index) for k, v in self.library.items()}
+            return self._logits(self._with_mask_form(features, full))
 
     def save_weights(self, directory: Path) -> list[str]:
         """``save_pretrained`` of the model (never its compiled or DDP wrapper), which

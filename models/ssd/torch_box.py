@@ -117,7 +117,7 @@ def encode_boxes(
     """Corner boxes [..., A, 4] -> GluonCV's normalised center offsets against center
     anchors [A, 4]: ``((gx - ax) / aw / s0, (gy - ay) / ah / s1, log(gw / aw) / s2, ...)``."""
     g = corner_to_center(boxes)
-    std = anchors.new_tensor(stds)
+    std = device_constant(stds, anchors)
     xy = (g[..., :2] - anchors[..., :2]) / anchors[..., 2:]
     wh = torch.log(g[..., 2:] / anchors[..., 2:])
     return torch.cat([xy, wh], dim=-1) / std
