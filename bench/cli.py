@@ -326,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", choices=("torch", "mxnet"))
     p.add_argument("--data", required=True, help="a VOC folder or RecordIO .rec, or aclImdb")
     p.add_argument("--pretrained", help="load weights from this local directory")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="score randomly initialised weights on purpose (without --pretrained); the "
+        "record is flagged random_weights",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length")
     p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
@@ -570,6 +576,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if (args.pretrained is None) != args.random_weights:
+        raise SpecError(
+            "bench eval scores trained weights: give --pretrained DIR (or --random-weights "
+            "to score an untrained model on purpose)"
+            if args.pretrained is None
+            else "--random-weights and --pretrained exclude each other"
+        )
     options = _run_options(args)
     spec = RunSpec(
         workload=args.workload,

@@ -283,6 +283,13 @@ class MxnetWorkload(Workload):
     def sync(self) -> None:
         mx.nd.waitall()
 
+    def step_waits_for_device(self) -> str | None:
+        """fp16 training: AMP's dynamic loss scaler reads its overflow check on the host
+        (``asnumpy`` in ``LossScaler.has_overflow``) before every update."""
+        if self.spec.mode == "train" and self.amp is not None:
+            return "AMP's loss scaler reads its overflow check on the host (asnumpy)"
+        return None
+
     def is_oom(self, exc: BaseException) -> bool:
         text = str(exc)
         return isinstance(exc, mx.base.MXNetError) and (

@@ -167,6 +167,9 @@ class TorchWorkload(Workload):
         if self.ranks is not None:
             self.ranks.barrier()
 
+    def agree_to_stop(self, done: bool) -> bool:
+        return self.ranks.rank_0_says(done) if self.ranks is not None else done
+
     def after_window(self) -> None:
         """The host synchronizations of one more step (:meth:`count_host_syncs`); in
         data-parallel training, the step timed with and without gradient synchronization
@@ -191,7 +194,17 @@ class TorchWorkload(Workload):
     def prepare_execution(self) -> None:
         """The end of ``setup()``: run the compiling step (timed into ``compile_s``), then
         ``inspect_step()``, then capture the step in a CUDA graph (``capture_s``). Raises
-        when compiling or capturing fails: a run never falls back to eager."""
+        when compiling or capturing fails: a run never falls back to eager. These steps
+        read the step's batches: a to-accuracy run runs them in ``open_data()``, in its
+        clock."""
+        self.when_data_opens(self._prepare_execution)
+
+    def open_data(self) -> int:
+        before = self.setup_steps
+        super().open_data()
+        return self.setup_steps - before
+
+    def _prepare_execution(self) -> None:
         spec = self.spec
         if spec.compile != "off":
             _, seconds = torch_exec.run_first_compiled_step(

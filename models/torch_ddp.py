@@ -47,6 +47,13 @@ class Ranks:
             if device.type == "cuda":
                 kwargs["device_id"] = device
             dist.init_process_group(self.backend, **kwargs)
+        #: Where the ranks exchange host-side decisions: the default group on gloo; a gloo
+        #: group beside NCCL's on GPUs, so that no decision waits for the device.
+        self.host_group = (
+            None
+            if self.backend == "gloo"
+            else dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+        )
         self.comm: dict[str, Any] = {}
 
     def wrap(self, module: torch.nn.Module) -> DistributedDataParallel:
@@ -64,6 +71,13 @@ class Ranks:
         else:
             dist.barrier()
 
+    def rank_0_says(self, mine: bool) -> bool:
+        """Rank 0's ``mine`` on every rank (a one-byte broadcast on the host): the ranks stop
+        a duration-bound window after the same step."""
+        flag = torch.tensor([int(mine)], dtype=torch.uint8)
+        dist.broadcast(flag, src=0, group=self.host_group)
+        return bool(flag.item())
+
     def facts(self, ddp: DistributedDataParallel | None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "world_size": self.world_size,
@@ -71,6 +85,7 @@ class Ranks:
             "process_group": self.backend,
             "launcher": "torchrun",
             "collective_timeout_s": COLLECTIVE_TIMEOUT_S,
+            "duration_end": "rank 0's clock, broadcast to every rank after each step",
         }
         if ddp is not None:
             out.update(

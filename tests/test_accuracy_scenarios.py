@@ -28,6 +28,9 @@ class Learner:
     def sync(self):
         pass
 
+    def open_data(self):
+        return 0
+
     def evaluate(self, max_samples=None):
         self.evals += 1
         return {"metric": "accuracy", "value": 0.3 * self.evals, "samples": 10, "split": "test"}
@@ -57,14 +60,67 @@ def test_training_stops_at_the_evaluation_that_reaches_the_target():
     learner = Learner()
     m = scenario.run(learner, progress=False, clock=ticking())
     result = scenario.result
-    # warm-up 1 step; steps of 1 tick; an evaluation of 1 tick after steps 2 and 4
-    assert learner.steps == 5 and learner.evals == 2
-    assert m.latencies_s == [1.0] * 4 and m.window_s == 4.0 and m.warmup_s == 1.0
+    # clock reads (1 tick each): start 0; data opened 1; warm-up (step 1) done 2; window
+    # start 3; step 2 at 4, its evaluation 5; step 3 at 6; step 4 at 7, its evaluation 8
+    assert learner.steps == 4 and learner.evals == 2
+    assert m.latencies_s == [1.0] * 3 and m.window_s == 3.0 and m.warmup_s == 2.0
     assert result["reached"] is True and result["steps_to_target"] == 4
-    assert result["time_to_target_s"] == 6.0  # 4 steps + 2 evaluations
-    assert result["train_s_to_target"] == 4.0 and result["eval_s"] == 2.0
+    assert result["time_to_target_s"] == 8.0  # from before the data was opened
+    assert result["train_s_to_target"] == 5.0 and result["eval_s"] == 2.0
+    assert result["open_data_s"] == 1.0
     assert result["samples_to_target"] == 16
     assert [(e["step"], e["value"]) for e in result["evaluations"]] == [(2, 0.3), (4, 0.6)]
+    assert scenario.missed_goal() is None
+
+
+class Clock:
+    """A fake clock: each read one tick later; ``advance`` moves it on."""
+
+    def __init__(self):
+        self.now = -1.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class CompilingLearner(Learner):
+    """Set-up left its compiling step on real batches for ``open_data`` (10 s, one update),
+    as a compiled PyTorch run in a to-accuracy scenario does."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.opened = False
+
+    def step(self):
+        assert self.opened, "a step before the data was opened"
+        super().step()
+
+    def open_data(self):
+        self.opened = True
+        self.clock.advance(10.0)
+        self.step()
+        return 1
+
+
+def test_the_clock_starts_before_the_data_is_opened_and_counts_every_update():
+    clock = Clock()
+    scenario = ToAccuracy(to_accuracy(warmup=2, eval_every=4, target_metric=0.3))
+    learner = CompilingLearner(clock)
+    m = scenario.run(learner, progress=False, clock=clock)
+    result = scenario.result
+    # start 0; data opened (10 s, 1 update) at 11; warm-up (updates 2, 3) done at 12;
+    # window start 13; update 4 at 14, its evaluation 15
+    assert learner.steps == 4
+    assert result["open_data_s"] == 11.0 and m.warmup_s == 12.0
+    assert result["steps_to_target"] == 4 and result["samples_to_target"] == 16
+    assert result["time_to_target_s"] == 15.0
+    assert result["train_s_to_target"] == 13.0  # everything but the evaluation and the mark
+    assert m.latencies_s == [1.0]
 
 
 def test_a_target_out_of_reach_trains_to_the_bound_and_evaluates_at_the_end():
@@ -74,6 +130,9 @@ def test_a_target_out_of_reach_trains_to_the_bound_and_evaluates_at_the_end():
     assert result["reached"] is False and result["time_to_target_s"] is None
     assert [e["step"] for e in result["evaluations"]] == [2, 4, 5]
     assert result["best"] == pytest.approx(0.9)
+    assert scenario.missed_goal() == (
+        "target accuracy 1 not reached: best 0.9000 in 5 steps (3 evaluations)"
+    )
 
 
 def test_evaluate_times_one_pass():
@@ -88,7 +147,11 @@ def test_evaluate_times_one_pass():
         "value": 0.3,
         "samples": 10,
         "split": "test",
+        "weights": "random",  # no --pretrained: said in the record
     }
+    trained = Evaluate(spec.replace(pretrained="ckpt"))
+    trained.run(Learner(), progress=False, clock=ticking())
+    assert trained.facts().result["weights"] == "ckpt"
 
 
 @pytest.mark.parametrize(

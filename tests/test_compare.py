@@ -273,3 +273,20 @@ def test_scaling_section_prices_all_gpus_at_the_whole_instance(pricing):
         "torch (2 GPUs)",
         "torch (4 GPUs)",
     ]
+
+
+def test_scaling_groups_keep_instance_types_apart(pricing):
+    """A one-GPU run on a g5.xlarge is no baseline for a g5.12xlarge run of the same work on
+    the same GPU model: each instance type scales against its own one-GPU run."""
+    runs = [
+        run(instance="g5.xlarge", gpu="NVIDIA A10G", mode="train", sps=120.0, gpus=1),
+        run(instance="g5.12xlarge", gpu="NVIDIA A10G", mode="train", sps=100.0, gpus=1),
+        run(instance="g5.12xlarge", gpu="NVIDIA A10G", mode="train", sps=360.0, gpus=4),
+    ]
+    c = compare(pairs(*runs), pricing)
+    (points,) = c.scaling.values()  # the g5.xlarge has one rank count only: no scaling
+    assert [(p.ranks, p.row.instance, p.efficiency) for p in points] == [
+        (1, "g5.12xlarge", 1.0),
+        (4, "g5.12xlarge", 0.9),
+    ]
+    assert "NVIDIA A10G (g5.12xlarge)" in render(c)

@@ -128,3 +128,37 @@ def test_a_killed_rank_ends_the_run_with_an_error_and_no_process_left(tmp_path):
     gone, alive = psutil.wait_procs(everyone, timeout=10)
     assert not alive, [p.pid for p in alive]
     assert b"result:" in out
+
+
+@pytest.mark.parametrize("timing", ["synchronized", "pipelined"])
+def test_ranks_of_unequal_speed_stop_a_duration_on_the_same_step(timing, tmp_path):
+    """Rank 1 is slower after each step: by its own clock it would end the window a step
+    before rank 0, whose extra all-reduce would then wait on rank 1's end barrier until the
+    collective timeout. Rank 0's clock decides for both: they end together, at once."""
+    result = tmp_path / "result.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
+    cmd += ["--nproc-per-node", "2", "--max-restarts", "0", "-m", "tests.uneven_ranks"]
+    proc = subprocess.Popen(
+        [*cmd, timing, str(result)],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # generous: start-up on a busy machine, not a timing claim; far below the 120 s a
+        # mismatched collective would wait
+        out, _ = proc.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the ranks did not end: a mismatched collective")
+    assert proc.returncode == 0, out[-3000:]
+    ranks = [load_record(result.with_name(f"result.rank{r}.json")) for r in (0, 1)]
+    assert all(r.ok for r in ranks), [r.outcome for r in ranks]
+    steps = [r.timing.measured_iters for r in ranks if r.timing is not None]
+    assert len(steps) == 2 and steps[0] == steps[1] > 0
+    sums = [r.execution.details["distributed"]["parameter_sum"] for r in ranks]
+    assert sums[0] == sums[1]

@@ -121,3 +121,56 @@ def test_accuracy() -> None:
     assert (running.correct, running.total, running.value) == (3, 4, 0.75)
     with pytest.raises(ValueError, match="3 predictions for 2 labels"):
         accuracy([1, 0, 1], [1, 0])
+
+
+# --- equal scores: ranked by detection order (the same under every numpy) ------------------
+
+
+def test_tied_scores_across_images_rank_in_detection_order() -> None:
+    metric = Voc07MApMetric()
+    # image 1: a hit at 0.5; image 2: a miss at 0.5. Detection order: hit, then miss
+    metric.update(
+        pred_boxes=[np.array([A]), np.array([FAR])],
+        pred_labels=[np.array([0]), np.array([0])],
+        pred_scores=[np.array([0.5]), np.array([0.5])],
+        gt_boxes=[np.array([A]), np.array([B])],
+        gt_labels=[np.array([0]), np.array([0])],
+    )
+    recall, precision = metric.recall_precision()
+    np.testing.assert_array_equal(recall[0], [0.5, 0.5])
+    np.testing.assert_array_equal(precision[0], [1.0, 0.5])
+    # thresholds 0 .. 0.5 (six) reach precision 1; the hit ranked second would give 3/11
+    assert metric.result().mean == pytest.approx(6 / 11, abs=1e-12)
+
+
+def test_tied_scores_in_one_image_match_in_detection_order() -> None:
+    metric = Voc07MApMetric()
+    # both overlap A (IoU 1 and 0.8): the first in detection order takes it, the second is
+    # a duplicate (a false positive) and ranks after it
+    metric.update(
+        pred_boxes=batch(A, [0, 0, 9, 7]),
+        pred_labels=batch(0, 0),
+        pred_scores=batch(0.7, 0.7),
+        gt_boxes=batch(A),
+        gt_labels=batch(0),
+    )
+    assert metric._match[0] == [1, 0]
+    recall, precision = metric.recall_precision()
+    np.testing.assert_array_equal(recall[0], [1.0, 1.0])
+    np.testing.assert_array_equal(precision[0], [1.0, 0.5])
+    assert metric.result().mean == pytest.approx(1.0, abs=1e-12)
+
+
+def test_many_tied_scores_keep_detection_order() -> None:
+    # 40 images (past numpy's small-array insertion sort), one detection each, all at 0.25:
+    # hits at even images, misses at odd ones
+    n = 40
+    metric = Voc07MApMetric()
+    for i in range(n):
+        box = A if i % 2 == 0 else FAR
+        metric.update(batch(box), batch(0), batch(0.25), batch(A), batch(0))
+    hits = np.array([i % 2 == 0 for i in range(n)])
+    tp, fp = np.cumsum(hits), np.cumsum(~hits)
+    recall, precision = metric.recall_precision()
+    np.testing.assert_array_equal(recall[0], tp / n)
+    np.testing.assert_array_equal(precision[0], tp / (tp + fp))

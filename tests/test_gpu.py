@@ -79,7 +79,7 @@ def test_out_of_memory_is_an_outcome_not_a_crash(tmp_path):
             "--device",
             "cuda",
             "--warmup",
-            "0",
+            "1",  # the out-of-memory step: a pipelined run refuses --warmup 0
             "--iters",
             "1",
             "--out",

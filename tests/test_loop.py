@@ -203,3 +203,44 @@ def test_the_first_warm_up_step_is_timed_alone():
         stream=io.StringIO(),
     )
     assert m.first_step_s is None and m.warmup_s == 0.0
+
+
+@pytest.mark.parametrize("loop", ["synchronized", "pipelined"])
+def test_a_duration_ends_when_rank_0_says_so(loop):
+    """This rank's clock passes the 1 s window after 3 steps of 0.4 s, but rank 0's (the
+    answers ``agree`` gives) only after 5: the window ends with rank 0's."""
+    fc = FakeClock([0.4] * 10)
+    asked = []
+    rank_0 = iter([False, False, False, False, True])
+
+    def agree(mine):
+        asked.append(mine)
+        return next(rank_0)
+
+    common = dict(warmup=0, iters=None, duration_s=1.0, progress=False, clock=fc.clock)
+    if loop == "synchronized":
+        m = measure(fc.step, fc.sync, stream=io.StringIO(), agree=agree, **common)
+    else:
+        m = measure_pipelined(fc.step, fc.sync, None, stream=io.StringIO(), agree=agree, **common)
+    assert m.iterations == 5
+    assert asked == [False, False, True, True, True]
+
+
+def test_a_step_count_asks_no_rank():
+    fc = FakeClock([0.4] * 10)
+
+    def agree(mine):
+        raise AssertionError("a fixed step count is the same on every rank: nothing to agree")
+
+    m = measure(
+        fc.step,
+        fc.sync,
+        warmup=0,
+        iters=4,
+        duration_s=None,
+        progress=False,
+        clock=fc.clock,
+        stream=io.StringIO(),
+        agree=agree,
+    )
+    assert m.iterations == 4

@@ -126,7 +126,7 @@ def test_save_weights_refuses_an_inference_run(tmp_path, capsys):
 def test_a_failed_save_fails_the_run_and_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(SsdTorch, "save_weights", Workload.save_weights)
     spec = RunSpec(
-        workload="ssd", mode="train", image_size=128, batch=1, device="cpu", warmup=0, iters=1
+        workload="ssd", mode="train", image_size=128, batch=1, device="cpu", warmup=1, iters=1
     )
     record = execute(spec, out_dir=tmp_path, save_weights=True, **OPTIONS)
     assert record.outcome.status == "error"

@@ -106,3 +106,27 @@ def test_execution_modes_in_labels():
     assert RunSpec(workload="ssd", timing="pipelined", compile="max-autotune").execution_label == (
         "compile:max-autotune, pipelined"
     )
+
+
+@pytest.mark.parametrize(
+    "changes, why",
+    [
+        ({"mode": "train"}, "pipelined timing"),  # auto timing of a training loop
+        ({"mode": "infer", "timing": "pipelined"}, "pipelined timing"),
+        ({"mode": "infer", "compile": "default"}, "a compiled step"),
+        ({"mode": "train", "timing": "synchronized", "compile": "max-autotune"}, "a compiled step"),
+    ],
+)
+def test_warmup_0_is_refused_where_the_first_step_would_land_in_the_window(changes, why):
+    with pytest.raises(SpecError, match=f"--warmup 0 with {why}"):
+        RunSpec(workload="ssd", warmup=0, **changes)
+    assert RunSpec(workload="ssd", warmup=1, **changes).warmup == 1
+
+
+def test_warmup_0_stays_allowed_for_synchronized_eager_loops_and_one_off_scenarios():
+    assert RunSpec(workload="ssd", mode="train", timing="synchronized", warmup=0).warmup == 0
+    assert RunSpec(workload="null", warmup=0).warmup == 0
+    evaluate = RunSpec(
+        workload="ssd", scenario="evaluate", data="VOCdevkit", compile="default", warmup=0
+    )
+    assert evaluate.compile == "default"

@@ -248,7 +248,11 @@ def test_to_accuracy_stops_at_the_first_evaluation_that_reaches_the_target(root,
 
 def test_to_accuracy_out_of_reach_evaluates_every_eval_every_steps(root, small_bert):
     record = execute(to_accuracy(root, 1.0), **OPTIONS)
-    assert record.ok, record.outcome
+    # measured in full, but the goal was missed: its own outcome, the curve kept
+    assert record.outcome.status == "target_missed" and not record.ok
+    assert record.outcome.message is not None
+    assert record.outcome.message.startswith("target accuracy 1 not reached: best ")
+    assert record.timing is not None and record.throughput is not None
     assert record.scenario is not None and record.scenario.result is not None
     result = record.scenario.result
     assert result["reached"] is False and result["steps_to_target"] is None
@@ -256,3 +260,80 @@ def test_to_accuracy_out_of_reach_evaluates_every_eval_every_steps(root, small_b
     assert [e["step"] for e in evaluations] == [2, 4]
     assert all(0.0 <= e["value"] < 1.0 for e in evaluations)
     assert result["best"] == max(e["value"] for e in evaluations)
+
+
+def test_to_accuracy_set_up_reads_no_data_until_the_clock_runs(root):
+    """Set-up builds the model untimed; the loader, and BERT's inspected step on a real
+    batch, wait for ``open_data()``, which the scenario calls inside its clock."""
+    spec = to_accuracy(root, 0.5)
+    workload = SmallBertTorch(spec.replace(device="cpu"))
+    try:
+        workload.setup()
+        assert workload.batches is None and workload.setup_steps == 0
+        assert workload.open_data() == 1  # the inspected step: one update on a real batch
+        assert workload.batches is not None and workload.batches.batches == 1
+        assert workload.open_data() == 0  # done once
+    finally:
+        workload.teardown()
+    loop = SmallBertTorch(spec.replace(device="cpu", scenario="loop", target_metric=None))
+    try:
+        loop.setup()  # any other scenario: all of it in set-up, as before
+        assert loop.batches is not None and loop.setup_steps == 1
+    finally:
+        loop.teardown()
+
+
+def test_to_accuracy_counts_the_inspected_step_and_the_time_to_open_the_data(root, small_bert):
+    record = execute(to_accuracy(root, 1e-9), **OPTIONS)
+    assert record.ok, record.outcome
+    result = record.scenario.result if record.scenario is not None else None
+    assert result is not None and result["open_data_s"] > 0
+    # the inspected step (update 1) and the measured step 2, then the evaluation
+    assert result["steps"] == 2 and record.timing is not None
+    assert record.timing.measured_iters == 1
+    assert result["time_to_target_s"] > result["open_data_s"]
+
+
+def test_a_missed_target_prints_so_and_exits_1(root, small_bert, monkeypatch, capsys, tmp_path):
+    from bench import cli
+    from bench.run import runner
+    from bench.run.store import write_record
+
+    def run_here(spec: RunSpec, options: runner.RunOptions) -> tuple[Any, Path]:
+        record = execute(spec.replace(loader_workers=0), **OPTIONS)
+        return record, write_record(record, options.out_dir)
+
+    monkeypatch.setattr(runner, "run", run_here)
+    argv = ["run", "--workload", "bert", "--mode", "train", "--scenario", "to-accuracy"]
+    argv += ["--data", str(root / "aclImdb"), "--vocab", str(root / "vocab.txt")]
+    argv += ["--device", "cpu", "--batch", "2", "--seq-len", "16", "--warmup", "0"]
+    argv += ["--iters", "2", "--eval-every", "2", "--target", "1.0", "--out", str(tmp_path)]
+    argv += ["--no-progress", "--no-telemetry"]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "target_missed: target accuracy 1 not reached" in out
+    (path,) = tmp_path.glob("*.json")
+    assert '"reached": false' in path.read_text()
+
+
+def test_bench_eval_refuses_random_weights_unless_asked(root, tmp_path, capsys):
+    from bench import cli
+
+    argv = ["eval", "--workload", "ssd", "--data", str(root / "VOCdevkit"), "--device", "cpu"]
+    argv += ["--image-size", str(SIZE), "--batch", "1", "--out", str(tmp_path)]
+    argv += ["--no-progress", "--no-telemetry", "--loader-workers", "0"]
+    assert cli.main(argv) == 2
+    assert "--pretrained" in capsys.readouterr().err
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+    assert cli.main([*argv, "--random-weights"]) == 0
+    assert "random_weights" in capsys.readouterr().out  # the flags' legend under the table
+    (path,) = tmp_path.glob("*.json")
+    from bench.run.store import load_record
+
+    record = load_record(path)
+    assert [f.code for f in record.validity.flags if f.code == "random_weights"] == [
+        "random_weights"
+    ]
+    assert record.scenario is not None and record.scenario.result is not None
+    assert record.scenario.result["weights"] == "random"

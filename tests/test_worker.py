@@ -10,6 +10,7 @@ from bench.run.record import RunRecord
 from bench.run.registry import Entry
 from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from tests.fakes import CountingWorkload
 
 
 @pytest.fixture
@@ -72,12 +73,33 @@ def test_training_is_timed_pipelined_by_default(fake_registry):
     record = execute(spec, progress=False, telemetry_interval_s=None, clock=quarter_second_clock())
     assert record.outcome.status == "ok"
     assert record.scenario is not None and record.scenario.timing == "pipelined"
+    assert record.scenario.timing_reason is None
     # clock reads: set-up (2), warm-up (2), window start, the first marker, one marker per
     # step, and the window's end after the one synchronize
     assert record.timing is not None and record.timing.window_s == 1.75
     assert record.latencies_ms == [250.0] * 5
     assert record.throughput is not None and record.throughput.samples_per_s == 20 / 1.75
     assert record.execution.step_timer == "host_clock"
+
+
+class WaitingWorkload(CountingWorkload):
+    """A step that reads a result back on the host, as GluonCV's SSD loss does."""
+
+    def step_waits_for_device(self) -> str | None:
+        return "the loss reads a count on the host"
+
+
+def test_a_pipelined_run_whose_step_waits_is_recorded_as_synchronized(fake_registry, monkeypatch):
+    entries = {**registry.REGISTRY, ("null", "torch"): Entry("tests.test_worker:WaitingWorkload")}
+    monkeypatch.setattr(registry, "REGISTRY", entries)
+    spec = RunSpec(workload="null", mode="train", batch=4, device="cpu", warmup=1, iters=5)
+    record = execute(spec, progress=False, telemetry_interval_s=None, clock=quarter_second_clock())
+    assert record.outcome.status == "ok" and record.spec.timing == "pipelined"
+    assert record.scenario is not None and record.scenario.timing == "synchronized"
+    assert record.scenario.timing_reason == (
+        "pipelined asked for, but every step waits: the loss reads a count on the host"
+    )
+    assert RunRecord.from_dict(record.to_dict()).scenario == record.scenario
 
 
 def test_inference_counts_the_forward_once(fake_registry):

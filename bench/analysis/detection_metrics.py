@@ -3,21 +3,27 @@
 :class:`Voc07MApMetric` is GluonCV 0.10's ``VOC07MApMetric``
 (``gluoncv/utils/metrics/voc_detection.py``) in numpy, step for step:
 
-- per image and class, detections are sorted by score and each is matched to the ground
-  truth box of highest IoU; IoU >= ``iou_thresh`` (0.5) makes it a true positive if that box
-  is not difficult and not taken yet, a false positive if it is taken; a detection matched
-  to a difficult box is ignored (neither); below the threshold it is a false positive;
+- per image and class, detections are ranked (see below) and each, in rank order, is
+  matched to the ground truth box of highest IoU; IoU >= ``iou_thresh`` (0.5) makes it a
+  true positive if that box is not difficult and not taken yet, a false positive if it is
+  taken; a detection matched to a difficult box is ignored (neither); below the threshold
+  it is a false positive;
 - IoU follows VOC's integer pixel convention: 1 is added to ``xmax`` and ``ymax`` of both
   boxes (so a box covers ``xmax - xmin + 1`` pixels), and boxes that only touch do not
   overlap;
-- per class, all detections are sorted by score (numpy's ``argsort`` reversed, as GluonCV
-  does, so equal scores come out in the same order), precision and recall accumulate, and
-  AP is the 11-point interpolation: the mean over recall thresholds ``np.arange(0, 1.1, 0.1)``
+- per class, all detections are ranked, precision and recall accumulate, and AP is the
+  11-point interpolation: the mean over recall thresholds ``np.arange(0, 1.1, 0.1)``
   of the best precision at recall >= the threshold. (The thresholds are numpy's, with their
   rounding: the one meant as 0.3 is 0.30000000000000004, so a recall of exactly 3/10 does
   not reach it.)
 - a class's AP is NaN when it has no non-difficult ground truth; the mean (mAP) is taken
   over the classes whose AP is a number.
+
+Ranking: by score, highest first; equal scores in detection order (the order of the
+``update`` calls, then the order within an image), by a stable sort. GluonCV reverses
+numpy's default ``argsort``, whose order for equal scores is unspecified (it differs
+between numpy versions and array sizes), so on tied scores GluonCV's figure depends on
+the installed numpy; on distinct scores the two rankings, and so the figures, are equal.
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ def voc_iou(a: npt.ArrayLike, b: npt.ArrayLike) -> FloatArray:
     area_a = np.prod(pa[:, 2:] - pa[:, :2], axis=1)
     area_b = np.prod(pb[:, 2:] - pb[:, :2], axis=1)
     return np.asarray(inter / (area_a[:, None] + area_b - inter), dtype=np.float64)
+
+
+def rank(scores: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Indices of ``scores`` from the highest to the lowest, equal scores in their given
+    order (a stable sort: the same under every numpy version)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
 
 
 def voc07_average_precision(recall: FloatArray | None, precision: FloatArray | None) -> float:
@@ -139,7 +151,7 @@ class Voc07MApMetric:
         for cls in np.unique(np.concatenate((p_label, g_label)).astype(int)):
             key = int(cls)
             mine = p_label == cls
-            order = p_score[mine].argsort()[::-1]
+            order = rank(p_score[mine])
             boxes = p_box[mine][order]
             scores = p_score[mine][order]
             truth = g_box[g_label == cls]
@@ -174,7 +186,7 @@ class Voc07MApMetric:
         precision: list[FloatArray | None] = [None] * classes
         for cls, positives in self._n_pos.items():
             scores = np.array(self._score[cls])
-            match = np.array(self._match[cls], dtype=np.int32)[scores.argsort()[::-1]]
+            match = np.array(self._match[cls], dtype=np.int32)[rank(scores)]
             tp = np.cumsum(match == 1)
             fp = np.cumsum(match == 0)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -37,15 +37,18 @@ class ScalingPoint:
 
 
 def scaling_key(row: Row) -> ScalingKey:
+    """The work, its input size, the GPU model and the instance type: a one-GPU run on a
+    g5.xlarge is no baseline for a g5.12xlarge (other CPUs, host memory, PCIe links)."""
     spec = row.spec
     shape = registry.workload_info(spec.workload).shape_value(spec)
-    return (*(getattr(spec, f) for f in _KEY_FIELDS), shape, row.hardware)
+    instance = row.instance or row.record.environment.instance.instance_type
+    return (*(getattr(spec, f) for f in _KEY_FIELDS), shape, row.hardware, instance)
 
 
 def scaling_groups(rows: Sequence[Row]) -> dict[ScalingKey, list[ScalingPoint]]:
-    """Runs of the same work on the same hardware by rank count, for every work measured on
-    more than one rank. The one-rank reference is the ``--gpus 1`` run, else a one-device
-    run without ``--gpus``."""
+    """Runs of the same work on the same GPU model and instance type by rank count, for
+    every work measured on more than one rank. The one-rank reference is the ``--gpus 1``
+    run, else a one-device run without ``--gpus``."""
     by_key: dict[ScalingKey, list[Row]] = {}
     for row in rows:
         if row.samples_per_s is not None:
@@ -70,9 +73,11 @@ def scaling_groups(rows: Sequence[Row]) -> dict[ScalingKey, list[ScalingPoint]]:
 
 def scaling_title(key: ScalingKey) -> str:
     workload, mode, batch, backend, precision = key[:5]
-    shape = registry.workload_info(workload).format_shape(key[-2], "title")
+    shape, hardware, instance = key[-3:]
+    where = f"{hardware} ({instance})" if instance else hardware
+    shape_text = registry.workload_info(workload).format_shape(shape, "title")
     return (
-        f"{workload} {mode} on {key[-1]}, {backend} {precision}, batch {batch} per GPU {shape}"
+        f"{workload} {mode} on {where}, {backend} {precision}, batch {batch} per GPU {shape_text}"
     ).strip()
 
 

@@ -13,6 +13,12 @@ from tqdm import tqdm
 #: A progress bar appears only once a phase has lasted this long, so short runs stay quiet.
 PROGRESS_DELAY_S = 2.0
 
+#: Several ranks measuring a duration: takes whether this rank's clock says the window is
+#: over and returns rank 0's answer, the same on every rank, so that every rank stops after
+#: the same step and issues the same collectives (each rank reading its own clock could stop
+#: one step apart: one rank's extra all-reduce then meets another's end barrier).
+Agree = Callable[[bool], bool]
+
 
 @dataclass
 class Measurement:
@@ -94,6 +100,7 @@ def measure(
     stream: TextIO | None = None,
     clock: Callable[[], float] = time.perf_counter,
     on_mark: Callable[[str, float], None] | None = None,
+    agree: Agree | None = None,
 ) -> Measurement:
     """Run ``step`` ``warmup`` times, then measure ``iters`` steps or ``duration_s`` seconds.
 
@@ -102,7 +109,9 @@ def measure(
     boundary timestamp: the latencies add up exactly to the measured window, and the
     little time the loop itself takes between steps is charged to the run, not hidden.
     ``on_mark(phase, unix_time)`` is called at each phase boundary, after a device sync
-    and outside the timed window (telemetry reads the energy counter there).
+    and outside the timed window (telemetry reads the energy counter there). With
+    ``duration_s``, ``agree`` (several ranks) turns this rank's reading of the clock into
+    the decision every rank takes (see :data:`Agree`).
     """
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
@@ -111,7 +120,8 @@ def measure(
     marks = mark.marks
 
     warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
-    window = _Window(iters, duration_s, _bar_for(progress, iters, duration_s, label, stream))
+    bar = _bar_for(progress, iters, duration_s, label, stream)
+    window = _Window(iters, duration_s, bar, agree)
     latencies: list[float] = []
     mark("measure_start")
     start = clock()
@@ -148,6 +158,7 @@ def measure_pipelined(
     stream: TextIO | None = None,
     clock: Callable[[], float] = time.perf_counter,
     on_mark: Callable[[str, float], None] | None = None,
+    agree: Agree | None = None,
 ) -> Measurement:
     """Warm-up as :func:`measure`, then a window of steps queued without waiting for the
     device: ``timer`` marks the queue between steps, and one ``sync()`` ends the window.
@@ -158,7 +169,8 @@ def measure_pipelined(
     only the window is measured. A marker completes when the device reaches it, so a step's
     time includes any wait for the host to queue it: a host-bound step shows as the host's
     launch time (GPU utilization says which). With ``duration_s`` the host stops queuing once it has
-    spent that long; the window then runs until the device has finished what was queued.
+    spent that long (by rank 0's clock with ``agree``, as in :func:`measure`); the window then
+    runs until the device has finished what was queued.
     """
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
@@ -167,7 +179,8 @@ def measure_pipelined(
     marks = mark.marks
 
     warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
-    window = _Window(iters, duration_s, _bar_for(progress, iters, duration_s, label, stream))
+    bar = _bar_for(progress, iters, duration_s, label, stream)
+    window = _Window(iters, duration_s, bar, agree)
     markers: list[Any] = []
     steps = 0
     mark("measure_start")
@@ -205,17 +218,25 @@ def measure_pipelined(
 class _Window:
     """The measured window's bound, ``iters`` steps or ``duration_s`` seconds, and its bar."""
 
-    def __init__(self, iters: int | None, duration_s: float | None, bar: tqdm[NoReturn]) -> None:
-        self.iters, self.duration_s, self.bar = iters, duration_s, bar
+    def __init__(
+        self,
+        iters: int | None,
+        duration_s: float | None,
+        bar: tqdm[NoReturn],
+        agree: Agree | None = None,
+    ) -> None:
+        self.iters, self.duration_s, self.bar, self.agree = iters, duration_s, bar, agree
 
     def done(self, steps: int, elapsed_s: float) -> bool:
-        """Whether the window ends after ``steps`` steps in ``elapsed_s`` seconds."""
+        """Whether the window ends after ``steps`` steps in ``elapsed_s`` seconds (a step
+        count is the same on every rank; a duration is rank 0's, through ``agree``)."""
         if self.iters is not None:
             self.bar.update(1)
             return steps >= self.iters
         bound = self.duration_s or 0.0
         self.bar.update(min(elapsed_s, bound) - self.bar.n)
-        return elapsed_s >= bound
+        over = elapsed_s >= bound
+        return self.agree(over) if self.agree is not None else over
 
 
 def _bar_for(

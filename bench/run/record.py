@@ -34,7 +34,9 @@ class ResultError(ValueError):
 
 @dataclass
 class Outcome:
-    #: ok | error | oom; ``running`` only in the worker's checkpoints, never in a stored run.
+    #: ok | error | oom | target_missed (a to-accuracy run that measured everything but did
+    #: not reach its target); ``running`` only in the worker's checkpoints, never in a
+    #: stored run.
     status: str = "running"
     message: str | None = UNFINISHED
     traceback: str | None = None
@@ -123,8 +125,12 @@ class ScenarioFacts:
 
     name: str = "loop"
     #: ``synchronized``: the host waits for the device after every step before the clock;
+    #: ``pipelined``: steps queued without waiting, one synchronize at the window's end;
     #: ``loadgen``: MLPerf LoadGen issued the queries and timed them.
     timing: str = "synchronized"
+    #: Why the timing is not the one the spec asked for (a pipelined run whose step waits
+    #: for the device inside the framework is synchronized in fact); None when it is.
+    timing_reason: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     #: LoadGen's summary: valid or not and why, completed QPS, latency percentiles, early
     #: stopping (``bench.run.loadgen_log``), and the batching SUT's statistics.

@@ -33,6 +33,8 @@ class Scenario(ABC):
         #: What the scenario found beyond the timings (LoadGen's verdict, a metric), kept in
         #: the record's scenario section.
         self.result: dict[str, Any] | None = None
+        #: Why the run was timed otherwise than the spec asked (see ``timing_name``).
+        self.timing_reason: str | None = None
 
     @abstractmethod
     def run(
@@ -50,12 +52,21 @@ class Scenario(ABC):
     def facts(self) -> ScenarioFacts:
         """What the record keeps about how work was issued."""
         return ScenarioFacts(
-            name=self.name, timing=self.timing_name, settings=self.settings(), result=self.result
+            name=self.name,
+            timing=self.timing_name,
+            timing_reason=self.timing_reason,
+            settings=self.settings(),
+            result=self.result,
         )
 
     @property
     def timing_name(self) -> str:
         return self.timing
+
+    def missed_goal(self) -> str | None:
+        """After ``run``: why the run missed the goal the user set (a target metric), or
+        None; a run that missed it ends ``target_missed``, not ``ok``."""
+        return None
 
     def settings(self) -> dict[str, object]:
         return {}
@@ -64,14 +75,16 @@ class Scenario(ABC):
 class FixedLoop(Scenario):
     """Warm-up steps, then ``iters`` steps or ``duration_s`` seconds of steps: each followed
     by a device synchronize before the clock is read (``synchronized``), or queued without
-    waiting and timed on the device, with one synchronize at the end (``pipelined``)."""
+    waiting and timed on the device, with one synchronize at the end (``pipelined``). A
+    pipelined run whose step waits for the device itself (``Workload.step_waits_for_device``)
+    is synchronized in fact: the record says so, and why."""
 
     name = "loop"
     timing = "synchronized"
 
     @property
     def timing_name(self) -> str:
-        return self.spec.timing
+        return "synchronized" if self.timing_reason is not None else self.spec.timing
 
     def run(
         self,
@@ -84,6 +97,9 @@ class FixedLoop(Scenario):
     ) -> Measurement:
         spec = self.spec
         if spec.timing == "pipelined":
+            waits = workload.step_waits_for_device()
+            if waits is not None:
+                self.timing_reason = f"pipelined asked for, but every step waits: {waits}"
             return measure_pipelined(
                 workload.step,
                 workload.sync,
@@ -95,6 +111,7 @@ class FixedLoop(Scenario):
                 progress=progress,
                 clock=clock,
                 on_mark=on_mark,
+                agree=workload.agree_to_stop,
             )
         return measure(
             workload.step,
@@ -106,6 +123,7 @@ class FixedLoop(Scenario):
             progress=progress,
             clock=clock,
             on_mark=on_mark,
+            agree=workload.agree_to_stop,
         )
 
     def settings(self) -> dict[str, object]:

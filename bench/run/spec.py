@@ -200,6 +200,13 @@ class RunSpec:
             pipelined = self.mode == "train" and self.scenario == "loop"
             default = "pipelined" if pipelined else "synchronized"
             object.__setattr__(self, "timing", default)
+        first_step_matters = self.timing == "pipelined" or self.compile != "off"
+        if self.warmup == 0 and self.scenario == "loop" and first_step_matters:
+            why = "pipelined timing" if self.timing == "pipelined" else "a compiled step"
+            raise SpecError(
+                f"--warmup 0 with {why} puts the first steps (compilation, autotuning, "
+                "lazy allocation) inside the measured window: give --warmup 1 or more"
+            )
         if self.compile != "off" and self.backend != "torch":
             raise SpecError(
                 f"compile applies to the torch backend: {self.backend} builds its own graph "

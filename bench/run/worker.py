@@ -144,6 +144,8 @@ def execute(
                 artifacts=out_dir / f"{record.run_id}.loadgen" if out_dir is not None else None,
             )
         record.scenario = scenario.facts()
+        # one-off costs of set-up work a to-accuracy run ran in its clock (compile_s)
+        record.execution.one_off_s.update(workload.one_off_s)
         fill_measurement(record, measurement)
         fill_mfu(record)
         fill_data(record, workload, measurement)
@@ -155,7 +157,8 @@ def execute(
         record.workload.details = workload.details()
         if save_weights and out_dir is not None and (ranked is None or ranked.rank == 0):
             record.execution.details["weights"] = write_weights(workload, out_dir, record.run_id)
-        record.outcome = Outcome(status="ok", message=None)
+        missed = scenario.missed_goal()
+        record.outcome = Outcome(status="target_missed" if missed else "ok", message=missed)
     except Exception as exc:
         oom = workload is not None and workload.is_oom(exc)
         record.outcome = Outcome(

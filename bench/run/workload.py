@@ -108,10 +108,36 @@ class Workload(ABC):
         self.one_off_s: dict[str, float] = {}
         #: With ``spec.data``: host seconds each step waited for its batch, in step order.
         self.data_wait_s: list[float] = []
+        #: Set-up work that reads the dataset, left for ``open_data()`` (to-accuracy runs).
+        self._data_work: list[Callable[[], None]] = []
+
+    @property
+    def defers_data(self) -> bool:
+        """Whether set-up leaves what reads the dataset to ``open_data()``: in a to-accuracy
+        run, whose clock (MLPerf's rule) starts before the first sample is touched."""
+        return self.spec.scenario == "to-accuracy"
+
+    def when_data_opens(self, work: Callable[[], None]) -> None:
+        """Run ``work``, set-up that reads the dataset (opening its loader, a compiling or
+        inspected step on real batches), now, or in ``open_data()`` when ``defers_data``."""
+        if self.defers_data:
+            self._data_work.append(work)
+        else:
+            work()
+
+    def open_data(self) -> int:
+        """The set-up work ``when_data_opens`` deferred, in order; a to-accuracy run calls
+        it first thing inside its clock. Returns the training steps it ran (they updated
+        the weights, and count toward the steps to the target)."""
+        work, self._data_work = self._data_work, []
+        for item in work:
+            item()
+        return 0
 
     @abstractmethod
     def setup(self) -> None:
-        """Build the model, optimizer and the batch on the device. Not timed."""
+        """Build the model, optimizer and the batch on the device. Not timed; in a
+        to-accuracy run it reads no data (see ``when_data_opens``)."""
 
     @abstractmethod
     def step(self) -> Any:
@@ -151,6 +177,12 @@ class Workload(ABC):
         has none (then only the window is timed)."""
         return HostTimer(clock)
 
+    def step_waits_for_device(self) -> str | None:
+        """Why every step waits on the host for the device, where a call inside it reads a
+        result back (a loss that reads a count, a loss scaler's overflow check); None where a
+        step only queues work. Pipelined timing of such a step is synchronized in fact."""
+        return None
+
     def data_facts(self) -> dict[str, Any]:
         """With ``spec.data``: ``format``, ``samples`` and anything else worth keeping about
         the dataset and its loader (after ``setup``)."""
@@ -171,6 +203,11 @@ class Workload(ABC):
         """Measurements of the set-up workload that follow the window (a data-parallel run
         times its step without gradient synchronization here); their results go into
         ``execution_details()``."""
+
+    def agree_to_stop(self, done: bool) -> bool:
+        """Whether a duration-bound window ends now: this rank's ``done`` in one process;
+        rank 0's on every rank of several (``bench.run.loop.Agree``)."""
+        return done
 
     def barrier(self) -> None:
         """Wait for every rank of a multi-process run (no-op in one process). Called at the

@@ -24,6 +24,7 @@ FLAG_CODES = {
     "mfu_above_peak": "mfu",
     "high_cv": "cv",
     "few_iterations": "few",
+    "random_weights": "random",
 }
 
 
@@ -61,6 +62,13 @@ def validity_flags(record: RunRecord) -> list[Flag]:
             "mfu_above_peak",
             f"model-FLOPs utilization {mfu.mfu:.0%} exceeds the {mfu.peak_tflops} TFLOP/s "
             f"peak ({mfu.basis}): the FLOP count or the fp32 math mode is wrong",
+        )
+    scenario = record.scenario
+    if scenario is not None and scenario.name == "evaluate" and record.spec.pretrained is None:
+        flag(
+            "random_weights",
+            "the evaluation scored randomly initialised weights (no --pretrained): the metric "
+            "says nothing about the model",
         )
     if latency is not None:
         if latency.cv is not None and latency.cv > CV_THRESHOLD:

@@ -120,6 +120,16 @@ class BertGluon(MxnetWorkload):
             self.vocab = gluon_data.bert_vocab(vocab_file)
             self.eval_data(spec.eval_samples)  # the test split is all the run reads
             return self.vocab
+        if self.defers_data:
+            # the vocabulary sizes the model now; the loader opens in the run's clock
+            self.vocab = gluon_data.bert_vocab(vocab_file)
+        self.when_data_opens(lambda: self._open_stream(vocab_file))
+        return self.vocab
+
+    def _open_stream(self, vocab_file: Path) -> None:
+        """The training loader over ``spec.data``, and its vocabulary."""
+        spec = self.spec
+        assert spec.data is not None
         np.random.seed(spec.seed)
         self.batches, self.vocab = gluon_data.imdb_stream(
             spec.data,
@@ -129,7 +139,6 @@ class BertGluon(MxnetWorkload):
             self.global_batch,
             spec.loader_workers,
         )
-        return self.vocab
 
     def _stage_synthetic(self) -> None:
         spec = self.spec

@@ -136,7 +136,8 @@ class BertTorch(TorchWorkload):
             model = BertForSequenceClassification(base_config(shape, ATTENTION))
         self.model = model.to(self.device)
         if spec.data is not None:
-            self._open_dataset(model.config.vocab_size)
+            vocab_size = model.config.vocab_size
+            self.when_data_opens(lambda: self._open_dataset(vocab_size))
         else:
             self._stage_batch()
         if spec.mode == "train":

@@ -122,7 +122,7 @@ class SsdGluon(MxnetWorkload):
         self.net = build_network(spec.image_size, spec.pretrained, self.contexts)
         self.hybridize(self.net)
         if spec.data is not None:
-            self._setup_data()
+            self.when_data_opens(self._setup_data)
             return
         host = detection_batch(self.global_batch, spec.image_size, seed=spec.seed)
         #: Each context's share of the images.
@@ -156,7 +156,8 @@ class SsdGluon(MxnetWorkload):
             self.eval_data(spec.eval_samples)  # the test split is all the run reads
             return
         training = spec.mode == "train"
-        anchors = self._anchors() if training else None
+        with quiet_undecided_type():
+            anchors = self._anchors() if training else None
         np.random.seed(spec.seed)
         self.batches = gluon_data.ssd_stream(
             spec.data,
@@ -260,6 +261,15 @@ class SsdGluon(MxnetWorkload):
                 autograd.backward(sum_loss)
         self.trainer.step(1)
         return self.one_or_all(sum_loss)
+
+    def step_waits_for_device(self) -> str | None:
+        """Training: GluonCV's ``SSDMultiBoxLoss`` reads each share's count of positive
+        anchors on the host (``asscalar``) to normalize the loss, in every step."""
+        if self.spec.mode != "train":
+            return None
+        loss = "GluonCV's SSD loss reads the positive anchor count on the host (asscalar)"
+        amp = super().step_waits_for_device()
+        return f"{loss}; {amp}" if amp else loss
 
     def make_eval_data(self, max_samples: int | None) -> gluon_data.EvalData:
         spec = self.spec

@@ -94,18 +94,7 @@ class SsdTorch(TorchWorkload):
         self.num_anchors = int(anchors.shape[1])
         self.positive_anchors: int | None = None
         if spec.data is not None:
-            from models.torch_data import ssd_stream
-
-            self.batches = ssd_stream(
-                spec.data,
-                spec.mode,
-                spec.image_size,
-                batch_size=spec.batch,
-                workers=spec.loader_workers,
-                seed=spec.seed,
-                ranks=self.rank_and_size,
-                pin_memory=self.device.type == "cuda",
-            )
+            self.when_data_opens(self._open_stream)
         else:
             self._stage_batch(anchors)
         if self.training:
@@ -117,6 +106,23 @@ class SsdTorch(TorchWorkload):
                 fused=self.device.type == "cuda",
             )
         self.prepare_execution()
+
+    def _open_stream(self) -> None:
+        """The loader over ``spec.data``."""
+        from models.torch_data import ssd_stream
+
+        spec = self.spec
+        assert spec.data is not None
+        self.batches = ssd_stream(
+            spec.data,
+            spec.mode,
+            spec.image_size,
+            batch_size=spec.batch,
+            workers=spec.loader_workers,
+            seed=spec.seed,
+            ranks=self.rank_and_size,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def _stage_batch(self, anchors: torch.Tensor) -> None:
         """The synthetic batch of a run without a dataset, and its training targets."""

@@ -1,6 +1,7 @@
 """The framework-free data code against MXNet, GluonCV and the files they write: VOC
 reading, RecordIO framing and detection labels both ways, the SSD transforms' box math and
-random paths, and VOC07 mAP. Runs in the MXNet environment (.venv-mxnet)."""
+random paths, and VOC07 mAP (with the tied-score cases of tests/test_detection_metrics.py
+run here too, under this environment's numpy). Runs in the MXNet environment (.venv-mxnet)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ from data.recordio import (
 )
 from data.samples import make_voc, make_voc_record
 from data.voc import VOC_CLASSES, VocDetection, read_image
+from tests.test_detection_metrics import (  # noqa: F401  (run here too, under numpy 1.23)
+    test_many_tied_scores_keep_detection_order,
+    test_tied_scores_across_images_rank_in_detection_order,
+    test_tied_scores_in_one_image_match_in_detection_order,
+)
 
 SPLITS = ((2007, "trainval"), (2012, "trainval"))
 
@@ -324,3 +330,29 @@ def test_voc07_map_equals_gluoncvs() -> None:
         np.testing.assert_allclose(result.per_class, values[:-1], rtol=0, atol=1e-6, equal_nan=True)
         np.testing.assert_allclose(result.mean, values[-1], rtol=0, atol=1e-6)
         assert not np.isnan(result.mean)
+
+
+def test_tied_scores_rank_as_gluoncv_ranks_them_made_distinct_in_detection_order() -> None:
+    """Ours on scores with ties equals GluonCV's on the same scores, each lowered by a
+    hair per detection (so that GluonCV's sort sees the documented order: by score, then
+    detection order)."""
+    rng = np.random.default_rng(11)
+    names = ["c0", "c1", "c2"]
+    for _ in range(8):
+        theirs, ours = VOC07MApMetric(iou_thresh=0.5, class_names=names), Voc07MApMetric(0.5, names)
+        ties = 0
+        seen = 0
+        for _ in range(3):
+            arrays = _detections(rng, len(names))
+            scores = np.round(arrays[2], 1)  # a handful of values: many ties
+            valid = arrays[1] >= 0
+            ties += int(valid.sum()) - len(np.unique(scores[valid]))
+            order = np.arange(scores.size, dtype=np.float64).reshape(scores.shape) + seen
+            seen += scores.size
+            ours.update(arrays[0], arrays[1], scores, *arrays[3:])
+            theirs.update(arrays[0], arrays[1], scores - order * 1e-9, *arrays[3:])
+        _, values = theirs.get()
+        result = ours.result()
+        assert ties > 0
+        np.testing.assert_allclose(result.per_class, values[:-1], rtol=0, atol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(result.mean, values[-1], rtol=0, atol=1e-6)

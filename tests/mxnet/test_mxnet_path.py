@@ -153,3 +153,25 @@ def test_registry_entries_of_this_environment_load():
     for (_, backend), entry in registry.REGISTRY.items():
         if entry.env == "mxnet":
             assert issubclass(registry.load(entry.target), Workload), backend
+
+
+def test_pipelined_mxnet_training_is_recorded_as_what_it_was():
+    """GluonCV's SSD loss reads a count on the host every step (asscalar): a pipelined SSD
+    run is synchronized in fact and its record says so, and why; BERT's fp32 step only
+    queues work and stays pipelined."""
+    from bench.run.scenarios import FixedLoop
+
+    ssd = SsdGluon(ssd_spec(mode="train", warmup=1, iters=1))
+    assert ssd.spec.timing == "pipelined"
+    ssd.setup()
+    loop = FixedLoop(ssd.spec)
+    loop.run(ssd, progress=False)
+    facts = loop.facts()
+    assert facts.timing == "synchronized"
+    assert facts.timing_reason is not None and "asscalar" in facts.timing_reason
+
+    bert_wl = BertGluon(bert_spec(mode="train", warmup=1, iters=1), SMALL_SETTINGS)
+    bert_wl.setup()
+    loop = FixedLoop(bert_wl.spec)
+    loop.run(bert_wl, progress=False)
+    assert (loop.facts().timing, loop.facts().timing_reason) == ("pipelined", None)
