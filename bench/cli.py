@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "folder, or a RecordIO file; BERT: aclImdb's test reviews) from --pretrained weights, "
         "in a worker like any run: the record holds the metric and the evaluation's samples/s.",
     )
-    p.add_argument("--workload", required=True, choices=("ssd", "bert"))
+    p.add_argument("--workload", required=True, choices=("ssd", "bert", "bert-qa"))
     p.add_argument("--backend", default="torch", choices=("torch", "mxnet"))
     p.add_argument("--data", required=True, help="a VOC folder or RecordIO .rec, or aclImdb")
     p.add_argument("--pretrained", help="load weights from this local directory")

@@ -1,8 +1,8 @@
 """``bench data``: fetch, pack and inspect the workshop's real datasets.
 
-- ``bench data download {voc,imdb,bert-vocab} [--cache DIR]``: the public archives (Pascal
+- ``bench data download {voc,imdb,bert-vocab,squad} [--cache DIR]``: the public archives (Pascal
   VOC 2007 trainval and test and 2012 trainval; the aclImdb archive; BERT-base uncased's
-  ``vocab.txt``), resumable (an interrupted download leaves ``NAME.part``, and the next
+  ``vocab.txt``; SQuAD v1.1's train and dev JSON), resumable (an interrupted download leaves ``NAME.part``, and the next
   call asks the server for the rest with an HTTP Range request), checked against the size
   and digest stated below, then unpacked beside them. Offline, or with a server that cannot
   be reached, it says so and exits 2; a file whose digest does not match is removed and
@@ -73,6 +73,7 @@ class Source:
 
 
 _VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
+_SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
 SOURCES: dict[str, Source] = {
     # MD5 digests as torchvision's VOC dataset states them; sizes as the server reports.
     "voc": Source(
@@ -123,6 +124,27 @@ SOURCES: dict[str, Source] = {
         ),
         "bert-base-uncased-vocab.txt",
         "BERT-base uncased WordPiece vocabulary, 30,522 tokens",
+    ),
+    # SHA-256 digests of the files the SQuAD site serves (as Hugging Face's squad loader
+    # records them); both into one folder, which bert-qa's --data takes
+    "squad": Source(
+        tuple(
+            Archive(f"squad-v1.1/{name}", f"{_SQUAD}/{name}", digest, size, unpack=False)
+            for name, digest, size in (
+                (
+                    "train-v1.1.json",
+                    "sha256:3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
+                    30_288_272,
+                ),
+                (
+                    "dev-v1.1.json",
+                    "sha256:95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
+                    4_854_279,
+                ),
+            )
+        ),
+        "squad-v1.1",
+        "SQuAD v1.1 train and dev questions (35 MB)",
     ),
 }
 

@@ -133,8 +133,8 @@ def check_data(spec: RunSpec) -> None:
         raise SpecError(
             f"--data {spec.data}: the RecordIO index {path.with_suffix('.idx')} is missing"
         )
-    if spec.workload == "bert":
-        if not path.is_dir():
+    if spec.workload in ("bert", "bert-qa"):
+        if spec.workload == "bert" and not path.is_dir():
             raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
         vocab = Path(spec.vocab) if spec.vocab else None
         if vocab is None and spec.pretrained:
