@@ -276,9 +276,7 @@ def best_spans(
                 score = float(start_logits[s] + end_logits[e])
                 if index not in best or score > best[index][0]:
                     best[index] = (score, context[offsets[s, 0] : offsets[e, 1]])
-    return {
-        example.qid: best[i][1] if i in best else "" for i, example in enumerate(examples)
-    }
+    return {example.qid: best[i][1] if i in best else "" for i, example in enumerate(examples)}
 
 
 # -- scoring: the rules of the official SQuAD v1.1 evaluation script -------------------------
@@ -332,6 +330,12 @@ def batches(features: Features, batch: int) -> Iterator[tuple[slice, dict[str, n
         yield rows, features.inputs(rows)
 
 
+def window_settings(seq_len: int) -> tuple[int, int]:
+    """Document stride and longest query for windows of ``seq_len`` tokens: the references'
+    128 and 64 at 384 and from 384 up, a third and a sixth of a shorter window."""
+    return min(DOC_STRIDE, seq_len // 3), min(MAX_QUERY_LEN, seq_len // 6)
+
+
 def evaluate_spans(
     path: Path | str,
     vocab_file: Path | str,
@@ -342,10 +346,13 @@ def evaluate_spans(
     max_questions: int | None = None,
 ) -> dict[str, Any]:
     """EM and F1 on the dev split of ``path`` (or its first ``max_questions`` questions): the
-    windows through ``logits`` (inputs -> ``[B, seq_len, 2]``) in batches, best spans, scores.
-    ``value`` is F1 as a fraction (the harness's metric scale)."""
+    windows (see :func:`window_settings`) through ``logits`` (inputs -> ``[B, seq_len, 2]``)
+    in batches, best spans, scores. ``value`` is F1 as a fraction (the harness's metric
+    scale)."""
     examples = read_squad(path, "dev")[:max_questions]
-    features = SquadFeaturizer(vocab_file, seq_len=seq_len).features(examples)
+    stride, query = window_settings(seq_len)
+    featurizer = SquadFeaturizer(vocab_file, seq_len, doc_stride=stride, max_query_len=query)
+    features = featurizer.features(examples)
     out = np.zeros((len(features), seq_len, 2), dtype=np.float32)
     for rows, inputs in batches(features, batch):
         out[rows] = logits(inputs)
@@ -359,3 +366,53 @@ def evaluate_spans(
         "questions": len(examples),
         "split": "SQuAD v1.1 dev",
     }
+
+
+def read_features(
+    path: Path | str, split: str, vocab_file: Path | str, seq_len: int
+) -> tuple[list[Example], Features]:
+    """Every question of the split and its windows (see :func:`window_settings`)."""
+    examples = read_squad(path, split)
+    stride, query = window_settings(seq_len)
+    featurizer = SquadFeaturizer(vocab_file, seq_len, doc_stride=stride, max_query_len=query)
+    return examples, featurizer.features(examples)
+
+
+class FeatureStream:
+    """Training batches of windows held in memory: the model inputs and the start and end
+    positions, ``batch`` windows at a time in a seeded order, reshuffled each epoch (the
+    last partial batch of an epoch is dropped)."""
+
+    def __init__(self, features: Features, batch: int, seed: int = 0) -> None:
+        if len(features) < batch:
+            raise ValueError(f"{len(features)} windows cannot fill a batch of {batch}")
+        self.features, self.batch = features, batch
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(features))
+        self._at = 0
+        #: Batches handed out so far.
+        self.batches = 0
+
+    def next(self) -> dict[str, np.ndarray]:
+        if self._at + self.batch > len(self._order):
+            self._order, self._at = self._rng.permutation(len(self.features)), 0
+        rows = np.sort(self._order[self._at : self._at + self.batch])
+        self._at += self.batch
+        self.batches += 1
+        out = self.features.inputs(rows)
+        out["start_positions"] = self.features.start_positions[rows]
+        out["end_positions"] = self.features.end_positions[rows]
+        return out
+
+    def read_facts(self) -> dict[str, Any]:
+        return {
+            "dataset": "SQuAD v1.1 train",
+            "windows": len(self.features),
+            "batch_size": self.batch,
+            "loader": "windows built at set-up and held in memory; a seeded shuffle per epoch",
+            "batches_read": self.batches,
+            "epochs_read": round(self.batches * self.batch / len(self.features), 3),
+        }
+
+    def close(self) -> None:
+        """Nothing to stop: no worker processes."""

@@ -43,7 +43,9 @@ def squad_sample() -> dict[str, Any]:
             "Harness",
             _SHORT,
             [
-                _qa("q-short-1", "What does the harness measure?", _SHORT, "training and inference"),
+                _qa(
+                    "q-short-1", "What does the harness measure?", _SHORT, "training and inference"
+                ),
                 _qa("q-short-2", "In which year was it written?", _SHORT, "2024", "the year 2024"),
                 _qa("q-short-3", "Where is the team?", _SHORT, "Berlin", "in Berlin"),
             ],

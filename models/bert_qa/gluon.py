@@ -67,7 +67,10 @@ class BertQaGluon(BertGluon):
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = qa.SETTINGS) -> None:
         if spec.data is not None and spec.scenario != "evaluate":
-            raise ValueError("bert-qa reads SQuAD only to evaluate: its runs use synthetic batches")
+            raise ValueError(
+                "bert-qa on mxnet reads SQuAD to evaluate only: it trains on synthetic "
+                "batches (train on SQuAD with the torch backend)"
+            )
         super().__init__(spec, settings)
         self.step_description = type(self).step_description
 
@@ -90,7 +93,9 @@ class BertQaGluon(BertGluon):
     def _text_batch(self, count: int) -> TextBatch:
         """Seeded question-context sequences; ``labels`` [count, 2] start and end."""
         shape = self.settings.shape
-        return qa.qa_batch(count, self.spec.seq_len, vocab_size=shape.vocab_size, seed=self.spec.seed)
+        return qa.qa_batch(
+            count, self.spec.seq_len, vocab_size=shape.vocab_size, seed=self.spec.seed
+        )
 
     def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
         """SQuAD v1.1 EM and F1 on the dev file of ``spec.data`` (see data.squad), the

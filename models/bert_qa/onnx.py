@@ -73,4 +73,3 @@ class BertQaOnnx(BertOnnx):
 
     def model_variant(self) -> dict[str, Any]:
         return {**super().model_variant(), "head": "span"}
-

@@ -42,26 +42,44 @@ class BertQaTorch(BertTorch):
         "Attention through PyTorch SDPA. Batch staged on the device before timing. With CUDA "
         "graphs, everything but the LR schedule step is one replay."
     )
-    data_step_description = step_description
+    data_step_description = (
+        "each step takes the next batch of SQuAD v1.1 train windows (built at set-up from "
+        "train-v1.1.json: WordPiece, length 384, stride 128, query 64, held in memory; the "
+        "take is timed into the data section) and copies it to the device; then as the "
+        "synthetic step: forward with the start and end cross-entropies, backward, grad clip "
+        "1.0, AdamW step and LR schedule step."
+    )
     model_class = BertForQuestionAnswering
     epoch_samples = qa.EPOCH_SAMPLES
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = qa.SETTINGS) -> None:
-        if spec.data is not None and spec.scenario != "evaluate":
-            raise ValueError("bert-qa reads SQuAD only to evaluate: its runs use synthetic batches")
         super().__init__(spec, settings)
-        self.step_description = type(self).step_description
+        self.step_description = (
+            type(self).data_step_description if spec.data else type(self).step_description
+        )
 
-    def setup(self) -> None:
-        if self.spec.data is None:
-            super().setup()
+    def _open_dataset(self, model_vocab_size: int) -> None:
+        """With ``spec.data`` (a folder of SQuAD v1.1's files): for training, the windows of
+        train-v1.1.json in memory; an evaluation builds dev-v1.1.json's in evaluate()."""
+        from data.selection import vocab_path
+        from data.squad import FeatureStream, read_features
+
+        spec = self.spec
+        assert spec.data is not None
+        if spec.scenario == "evaluate":
             return
-        # an evaluation: SQuAD's features are built in evaluate(), no loader stream
-        data, self.spec = self.spec, self.spec.replace(data=None)
-        try:
-            super().setup()
-        finally:
-            self.spec = data
+        vocab = vocab_path(spec.vocab, spec.pretrained)
+        _, features = read_features(spec.data, "train", vocab, spec.seq_len)
+        if int(features.input_ids.max(initial=0)) >= model_vocab_size:
+            raise ValueError(f"{vocab} has ids beyond the model's {model_vocab_size} embeddings")
+        self.batches = FeatureStream(features, spec.batch, spec.seed)  # type: ignore[assignment]
+
+    def _inputs(self) -> dict[str, torch.Tensor]:
+        if self.batches is None:
+            return super()._inputs()
+        batch = self.next_batch()
+        names = (*FEATURES, *TARGETS) if self.spec.mode == "train" else FEATURES
+        return {k: torch.from_numpy(batch[k]).to(self.device, non_blocking=True) for k in names}
 
     def _stage_batch(self) -> None:
         spec = self.spec
