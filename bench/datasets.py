@@ -1,12 +1,14 @@
 """``bench data``: fetch, pack and inspect the workshop's real datasets.
 
-- ``bench data download {voc,imdb,bert-vocab,squad} [--cache DIR]``: the public archives (Pascal
+- ``bench data download {voc,imdb,bert-vocab} [--cache DIR]``: the public archives (Pascal
   VOC 2007 trainval and test and 2012 trainval; the aclImdb archive; BERT-base uncased's
-  ``vocab.txt``; SQuAD v1.1's train and dev JSON), resumable (an interrupted download leaves ``NAME.part``, and the next
+  ``vocab.txt``), resumable (an interrupted download leaves ``NAME.part``, and the next
   call asks the server for the rest with an HTTP Range request), checked against the size
   and digest stated below, then unpacked beside them. Offline, or with a server that cannot
   be reached, it says so and exits 2; a file whose digest does not match is removed and
   refused (exit 2).
+- ``bench data download squad``: SQuAD v1.1's ``train-v1.1.json`` and ``dev-v1.1.json``
+  into ``squad-v1.1/`` of the cache (plain JSON, checked the same way; nothing to unpack).
 - ``bench data prepare voc --from DIR --out FILE.rec``: pack VOC splits into RecordIO
   (``data.recordio``; no framework needed); ``bench data prepare imdb --from DIR``: check
   an aclImdb folder and count its reviews.
@@ -125,8 +127,8 @@ SOURCES: dict[str, Source] = {
         "bert-base-uncased-vocab.txt",
         "BERT-base uncased WordPiece vocabulary, 30,522 tokens",
     ),
-    # SHA-256 digests of the files the SQuAD site serves (as Hugging Face's squad loader
-    # records them); both into one folder, which bert-qa's --data takes
+    # SHA-256 digests and sizes of the files the SQuAD site serves; both into one folder,
+    # which bert-qa's --data takes
     "squad": Source(
         tuple(
             Archive(f"squad-v1.1/{name}", f"{_SQUAD}/{name}", digest, size, unpack=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.run.spec import RunSpec
-from bench.run.workload import ShapeLabels, WorkloadInfo
+from bench.run.workload import WorkloadInfo
 from data.synthetic import SEP_ID, TextBatch, text_batch
 from models.bert import config as bert
 

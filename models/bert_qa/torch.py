@@ -60,13 +60,15 @@ class BertQaTorch(BertTorch):
 
     def _open_dataset(self, model_vocab_size: int) -> None:
         """With ``spec.data`` (a folder of SQuAD v1.1's files): for training, the windows of
-        train-v1.1.json in memory; an evaluation builds dev-v1.1.json's in evaluate()."""
+        train-v1.1.json in memory; an evaluation builds dev-v1.1.json's in evaluate() and
+        stages the synthetic batch for whatever set-up steps."""
         from data.selection import vocab_path
         from data.squad import FeatureStream, read_features
 
         spec = self.spec
         assert spec.data is not None
         if spec.scenario == "evaluate":
+            self._stage_batch()  # what set-up steps (if any) run on
             return
         vocab = vocab_path(spec.vocab, spec.pretrained)
         _, features = read_features(spec.data, "train", vocab, spec.seq_len)
