@@ -17,6 +17,7 @@ from data.squad_sample import write_squad_sample, write_squad_vocab
 from models.bert import config as bert
 from models.bert.torch import base_config
 from models.bert_qa import config as qa
+from models.bert_qa.common import qa_batch
 from models.bert_qa.onnx import BertQaOnnx
 from models.bert_qa.torch import BertQaTorch
 
@@ -51,7 +52,7 @@ def test_span_head_parameter_count_and_flops_at_384():
 
 
 def test_synthetic_batch_frames_a_question_and_a_context():
-    batch = qa.qa_batch(16, 40, seed=3)
+    batch = qa_batch(16, 40, seed=3)
     for i in range(16):
         length = int(batch.valid_length[i])
         types = batch.token_type_ids[i]
@@ -59,11 +60,11 @@ def test_synthetic_batch_frames_a_question_and_a_context():
         assert batch.input_ids[i, context[0] - 1] == 102 and batch.input_ids[i, length - 1] == 102
         assert context[-1] == length - 1 and not types[length:].any()
         start, end = batch.labels[i]
-        assert context[0] <= start <= end <= length - 2 and end - start < qa.MAX_ANSWER_LEN
-    again = qa.qa_batch(16, 40, seed=3)
+        assert context[0] <= start <= end <= length - 2 and end - start < squad.MAX_ANSWER_LEN
+    again = qa_batch(16, 40, seed=3)
     assert np.array_equal(again.labels, batch.labels)
     with pytest.raises(ValueError, match="at least 10"):
-        qa.qa_batch(1, 9)
+        qa_batch(1, 9)
 
 
 def test_training_loss_falls_on_a_fixed_batch():

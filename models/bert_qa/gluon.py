@@ -24,6 +24,7 @@ from data.synthetic import TextBatch
 from models.bert import config as bert
 from models.bert.gluon import BertGluon, bert_encoder
 from models.bert_qa import config as qa
+from models.bert_qa.common import qa_batch
 
 
 class SpanNet(gluon.HybridBlock):
@@ -93,9 +94,7 @@ class BertQaGluon(BertGluon):
     def _text_batch(self, count: int) -> TextBatch:
         """Seeded question-context sequences; ``labels`` [count, 2] start and end."""
         shape = self.settings.shape
-        return qa.qa_batch(
-            count, self.spec.seq_len, vocab_size=shape.vocab_size, seed=self.spec.seed
-        )
+        return qa_batch(count, self.spec.seq_len, vocab_size=shape.vocab_size, seed=self.spec.seed)
 
     def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
         """SQuAD v1.1 EM and F1 on the dev file of ``spec.data`` (see data.squad), the

@@ -16,6 +16,7 @@ from data.synthetic import TextBatch
 from models.bert import config as bert
 from models.bert.torch import FEATURES, BertTorch
 from models.bert_qa import config as qa
+from models.bert_qa.common import qa_batch
 from models.samples import check_stage
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ TARGETS = ("start_positions", "end_positions")
 
 def seeded_qa(spec: RunSpec, shape: bert.BertShape, count: int) -> TextBatch:
     """``count`` synthetic question-context sequences of the spec's length and seed."""
-    return qa.qa_batch(count, spec.seq_len, vocab_size=shape.vocab_size, seed=spec.seed)
+    return qa_batch(count, spec.seq_len, vocab_size=shape.vocab_size, seed=spec.seed)
 
 
 def span_logits(output: Any) -> torch.Tensor:
