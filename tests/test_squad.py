@@ -235,3 +235,23 @@ def test_download_squad_offline_exits_2(
     assert not (tmp_path / "cache").exists()
     names = [a.name for a in datasets.SOURCES["squad"].archives]
     assert names == ["squad-v1.1/train-v1.1.json", "squad-v1.1/dev-v1.1.json"]
+
+
+def test_runs_on_squad_check_its_files_before_starting(sample, tmp_path: Path):
+    from bench.run.runner import check_data
+    from bench.run.spec import RunSpec, SpecError
+
+    root, vocab = sample  # dev-v1.1.json only
+
+    def spec(**kw):
+        fields = {"workload": "bert-qa", "device": "cpu", "vocab": str(vocab), **kw}
+        return RunSpec(**fields)
+
+    check_data(spec(scenario="evaluate", data=str(root)))
+    check_data(spec(scenario="evaluate", data=str(root / "dev-v1.1.json")))
+    with pytest.raises(SpecError, match="needs a folder with train-v1.1.json"):
+        check_data(spec(mode="train", data=str(root)))
+    with pytest.raises(SpecError, match="needs a folder with dev-v1.1.json"):
+        check_data(spec(scenario="evaluate", data=str(tmp_path)))
+    with pytest.raises(SpecError, match="WordPiece vocabulary"):
+        check_data(spec(scenario="evaluate", data=str(root), vocab=None))

@@ -136,6 +136,8 @@ def check_data(spec: RunSpec) -> None:
     if spec.workload in ("bert", "bert-qa"):
         if spec.workload == "bert" and not path.is_dir():
             raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
+        if spec.workload == "bert-qa":
+            _check_squad(spec, path)
         vocab = Path(spec.vocab) if spec.vocab else None
         if vocab is None and spec.pretrained:
             vocab = Path(spec.pretrained) / "vocab.txt"
@@ -144,6 +146,22 @@ def check_data(spec: RunSpec) -> None:
                 "BERT on a dataset needs its WordPiece vocabulary: --vocab FILE, or vocab.txt "
                 "in the --pretrained directory"
             )
+
+
+def _check_squad(spec: RunSpec, path: Path) -> None:
+    """bert-qa's SQuAD v1.1 files: training reads a folder's train-v1.1.json (and, to
+    accuracy, its dev-v1.1.json); an evaluation a folder's dev-v1.1.json or a JSON file."""
+    if path.is_file() and spec.mode == "infer":
+        return
+    needed = ["train-v1.1.json"] if spec.mode == "train" else []
+    if spec.mode == "infer" or spec.scenario == "to-accuracy":
+        needed.append("dev-v1.1.json")
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise SpecError(
+            f"--data {spec.data}: bert-qa needs a folder with {' and '.join(missing)} "
+            "(bench data download squad)"
+        )
 
 
 def resolve_ranks(spec: RunSpec, device: str, gpus: list[GpuInfo]) -> int | None:
