@@ -45,7 +45,8 @@ class BertQaTorch(BertTorch):
     )
     data_step_description = (
         "each step takes the next batch of SQuAD v1.1 train windows (built at set-up from "
-        "train-v1.1.json: WordPiece, length 384, stride 128, query 64, held in memory; the "
+        "train-v1.1.json: WordPiece windows of the run's length, stride 128 and query 64 at "
+        "384 (data.squad.window_settings), held in memory, no loader workers; the "
         "take is timed into the data section) and copies it to the device; then as the "
         "synthetic step: forward with the start and end cross-entropies, backward, grad clip "
         "1.0, AdamW step and LR schedule step."
