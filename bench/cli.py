@@ -317,14 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="accuracy on a dataset's test split (VOC07 mAP for ssd, accuracy for bert)",
+        help="accuracy on a dataset's test split (VOC07 mAP for ssd, accuracy for bert, "
+        "SQuAD v1.1 F1 for bert-qa)",
         description="Evaluate a model on the test split of --data (SSD: VOC2007 test of a VOC "
-        "folder, or a RecordIO file; BERT: aclImdb's test reviews) from --pretrained weights, "
-        "in a worker like any run: the record holds the metric and the evaluation's samples/s.",
+        "folder, or a RecordIO file; BERT: aclImdb's test reviews; BERT QA: SQuAD's "
+        "dev-v1.1.json) from --pretrained weights, in a worker like any run: the record holds "
+        "the metric and the evaluation's samples/s.",
     )
-    p.add_argument("--workload", required=True, choices=("ssd", "bert"))
+    p.add_argument("--workload", required=True, choices=("ssd", "bert", "bert-qa"))
     p.add_argument("--backend", default="torch", choices=("torch", "mxnet"))
-    p.add_argument("--data", required=True, help="a VOC folder or RecordIO .rec, or aclImdb")
+    p.add_argument(
+        "--data", required=True, help="a VOC folder or RecordIO .rec, aclImdb, or SQuAD's folder"
+    )
     p.add_argument("--pretrained", help="load weights from this local directory")
     p.add_argument(
         "--random-weights",

@@ -7,6 +7,8 @@
   and digest stated below, then unpacked beside them. Offline, or with a server that cannot
   be reached, it says so and exits 2; a file whose digest does not match is removed and
   refused (exit 2).
+- ``bench data download squad``: SQuAD v1.1's ``train-v1.1.json`` and ``dev-v1.1.json``
+  into ``squad-v1.1/`` of the cache (plain JSON, checked the same way; nothing to unpack).
 - ``bench data prepare voc --from DIR --out FILE.rec``: pack VOC splits into RecordIO
   (``data.recordio``; no framework needed); ``bench data prepare imdb --from DIR``: check
   an aclImdb folder and count its reviews.
@@ -73,6 +75,7 @@ class Source:
 
 
 _VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
+_SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
 SOURCES: dict[str, Source] = {
     # MD5 digests as torchvision's VOC dataset states them; sizes as the server reports.
     "voc": Source(
@@ -123,6 +126,27 @@ SOURCES: dict[str, Source] = {
         ),
         "bert-base-uncased-vocab.txt",
         "BERT-base uncased WordPiece vocabulary, 30,522 tokens",
+    ),
+    # SHA-256 digests and sizes of the files the SQuAD site serves; both into one folder,
+    # which bert-qa's --data takes
+    "squad": Source(
+        tuple(
+            Archive(f"squad-v1.1/{name}", f"{_SQUAD}/{name}", digest, size, unpack=False)
+            for name, digest, size in (
+                (
+                    "train-v1.1.json",
+                    "sha256:3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
+                    30_288_272,
+                ),
+                (
+                    "dev-v1.1.json",
+                    "sha256:95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
+                    4_854_279,
+                ),
+            )
+        ),
+        "squad-v1.1",
+        "SQuAD v1.1 train and dev questions (35 MB)",
     ),
 }
 

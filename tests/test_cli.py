@@ -167,6 +167,8 @@ def test_suite_dry_run_lists_runs():
         "ssd_torch_infer_b16_i512_fp32_cpu",
         "bert_torch_train_b32_s128_fp32_cpu",
         "bert_torch_infer_b32_s128_fp32_cpu",
+        "bert-qa_torch_train_b16_s384_fp32_cpu",
+        "bert-qa_torch_infer_b16_s384_fp32_cpu",
     ]
 
 

@@ -193,7 +193,7 @@ def test_download_unpacks_once(
 
 
 def test_the_built_in_sources() -> None:
-    assert sorted(datasets.SOURCES) == ["bert-vocab", "imdb", "voc"]
+    assert sorted(datasets.SOURCES) == ["bert-vocab", "imdb", "squad", "voc"]
     for source in datasets.SOURCES.values():
         for a in source.archives:
             algorithm, _, digest = a.digest.partition(":")

@@ -55,7 +55,10 @@ def test_suite_overrides_apply_except_to_the_null_workload():
         ("ssd", "infer", 16),
         ("bert", "train", 32),
         ("bert", "infer", 32),
+        ("bert-qa", "train", 16),
+        ("bert-qa", "infer", 16),
     ]
+    assert all(s.seq_len == 384 for s in specs if s.workload == "bert-qa")
     assert all(s.precision == "bf16" and s.iters == 7 for s in specs)
     quick = suite_specs("quick", gpu=True, device="cuda:0", precision="bf16", duration_s=3.0)
     null = next(s for s in quick if s.workload == "null")
@@ -70,6 +73,8 @@ def test_fast_suite_runs_the_workshop_rows_compiled_on_torch():
         ("ssd", "infer", 16, "pipelined"),
         ("bert", "train", 32, "pipelined"),
         ("bert", "infer", 32, "pipelined"),
+        ("bert-qa", "train", 16, "pipelined"),
+        ("bert-qa", "infer", 16, "pipelined"),
         ("bert", "infer", 1, "synchronized"),
     ]
     assert all(s.backend == "torch" and s.compile == "default" and s.cuda_graphs for s in gpu)

@@ -82,6 +82,9 @@ REGISTRY: dict[tuple[str, str], Entry] = {
     ("bert", "onnxruntime"): Entry("models.bert.onnx:BertOnnx", **_ORT),
     ("ssd", "mxnet"): Entry("models.ssd.gluon:SsdGluon", **_MXNET),
     ("bert", "mxnet"): Entry("models.bert.gluon:BertGluon", **_MXNET),
+    ("bert-qa", "torch"): Entry("models.bert_qa.torch:BertQaTorch"),
+    ("bert-qa", "onnxruntime"): Entry("models.bert_qa.onnx:BertQaOnnx", **_ORT),
+    ("bert-qa", "mxnet"): Entry("models.bert_qa.gluon:BertQaGluon", **_MXNET),
 }
 
 #: Each workload's declared facts, from modules that import no framework.
@@ -89,6 +92,7 @@ WORKLOAD_INFO: dict[str, str] = {
     "null": "models.null:INFO",
     "ssd": "models.ssd.common:INFO",
     "bert": "models.bert.config:INFO",
+    "bert-qa": "models.bert_qa.config:INFO",
 }
 
 #: Per backend, where to ask for framework versions and device facts.

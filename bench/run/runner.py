@@ -173,6 +173,8 @@ def check_data(spec: RunSpec) -> None:
         )
     if spec.workload == "bert" and not path.is_dir():
         raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
+    if spec.workload == "bert-qa":
+        _check_squad(spec, path)
     mode = "train" if spec.mode == "train" else "infer"
     try:
         if spec.workload == "ssd":
@@ -181,7 +183,7 @@ def check_data(spec: RunSpec) -> None:
             checks.check_reviews(path, mode)
     except DataError as exc:  # said once: "--data PATH: what is wrong", not PATH twice
         raise SpecError(f"--data {spec.data}: {str(exc).removeprefix(f'{path}: ')}") from None
-    if spec.workload == "bert":
+    if spec.workload in ("bert", "bert-qa"):
         if spec.vocab:
             vocab = Path(spec.vocab)
             if not vocab.is_file():
@@ -198,6 +200,22 @@ def check_data(spec: RunSpec) -> None:
                 "BERT on a dataset needs its WordPiece vocabulary: --vocab FILE, or vocab.txt "
                 "in the --pretrained directory"
             )
+
+
+def _check_squad(spec: RunSpec, path: Path) -> None:
+    """bert-qa's SQuAD v1.1 files: training reads a folder's train-v1.1.json (and, to
+    accuracy, its dev-v1.1.json); an evaluation a folder's dev-v1.1.json or a JSON file."""
+    if path.is_file() and spec.mode == "infer":
+        return
+    needed = ["train-v1.1.json"] if spec.mode == "train" else []
+    if spec.mode == "infer" or spec.scenario == "to-accuracy":
+        needed.append("dev-v1.1.json")
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise SpecError(
+            f"--data {spec.data}: bert-qa needs a folder with {' and '.join(missing)} "
+            "(bench data download squad)"
+        )
 
 
 def resolve_ranks(

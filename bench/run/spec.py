@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-WORKLOADS = ("ssd", "bert", "null")
+WORKLOADS = ("ssd", "bert", "bert-qa", "null")
 BACKENDS = ("torch", "mxnet", "onnxruntime")
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "fp16", "bf16")

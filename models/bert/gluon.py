@@ -67,6 +67,9 @@ class BertGluon(MxnetWorkload):
         "static_alloc/static_shape; every batch is full (last_batch rollover)."
     )
 
+    #: Samples of the epoch that sets the length of the LR decay.
+    epoch_samples = bert.EPOCH_SAMPLES
+
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
         super().__init__(spec)
         self.settings = settings
@@ -86,17 +89,7 @@ class BertGluon(MxnetWorkload):
         # with data, the loader (and its worker processes) before the model; its vocabulary
         # sets the embedding table, which must hold every id the tokenizer gives
         vocab = self._setup_data() if spec.data is not None else uncased_vocab(shape.vocab_size)
-        encoder, _ = nlp.model.get_model(
-            MODEL_NAME,
-            dataset_name=None,
-            vocab=vocab,
-            pretrained=False,
-            use_pooler=True,
-            use_decoder=False,
-            use_classifier=False,
-            **_shape_kwargs(shape),
-        )
-        self.model = nlp.model.BERTClassifier(encoder, num_classes=shape.num_labels, dropout=0.1)
+        self.model = self.build_network(vocab)
         if spec.pretrained:
             path = str(_find_params(Path(spec.pretrained)))
             self.model.load_parameters(path, ctx=self.contexts)
@@ -108,6 +101,12 @@ class BertGluon(MxnetWorkload):
             self._stage_synthetic()
         if spec.mode == "train":
             self._setup_training()
+
+    def build_network(self, vocab: nlp.vocab.BERTVocab) -> gluon.HybridBlock:
+        """GluonNLP's BERT encoder (with its pooler) under a BERTClassifier head."""
+        shape = self.settings.shape
+        encoder = bert_encoder(vocab, shape, use_pooler=True)
+        return nlp.model.BERTClassifier(encoder, num_classes=shape.num_labels, dropout=0.1)
 
     def _setup_data(self) -> nlp.vocab.BERTVocab:
         """The loader over ``spec.data`` (see models.gluon_data.imdb_stream), or in an
@@ -176,7 +175,7 @@ class BertGluon(MxnetWorkload):
         if self.amp is not None:
             self.amp.init_trainer(self.trainer)
         self.loss_fn = gluon.loss.SoftmaxCELoss()
-        self.total_steps = math.ceil(bert.EPOCH_SAMPLES / self.global_batch)
+        self.total_steps = math.ceil(self.epoch_samples / self.global_batch)
         self.step_count = 0
 
     def _text_batch(self, count: int) -> TextBatch:
@@ -322,6 +321,24 @@ class BertGluon(MxnetWorkload):
 def _feature_arrays(host: TextBatch) -> tuple[Any, ...]:
     """The classifier's inputs, in its argument order: token ids, token types, valid lengths."""
     return (host.input_ids, host.token_type_ids, host.valid_length)
+
+
+def bert_encoder(
+    vocab: nlp.vocab.BERTVocab, shape: bert.BertShape, use_pooler: bool
+) -> gluon.HybridBlock:
+    """GluonNLP's ``bert_12_768_12`` encoder for ``shape``, without weights (nothing is
+    downloaded), its decoder and classifier left out."""
+    encoder, _ = nlp.model.get_model(
+        MODEL_NAME,
+        dataset_name=None,
+        vocab=vocab,
+        pretrained=False,
+        use_pooler=use_pooler,
+        use_decoder=False,
+        use_classifier=False,
+        **_shape_kwargs(shape),
+    )
+    return encoder
 
 
 def _shape_kwargs(shape: bert.BertShape) -> dict[str, Any]:

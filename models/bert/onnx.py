@@ -12,7 +12,7 @@ import torch
 from transformers import BertForSequenceClassification
 
 from bench.run.spec import RunSpec
-from data.synthetic import text_batch
+from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
 from models.bert.torch import base_config, load_pretrained, seeded_text
 from models.onnx_common import DEFAULT_CACHE, OnnxWorkload, save_model
@@ -65,6 +65,10 @@ class BertOnnx(OnnxWorkload):
         self.fusion: dict[str, int] = {}
         self.library: dict[str, torch.Tensor] | None = None
 
+    def seeded(self, spec: RunSpec, count: int) -> TextBatch:
+        """``count`` synthetic sequences of the spec's length and seed."""
+        return seeded_text(spec, self.shape, count)
+
     def declared_fp32_math(self) -> str:
         return bert.INFO.fp32_math["onnxruntime"]
 
@@ -88,6 +92,10 @@ class BertOnnx(OnnxWorkload):
         axes = {n: {0: "batch", 1: "sequence"} for n in NAMES}
         axes["logits"] = {0: "batch"}
         return axes
+
+    def logits_shape(self, batch: int) -> tuple[int, ...]:
+        """The output's shape for ``batch`` sequences."""
+        return (batch, self.shape.num_labels)
 
     def model_variant(self) -> dict[str, Any]:
         return {**super().model_variant(), "shape": self.shape}
@@ -128,12 +136,12 @@ class BertOnnx(OnnxWorkload):
         def reference(model: torch.nn.Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
             return [model(*(torch.from_numpy(inputs[n]) for n in NAMES)).numpy()]
 
-        host = seeded_text(spec, self.shape, spec.batch)
+        host = self.seeded(spec, spec.batch)
         inputs = {n: torch.from_numpy(getattr(host, n)).to(self.device) for n in NAMES}
         self.host_inputs = {n: torch.from_numpy(getattr(host, n)) for n in NAMES}
         if self.device.type == "cuda" and spec.include_h2d:  # as the other paths copy
             self.host_inputs = {n: t.pin_memory() for n, t in self.host_inputs.items()}
-        logits = torch.empty(spec.batch, self.shape.num_labels, device=self.device)
+        logits = torch.empty(self.logits_shape(spec.batch), device=self.device)
         self.start(source, make_inputs, reference, inputs, {"logits": logits})
 
     def step(self) -> torch.Tensor:
@@ -147,7 +155,7 @@ class BertOnnx(OnnxWorkload):
         """``count`` seeded sequences on the device as torch tensors. ``include_h2d`` does
         not apply."""
         check_stage(self, count)
-        host = seeded_text(self.spec, self.shape, count)
+        host = self.seeded(self.spec, count)
         self.library = {n: torch.from_numpy(getattr(host, n)).to(self.device) for n in NAMES}
 
     def infer_samples(self, indices: Sequence[int]) -> torch.Tensor:
@@ -158,7 +166,7 @@ class BertOnnx(OnnxWorkload):
         assert self.library is not None
         index = index_tensor(indices, self.device)
         inputs = {n: t.index_select(0, index) for n, t in self.library.items()}
-        logits = torch.empty(len(indices), self.shape.num_labels, device=self.device)
+        logits = torch.empty(self.logits_shape(len(indices)), device=self.device)
         return self.run_batch(inputs, {"logits": logits})["logits"]
 
     def details(self) -> dict[str, Any]:

@@ -75,8 +75,11 @@ def seeded_text(spec: RunSpec, shape: bert.BertShape, count: int) -> TextBatch:
 
 
 def load_pretrained(
-    directory: str, num_labels: int, attn_implementation: str | None = None
-) -> BertForSequenceClassification:
+    directory: str,
+    num_labels: int,
+    attn_implementation: str | None = None,
+    model_class: type[Any] = BertForSequenceClassification,
+) -> Any:
     """Weights from a local directory in ``save_pretrained`` layout; nothing is downloaded."""
     path = Path(directory)
     if not (path / "config.json").is_file():
@@ -84,7 +87,7 @@ def load_pretrained(
             f"no BERT checkpoint in {path}: expected config.json and model weights "
             "as written by save_pretrained()"
         )
-    return BertForSequenceClassification.from_pretrained(
+    return model_class.from_pretrained(
         path,
         num_labels=num_labels,
         local_files_only=True,
@@ -107,6 +110,9 @@ class BertTorch(TorchWorkload):
         "to logits. Attention through PyTorch SDPA."
     )
     grad_clip = bert.GRAD_CLIP
+    #: The transformers model (BERT with its head) and the epoch that sets the LR decay.
+    model_class: type[Any] = BertForSequenceClassification
+    epoch_samples = bert.EPOCH_SAMPLES
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
         super().__init__(spec)
@@ -131,9 +137,9 @@ class BertTorch(TorchWorkload):
     def setup(self) -> None:
         spec, shape = self.spec, self.settings.shape
         if spec.pretrained:
-            model = load_pretrained(spec.pretrained, shape.num_labels, ATTENTION)
+            model = load_pretrained(spec.pretrained, shape.num_labels, ATTENTION, self.model_class)
         else:
-            model = BertForSequenceClassification(base_config(shape, ATTENTION))
+            model = self.model_class(base_config(shape, ATTENTION))
         self.model = model.to(self.device)
         if spec.data is not None:
             vocab_size = model.config.vocab_size
@@ -156,7 +162,7 @@ class BertTorch(TorchWorkload):
                 fused=True,
                 capturable=spec.cuda_graphs,
             )
-            total = math.ceil(bert.EPOCH_SAMPLES / spec.batch)
+            total = math.ceil(self.epoch_samples / spec.batch)
             warmup = self.settings.warmup_steps
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, lambda step: bert.linear_warmup_decay(step, warmup, total)
