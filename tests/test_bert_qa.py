@@ -2,6 +2,7 @@
 synthetic batch, training and inference at a tiny size, the same logits from ONNX Runtime as
 from PyTorch, and SQuAD training and evaluation on the project's sample file."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,24 @@ def test_training_and_evaluation_on_squad(sample):
     scores = squad.squad_scores(examples, squad.best_spans(examples, features, logits))
     assert scores["f1"] == pytest.approx(result["f1"], abs=1e-6)
     assert scores["exact_match"] == pytest.approx(result["exact_match"], abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_steps_and_queries_read_nothing_on_the_host(mode, sample):
+    """The span head's steps pass the mask in the form BERT's do: no host read, synthetic or
+    on SQuAD windows, nor when LoadGen's queries gather staged samples."""
+    from models.torch_syncs import count_host_syncs
+
+    root, vocab = sample
+    for extra in ({}, {"data": str(root), "vocab": str(vocab)}):
+        wl = BertQaTorch(spec(mode=mode, **extra), SMALL_SETTINGS)
+        wl.setup()
+        wl.open_data()
+        try:
+            assert count_host_syncs(wl.step, wl.device, wl.sync).count == 0
+            if mode == "infer" and not extra:
+                wl.stage_samples(6)
+                query = functools.partial(wl.infer_samples, [4, 1])
+                assert count_host_syncs(query, wl.device, wl.sync).count == 0
+        finally:
+            wl.teardown()

@@ -113,6 +113,8 @@ class BertTorch(TorchWorkload):
     #: The transformers model (BERT with its head) and the epoch that sets the LR decay.
     model_class: type[Any] = BertForSequenceClassification
     epoch_samples = bert.EPOCH_SAMPLES
+    #: The training targets a batch carries beside FEATURES.
+    targets: tuple[str, ...] = ("labels",)
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = bert.LAB_SETTINGS) -> None:
         super().__init__(spec)
@@ -172,22 +174,23 @@ class BertTorch(TorchWorkload):
         self.forward = self.compile_module(self.model)
         self.prepare_execution()
 
+    def seeded(self, spec: RunSpec, count: int) -> dict[str, np.ndarray]:
+        """``count`` synthetic sequences of ``spec``'s length and seed: FEATURES and the
+        training targets."""
+        host = seeded_text(spec, self.settings.shape, count)
+        return {name: getattr(host, name) for name in (*FEATURES, *self.targets)}
+
     def _stage_batch(self) -> None:
         """The synthetic batch of a run without a dataset, on the device (and on the host for
         include_h2d)."""
         spec = self.spec
-        host = seeded_text(spec.replace(seed=self.data_seed), self.settings.shape, spec.batch)
-        self.host_batch = {
-            "input_ids": torch.from_numpy(host.input_ids),
-            "token_type_ids": torch.from_numpy(host.token_type_ids),
-            "attention_mask": torch.from_numpy(host.attention_mask),
-            "labels": torch.from_numpy(host.labels),
-        }
+        arrays = self.seeded(spec.replace(seed=self.data_seed), spec.batch)
+        self.host_batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         if self.device.type == "cuda" and spec.include_h2d:
             self.host_batch = {k: v.pin_memory() for k, v in self.host_batch.items()}
         self.batch = {k: v.to(self.device) for k, v in self.host_batch.items()}
-        keep = [k for k in self.batch if k != "labels" or spec.mode == "train"]
-        self.mask_full = bool(host.attention_mask.all())
+        keep = [k for k in self.batch if k not in self.targets or spec.mode == "train"]
+        self.mask_full = bool(arrays["attention_mask"].all())
         #: What the step passes the model: the attention mask in its form (made once here).
         self.step_inputs: dict[str, Any] = self._with_mask_form(
             {k: self.batch[k] for k in keep}, self.mask_full
@@ -220,7 +223,7 @@ class BertTorch(TorchWorkload):
         dataset: the loader's next batch, copied (its labels too when training)."""
         if self.batches is not None:
             batch = self.next_batch()
-            names = (*FEATURES, "labels") if self.spec.mode == "train" else FEATURES
+            names = (*FEATURES, *self.targets) if self.spec.mode == "train" else FEATURES
             inputs = {k: getattr(batch, k).to(self.device, non_blocking=True) for k in names}
             return self._with_mask_form(inputs, bool(batch.attention_mask.numpy().all()))
         if self.spec.include_h2d:
@@ -313,11 +316,12 @@ class BertTorch(TorchWorkload):
         """``count`` seeded sequences (ids, token types, attention mask) on the device.
         ``include_h2d`` does not apply: the library stays on the device."""
         check_stage(self, count)
-        host = seeded_text(self.spec, self.settings.shape, count)
+        arrays = self.seeded(self.spec, count)
         self.library = {
-            name: torch.from_numpy(getattr(host, name)).to(self.device) for name in FEATURES
+            name: torch.from_numpy(np.ascontiguousarray(arrays[name])).to(self.device)
+            for name in FEATURES
         }
-        self.library_full = host.attention_mask.all(axis=1)
+        self.library_full = arrays["attention_mask"].all(axis=1)
 
     def infer_samples(self, indices: Sequence[int]) -> torch.Tensor:
         """Logits [len(indices), num_labels] for the staged sequences at ``indices``,

@@ -17,7 +17,6 @@ from models.bert import config as bert
 from models.bert.torch import FEATURES, BertTorch
 from models.bert_qa import config as qa
 from models.bert_qa.common import qa_batch
-from models.samples import check_stage
 
 if TYPE_CHECKING:
     from models.torch_data import EvalData
@@ -52,6 +51,7 @@ class BertQaTorch(BertTorch):
         "1.0, AdamW step and LR schedule step."
     )
     model_class = BertForQuestionAnswering
+    targets = TARGETS
     epoch_samples = qa.EPOCH_SAMPLES
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = qa.SETTINGS) -> None:
@@ -78,25 +78,18 @@ class BertQaTorch(BertTorch):
             raise ValueError(f"{vocab} has ids beyond the model's {model_vocab_size} embeddings")
         self.batches = FeatureStream(features, spec.batch, spec.seed)  # type: ignore[assignment]
 
+    def seeded(self, spec: RunSpec, count: int) -> dict[str, np.ndarray]:
+        host = seeded_qa(spec, self.settings.shape, count)
+        arrays = {name: getattr(host, name) for name in FEATURES}
+        return {**arrays, "start_positions": host.labels[:, 0], "end_positions": host.labels[:, 1]}
+
     def _inputs(self) -> dict[str, torch.Tensor]:
         if self.batches is None:
             return super()._inputs()
         batch = self.next_batch()
         names = (*FEATURES, *TARGETS) if self.spec.mode == "train" else FEATURES
-        return {k: torch.from_numpy(batch[k]).to(self.device, non_blocking=True) for k in names}
-
-    def _stage_batch(self) -> None:
-        spec = self.spec
-        host = seeded_qa(spec.replace(seed=self.data_seed), self.settings.shape, spec.batch)
-        arrays = {name: getattr(host, name) for name in FEATURES}
-        arrays.update(start_positions=host.labels[:, 0], end_positions=host.labels[:, 1])
-        self.host_batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        if self.device.type == "cuda" and spec.include_h2d:
-            self.host_batch = {k: v.pin_memory() for k, v in self.host_batch.items()}
-        self.batch = {k: v.to(self.device) for k, v in self.host_batch.items()}
-        keep = [k for k in self.batch if k not in TARGETS or spec.mode == "train"]
-        self.step_inputs = {k: self.batch[k] for k in keep}
-        self.host_inputs = {k: self.host_batch[k] for k in keep}
+        inputs = {k: torch.from_numpy(batch[k]).to(self.device, non_blocking=True) for k in names}
+        return self._with_mask_form(inputs, bool(batch["attention_mask"].all()))
 
     def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Inference: ``[B, L, 2]`` start and end logits (call in inference mode)."""
@@ -121,7 +114,8 @@ class BertQaTorch(BertTorch):
             assert self.model is not None
             with self.eval_mode(self.model), torch.inference_mode():
                 tensors = {k: torch.from_numpy(v).to(self.device) for k, v in features.items()}
-                return self._logits(tensors).float().cpu().numpy()
+                full = bool(features["attention_mask"].all())
+                return self._logits(self._with_mask_form(tensors, full)).float().cpu().numpy()
 
         return evaluate_spans(
             spec.data,
@@ -131,10 +125,3 @@ class BertQaTorch(BertTorch):
             seq_len=spec.seq_len,
             max_questions=max_samples,
         )
-
-    def stage_samples(self, count: int) -> None:
-        check_stage(self, count)
-        host = seeded_qa(self.spec, self.settings.shape, count)
-        self.library = {
-            name: torch.from_numpy(getattr(host, name)).to(self.device) for name in FEATURES
-        }
