@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.cost import run_cost
+from bench.analysis.cost import loadgen_invalid, run_cost
 from bench.analysis.pricing import Pricing, RunPrice, basis_text
 from bench.analysis.scaling import (
     SCALING_COLUMNS,
@@ -306,6 +306,8 @@ def table_rows(rows: Sequence[Row]) -> list[list[str]]:
             [
                 "best"
                 if r is best
+                else "INVALID"
+                if loadgen_invalid(r.record)
                 else ("base" if r.baseline is None and _is_base(r, rows) else ""),
                 r.instance or "-",
                 r.hardware,

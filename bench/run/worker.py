@@ -144,6 +144,7 @@ def execute(
             )
         record.scenario = scenario.facts()
         fill_measurement(record, measurement)
+        scenario.fill_record(record)
         fill_mfu(record)
         fill_data(record, workload, measurement)
         workload.after_window()

@@ -24,6 +24,7 @@ FLAG_CODES = {
     "mfu_above_peak": "mfu",
     "high_cv": "cv",
     "few_iterations": "few",
+    "loadgen_invalid": "INVALID",
 }
 
 
@@ -55,6 +56,10 @@ def validity_flags(record: RunRecord) -> list[Flag]:
             f"model-FLOPs utilization {mfu.mfu:.0%} exceeds the {mfu.peak_tflops} TFLOP/s "
             f"peak ({mfu.basis}): the FLOP count or the fp32 math mode is wrong",
         )
+    if record.loadgen_valid is False:
+        result = record.scenario.result if record.scenario is not None else None
+        reasons = "; ".join(map(str, (result or {}).get("invalid_reasons") or [])) or "no reason"
+        flag("loadgen_invalid", f"LoadGen judged the run INVALID: {reasons}")
     if latency is not None:
         if latency.cv is not None and latency.cv > CV_THRESHOLD:
             flag(
