@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -310,7 +311,7 @@ class LoadgenScenario(Scenario):
         self.result = {
             "valid": result.valid,
             "invalid_reasons": list(result.invalid_reasons),
-            "loadgen": result.to_dict(),
+            "loadgen": asdict(result),
             "sut": sut.breakdown(),
         }
         if progress:
@@ -399,8 +400,8 @@ def loadgen_latency(result: LoadgenResult) -> Latency | None:
     the spread figures LoadGen does not give are None."""
     per_query = result.scenario == "MultiStream"
     p = {q: result.latency_ms(q, per_query) for q in (50, 90, 95, 99)}
-    mean = result.latency_stat_ms("mean", per_query)
-    lo, hi = result.latency_stat_ms("min", per_query), result.latency_stat_ms("max", per_query)
+    mean = result.latency_ms("mean", per_query)
+    lo, hi = result.latency_ms("min", per_query), result.latency_ms("max", per_query)
     if mean is None or lo is None or hi is None or any(v is None for v in p.values()):
         return None
     return Latency(
@@ -547,9 +548,7 @@ class Offline(LoadgenScenario):
         """Measure the throughput LoadGen should expect: the test's one query then lasts
         the minimum duration, and LoadGen can call it VALID."""
         spec = self.spec
-        measured = probe_samples_per_s(
-            workload, spec.effective_max_batch, spec.sample_count, clock
-        )
+        measured = probe_samples_per_s(workload, spec.effective_max_batch, spec.sample_count, clock)
         if spec.target_qps is None:
             self.probed_qps = measured * OFFLINE_PROBE_MARGIN
         elif spec.target_qps * OFFLINE_SAMPLES_FACTOR < measured:

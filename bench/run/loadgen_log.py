@@ -1,11 +1,7 @@
-"""MLPerf LoadGen's detail log (``mlperf_log_detail.txt``) read into one typed result.
-
-Each line is ``:::MLLOG {json}`` with LoadGen's ``key`` and ``value``; the result keeps
-LoadGen's own keys (``result_validity``, ``result_99.00_percentile_latency_ns``,
-``effective_min_query_count``...) and analysis code reads them through the fields of
-:class:`LoadgenResult`. Errors and warnings are the lines flagged ``is_error``/``is_warning``.
-A line that is not JSON (a partial last line) is counted and skipped. Standard library only:
-``bench compare`` imports this where LoadGen is not installed.
+"""MLPerf LoadGen's detail log (``mlperf_log_detail.txt``, a ``:::MLLOG {json}`` event a
+line) read into one typed result that keeps LoadGen's own keys (``result_validity``,
+``result_99.00_percentile_latency_ns``...); analysis code reads them through its fields. A
+line that is not JSON (a partial last line) is counted and skipped. Standard library only.
 """
 
 from __future__ import annotations
@@ -19,8 +15,7 @@ from typing import Any
 
 DETAIL_LOG = "mlperf_log_detail.txt"
 PREFIX = ":::MLLOG "
-#: The keys kept in the record: settings, verdict and figures (not the requested settings,
-#: the QSL's sample set or LoadGen's source hashes).
+#: The keys kept: settings, verdict and figures (not the QSL's samples or source hashes).
 KEPT = ("effective_", "result_", "early_stopping_", "generated_", "num_", "loadgen_version")
 
 
@@ -30,8 +25,7 @@ class LoadgenLogError(ValueError):
 
 @dataclass(frozen=True)
 class LoadgenResult:
-    """LoadGen's verdict and figures for one test, from its own keys. A figure LoadGen did
-    not log (another scenario's) is None."""
+    """LoadGen's verdict and figures for one test; None for a figure it did not log."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
@@ -39,17 +33,15 @@ class LoadgenResult:
     malformed_lines: int = 0
 
     def _num(self, key: str) -> float | None:
-        value = self.values.get(key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok else None
+        value: Any = self.values.get(key)
+        return float(value) if type(value) in (int, float) else None  # not a bool
 
     def _ms(self, key: str) -> float | None:
-        ns = self._num(key)
-        return ns / 1e6 if ns is not None else None
+        return None if (ns := self._num(key)) is None else ns / 1e6
 
     @property
     def scenario(self) -> str | None:
-        return self.values.get("effective_scenario")
+        return str(self.values.get("effective_scenario") or "") or None
 
     @property
     def valid(self) -> bool:
@@ -64,31 +56,23 @@ class LoadgenResult:
         return self._num("result_completed_samples_per_sec")
 
     @property
-    def samples_per_s(self) -> float | None:
-        """Offline: LoadGen's "Samples per second"; SingleStream: its QPS with overhead."""
-        return self._num("result_samples_per_second") or self._num(
-            "result_qps_with_loadgen_overhead"
-        )
+    def samples_per_s(self) -> float | None:  # Offline; SingleStream: QPS with overhead
+        sps = self._num("result_samples_per_second")
+        return sps or self._num("result_qps_with_loadgen_overhead")
 
     @property
     def query_count(self) -> int | None:
-        count = self._num("result_query_count")
-        return int(count) if count is not None else None
+        return int(n) if (n := self._num("result_query_count")) is not None else None
 
     @property
-    def target_percentile(self) -> float | None:
-        """The bound's percentile as a fraction (0.99)."""
+    def target_percentile(self) -> float | None:  # a fraction: 0.99
         return self._num("effective_target_latency_percentile")
 
-    def latency_ms(self, percentile: float, per_query: bool = False) -> float | None:
-        """LoadGen's latency at a percentile given as a percent (99), or None where it logs
-        none (its fixed percentiles: 50, 90, 95, 97, 99, 99.9)."""
-        kind = "per_query_" if per_query else ""
-        return self._ms(f"result_{percentile:.2f}_percentile_{kind}latency_ns")
-
-    def latency_stat_ms(self, stat: str, per_query: bool = False) -> float | None:
-        """``min``, ``max`` or ``mean`` latency."""
-        return self._ms(f"result_{stat}_{'query_' if per_query else ''}latency_ns")
+    def latency_ms(self, at: float | str, per_query: bool = False) -> float | None:
+        """At a percentile in percent (LoadGen logs 50, 90, 95, 97, 99, 99.9), or min/max/mean."""
+        if isinstance(at, str):
+            return self._ms(f"result_{at}_{'query_' if per_query else ''}latency_ns")
+        return self._ms(f"result_{at:.2f}_percentile_{'per_query_' if per_query else ''}latency_ns")
 
     @property
     def target_latency_ms(self) -> float | None:
@@ -103,14 +87,14 @@ class LoadgenResult:
         """Why LoadGen judged the run INVALID, one phrase per unmet constraint."""
         if self.valid:
             return ()
-        v = self.values
+        v, reasons = self.values, []
         if "result_validity" not in v:
             return ("LoadGen logged no verdict",)
-        reasons = []
         if v.get("result_perf_constraints_met") is False:
             bound, got = self._ms("effective_target_latency_ns"), self.target_latency_ms
             pct = self.target_percentile
-            detail = f": p{pct * 100:g} {got:.4g} ms > {bound:g} ms" if bound and got else ""
+            ok = bound and got and pct
+            detail = f": p{(pct or 0) * 100:g} {got:.4g} ms > {bound:g} ms" if ok else ""
             reasons.append(f"latency bound not met{detail}")
         if v.get("result_min_duration_met") is False:
             reasons.append(f"min duration not met ({v.get('effective_min_duration_ms')} ms)")
@@ -123,21 +107,11 @@ class LoadgenResult:
         reasons.extend(f"LoadGen error: {e}" for e in self.errors)
         return tuple(reasons) or (f"LoadGen: {v.get('result_validity')}",)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "values": dict(self.values),
-            "errors": list(self.errors),
-            "warnings": list(self.warnings),
-            "malformed_lines": self.malformed_lines,
-        }
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoadgenResult:
+        lists = {k: tuple(data.get(k) or ()) for k in ("errors", "warnings")}
         return cls(
-            values=dict(data.get("values") or {}),
-            errors=tuple(data.get("errors") or ()),
-            warnings=tuple(data.get("warnings") or ()),
-            malformed_lines=int(data.get("malformed_lines") or 0),
+            dict(data.get("values") or {}), **lists, malformed_lines=data.get("malformed_lines", 0)
         )
 
 
@@ -149,9 +123,7 @@ def from_scenario_result(result: Mapping[str, Any] | None) -> LoadgenResult | No
 
 def read_detail(path: str | Path) -> LoadgenResult:
     """LoadGen's result from its detail log (a file, or the directory holding it)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / DETAIL_LOG
+    path = Path(path) / DETAIL_LOG if Path(path).is_dir() else Path(path)
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
@@ -168,10 +140,8 @@ def read_detail(path: str | Path) -> LoadgenResult:
             malformed += 1
             continue
         records += 1
-        if meta.get("is_error"):
-            errors.append(f"{key}: {value}")
-        elif meta.get("is_warning"):
-            warnings.append(f"{key}: {value}")
+        if meta.get("is_error") or meta.get("is_warning"):
+            (errors if meta.get("is_error") else warnings).append(f"{key}: {value}")
         elif key.startswith(KEPT):
             values[key] = re.sub(r"\s+", " ", value).strip() if isinstance(value, str) else value
     if not records:
