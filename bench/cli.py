@@ -672,10 +672,10 @@ def cmd_sla(args: argparse.Namespace) -> int:
         raise SpecError("--max-time must be positive")
     if args.max_point_time <= 0:
         raise SpecError("--max-point-time must be positive")
-    fields: dict[str, Any] = {}
+    spec = _spec(args, mode="infer", scenario="server", target_qps=1.0)
     if args.duration is None and args.iters is None:
-        fields.update(iters=None, duration_s=SLA_DEFAULT_DURATION_S)
-    spec = runner.prepare(_spec(args, mode="infer", scenario="server", target_qps=1.0, **fields))
+        spec = spec.replace(iters=None, duration_s=SLA_DEFAULT_DURATION_S)
+    spec = runner.prepare(spec)
     start = args.start_qps
     if start is None:
         probe = sla.probe_spec(spec)

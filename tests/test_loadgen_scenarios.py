@@ -98,6 +98,20 @@ def test_bad_settings_exit_2_on_the_command_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("points", ["0", "1"])
+def test_an_sla_search_of_fewer_than_two_points_is_refused(tmp_path, points):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "sla", "--workload", "null", "--device", "cpu"]
+        + ["--latency-bound", "10ms", "--max-points", points, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--max-points must be at least 2" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def lg_values(record: RunRecord) -> dict[str, Any]:
     assert record.scenario is not None and record.scenario.result is not None
     return dict(record.scenario.result["loadgen"]["values"])

@@ -161,3 +161,25 @@ def test_rendering_uses_plain_numbers_and_wraps_reasons():
     rows = [line for line in sla.render(result).splitlines() if "x x" in line]
     assert len(rows) == 4  # 200 characters wrapped to 60
     assert max(len(line) for line in rows) < 130
+
+
+def test_the_search_starts_at_half_the_probed_capacity():
+    from bench.run.record import Latency
+
+    probe = sla.probe_spec(SPEC.replace(max_batch=8))
+    assert (probe.scenario, probe.batch, probe.iters) == ("loop", 8, sla.PROBE_ITERS)
+    record = SimulatedServer(100.0)(probe)
+    record.latency = Latency(5, 80.0, 80.0, 80.0, 80.0, 80.0, 80.0, 80.0, 0.0, 0.0, 0.0)
+    # 8 samples per 80 ms batch: 100 per second, half of it to start
+    assert sla.start_from_probe(record) == 50.0
+    record.outcome = Outcome(status="error", message="boom")
+    with pytest.raises(sla.SlaError, match="the probe run failed: boom"):
+        sla.start_from_probe(record)
+
+
+def test_point_time_and_floor_follow_loadgens_minimum_query_count():
+    # p90: early stopping needs 44 queries; at 2 QPS that is 22 s, over the 1 s minimum
+    assert sla.min_queries(SPEC) == 44
+    assert sla.point_seconds(SPEC, 2.0) == 22.0
+    assert sla.point_seconds(SPEC, 100.0) == 1.0
+    assert sla.floor_qps(SPEC, 120.0) == 0.367  # 44 / 120, rounded up

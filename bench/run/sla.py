@@ -88,7 +88,7 @@ class SlaError(RuntimeError):
 
 
 #: The probe's loop: full batches, after a short warm-up.
-PROBE_ITERS = 10
+PROBE_ITERS = 5
 #: The search starts at this share of the probed capacity (max batch / batch latency).
 START_SHARE = 0.5
 
@@ -100,7 +100,7 @@ def probe_spec(spec: RunSpec) -> RunSpec:
         batch=spec.effective_max_batch,
         iters=PROBE_ITERS,
         duration_s=None,
-        warmup=2,
+        warmup=1,
         target_qps=None,
     )
 
