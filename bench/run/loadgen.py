@@ -84,9 +84,14 @@ class SystemUnderTest(Protocol):
 class BatchingSut:
     """Batches of queries over a workload's staged samples (:class:`Batcher`)."""
 
-    def __init__(self, workload: Workload, spec: RunSpec, complete: Complete, clock: Any):
+    def __init__(
+        self, workload: Workload, spec: RunSpec, complete: Complete, clock: Callable[[], float]
+    ) -> None:
+        #: From the SUT receiving a query to its batch starting, and each batch's compute.
         self.queue_wait_s: list[float] = []
         self.compute_s: list[float] = []
+        #: When the batch now completing started (None: its queries never ran).
+        self._started: float | None = None
         self._lock = threading.Lock()
         self._complete = complete
         self._clock = clock
@@ -101,18 +106,19 @@ class BatchingSut:
         )
 
     def _run_batch(self, indices: Sequence[int]) -> None:
-        start = self._clock()
+        # batches run one at a time on the batcher thread, each completed before the next
+        start = self._started = self._clock()
         self._workload.infer_samples(indices)
         self._workload.sync()
         with self._lock:
             self.compute_s.append(self._clock() - start)
-            self._started = start
 
     def _done(self, queries: Sequence[Query], t_done: float) -> None:
         self._complete([q.id for q in queries])
         with self._lock:
-            start = getattr(self, "_started", t_done)
-            self.queue_wait_s.extend(max(0.0, start - q.issued_at) for q in queries)
+            start, self._started = self._started, None
+            if start is not None:
+                self.queue_wait_s.extend(max(0.0, start - q.issued_at) for q in queries)
 
     def issue(self, queries: Sequence[tuple[int, int]]) -> None:
         self.batcher.issue(queries)
@@ -248,7 +254,9 @@ class LoadgenScenario(Scenario):
         self.configure(lg, settings)
         return settings
 
-    def make_sut(self, workload: Workload, complete: Complete, clock: Any) -> SystemUnderTest:
+    def make_sut(
+        self, workload: Workload, complete: Complete, clock: Callable[[], float]
+    ) -> SystemUnderTest:
         """The system under test LoadGen drives: here, batches over the workload."""
         return BatchingSut(workload, self.spec, complete, clock)
 
