@@ -175,7 +175,7 @@ def test_offline_with_default_settings_is_valid(sleeper, capsys):
     probed = record.scenario.settings["probed_target_qps"]
     # 8 samples per 10 ms batch at most: the probe (x1.5) cannot exceed 1.5 x 800 per second
     assert isinstance(probed, float) and 0 < probed <= 1.5 * 8 / SERVICE_S
-    assert values["effective_target_qps"] == pytest.approx(probed)
+    assert values["effective_target_qps"] == pytest.approx(probed, rel=1e-5)  # 6 digits
     assert "LoadGen Offline: expect at least 1 s: min duration 1 s" in capsys.readouterr().err
 
 
@@ -250,16 +250,37 @@ def test_batch_shapes_follow_the_execution_mode():
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_bert_server_is_valid_at_a_low_load_and_invalid_far_beyond(backend):
-    """Full-size BERT-base at sequence length 16 on the CPU (about 10-20 ms a query on an
-    idle core): bounds far from that, either way."""
-    bert: dict[str, Any] = dict(seq_len=16, backend=backend, latency_percentile=90.0, max_batch=8)
-    # 44 queries at 10 QPS (LoadGen's minimum for p90) against a 3 s bound: valid unless a
-    # query takes 100 times its idle time
-    low = run(server("bert", target_qps=10.0, latency_bound_ms=3000.0, duration_s=1.0, **bert))
+    """Full-size BERT-base at sequence length 16 on the CPU. Its service time is measured
+    first (full batches in the loop), and the loads and bounds derive from it: a quarter of
+    that capacity against 20 batch times, and 20 times it against a tenth of one."""
+    bert: dict[str, Any] = dict(seq_len=16, backend=backend, latency_percentile=90.0)
+    probe = run(RunSpec(workload="bert", device="cpu", batch=8, iters=5, warmup=1, **bert))
+    assert probe.ok and probe.latency is not None, probe.outcome
+    batch_ms = probe.latency.p50_ms
+    capacity = 8 / (batch_ms / 1000)
+    low_qps = round(capacity / 4, 2)
+    low = run(
+        server(
+            "bert",
+            target_qps=low_qps,
+            latency_bound_ms=20 * batch_ms,
+            duration_s=1.0,
+            max_batch=8,
+            **bert,
+        )
+    )
     assert low.ok, low.outcome
-    assert low.loadgen_valid is True, low.scenario
-    # 400 QPS against a 5 ms bound: under a query's own time even on an idle machine
-    high = run(server("bert", target_qps=400.0, latency_bound_ms=5.0, duration_s=0.5, **bert))
+    assert low.loadgen_valid is True, (batch_ms, low.scenario)
+    high = run(
+        server(
+            "bert",
+            target_qps=round(capacity * 20, 1),
+            latency_bound_ms=batch_ms / 10,
+            duration_s=0.5,
+            max_batch=8,
+            **bert,
+        )
+    )
     assert high.ok, high.outcome
     assert high.loadgen_valid is False
 
