@@ -47,9 +47,11 @@ MIN_DURATION_WITH_QUERIES_S = 0.0
 #: so that the samples it issues last at least the minimum duration even where the probe
 #: was optimistic by this much (LoadGen issues min duration x expected QPS x 1.1 samples).
 OFFLINE_PROBE_MARGIN = 1.5
-#: The probe: full batches for at least this long (and at least PROBE_MIN_BATCHES).
+#: The probe: a burst of queries through the SUT lasting at least this long.
 PROBE_S = 0.5
-PROBE_MIN_BATCHES = 3
+PROBE_MIN_SAMPLES = 8
+PROBE_MAX_SAMPLES = 1 << 22
+PROBE_TIMEOUT_S = 600.0
 #: LoadGen's Offline query holds min duration x expected QPS x this many samples.
 OFFLINE_SAMPLES_FACTOR = 1.1
 
@@ -260,8 +262,9 @@ class LoadgenScenario(Scenario):
         """The system under test LoadGen drives: here, batches over the workload."""
         return BatchingSut(workload, self.spec, complete, clock)
 
-    def probe(self, workload: Workload, clock: Callable[[], float]) -> None:
-        """Before the test, after the warm-up: what the scenario needs to know of the SUT."""
+    def probe(self, workload: Workload, clock: Callable[[], float], respond: Complete) -> None:
+        """Before the test, after the warm-up: what the scenario needs to know of the SUT
+        (``respond`` builds LoadGen's responses without sending them, as a probe's cost)."""
 
     def run(
         self,
@@ -289,10 +292,14 @@ class LoadgenScenario(Scenario):
             workload.infer_samples([i % count for i in range(size)])
         workload.sync()
         warmup_s = clock() - t_warm
-        self.probe(workload, clock)
 
         def complete(ids: Sequence[int]) -> None:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids])
+
+        def respond(ids: Sequence[int]) -> None:  # the probe's share of complete()'s cost
+            [lg.QuerySampleResponse(i, 0, 0) for i in ids]
+
+        self.probe(workload, clock, respond)
 
         sut = self.make_sut(workload, complete, clock)
         if Path(AUDIT_CONFIG).exists():
@@ -427,16 +434,55 @@ def loadgen_latency(result: LoadgenResult) -> Latency | None:
     )
 
 
-def probe_samples_per_s(
-    workload: Workload, max_batch: int, count: int, clock: Callable[[], float]
+def probe_sut_samples_per_s(
+    make_sut: Callable[[Complete], SystemUnderTest],
+    count: int,
+    clock: Callable[[], float],
+    respond: Complete = lambda ids: None,
 ) -> float:
-    """Samples per second of back-to-back full batches, for at least PROBE_S."""
-    batches, start = 0, clock()
-    while batches < PROBE_MIN_BATCHES or clock() - start < PROBE_S:
-        workload.infer_samples([i % count for i in range(max_batch)])
-        workload.sync()
-        batches += 1
-    return batches * max_batch / max(clock() - start, 1e-9)
+    """Samples per second through the SUT (its batching and hand-offs included, and
+    ``respond``, the cost of answering LoadGen), issued as Offline issues them: a burst of
+    queries, grown until it lasts at least PROBE_S."""
+    n = PROBE_MIN_SAMPLES
+    while True:
+        elapsed = _burst(make_sut, n, count, clock, respond)
+        if elapsed >= PROBE_S or n >= PROBE_MAX_SAMPLES:
+            return n / max(elapsed, 1e-9)
+        n = min(PROBE_MAX_SAMPLES, n * min(64, math.ceil(2 * PROBE_S / max(elapsed, 1e-3))))
+
+
+def _burst(
+    make_sut: Callable[[Complete], SystemUnderTest],
+    n: int,
+    count: int,
+    clock: Callable[[], float],
+    respond: Complete,
+) -> float:
+    """Seconds ``n`` queries issued at once take through a fresh SUT."""
+    done = threading.Event()
+    left = [n]
+
+    def complete(ids: Sequence[int]) -> None:
+        respond(ids)
+        left[0] -= len(ids)
+        if left[0] <= 0:
+            done.set()
+
+    sut = make_sut(complete)
+
+    def feed() -> None:
+        sut.issue([(i, i % count) for i in range(n)])
+        sut.flush()
+        done.wait(PROBE_TIMEOUT_S)
+        sut.stop()
+
+    feeder = threading.Thread(target=feed, name="probe", daemon=True)
+    start = clock()
+    sut.serve(feeder.start)
+    feeder.join()
+    elapsed = clock() - start
+    sut.check()
+    return elapsed
 
 
 def _num(value: float) -> str:
@@ -552,11 +598,16 @@ class Offline(LoadgenScenario):
             f"(min duration x {_num(qps)} expected samples/s x {OFFLINE_SAMPLES_FACTOR:g})"
         )
 
-    def probe(self, workload: Workload, clock: Callable[[], float]) -> None:
+    def probe(self, workload: Workload, clock: Callable[[], float], respond: Complete) -> None:
         """Measure the throughput LoadGen should expect: the test's one query then lasts
         the minimum duration, and LoadGen can call it VALID."""
         spec = self.spec
-        measured = probe_samples_per_s(workload, spec.effective_max_batch, spec.sample_count, clock)
+        measured = probe_sut_samples_per_s(
+            lambda complete: self.make_sut(workload, complete, clock),
+            spec.sample_count,
+            clock,
+            respond,
+        )
         if spec.target_qps is None:
             self.probed_qps = measured * OFFLINE_PROBE_MARGIN
         elif spec.target_qps * OFFLINE_SAMPLES_FACTOR < measured:
