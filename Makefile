@@ -20,7 +20,7 @@ SUITE  ?= quick
 OUT    ?= out/gpu-check
 REPORT_OUT ?= out/report
 
-.PHONY: help setup setup-fleet bench test lint format overhead gpu-check bench-pytest report clean
+.PHONY: help setup setup-fleet fleet-tools bench test lint format overhead gpu-check bench-pytest bench-serving report clean
 
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
@@ -30,6 +30,7 @@ help:
 	@echo "make format     ruff format and autofix"
 	@echo "make overhead   the harness against bare loops: eager, and the fast modes (compiled, pipelined)"
 	@echo "make bench-pytest  the workloads under pytest-benchmark, saved and compared"
+	@echo "make bench-serving  serving timings: SLA search vs M/D/1, single-stream vs loop, SUT cost"
 	@echo "make report     report of everything under results/ into REPORT_OUT=$(REPORT_OUT)"
 	@echo "make gpu-check  GPU checks (workshop suite eager + fast suite, overhead, gpu tests) into OUT=$(OUT) [ARGS=...]"
 	@echo "make clean      remove the environment and caches (results/runs stays)"
@@ -55,7 +56,17 @@ $(MX_STAMP): pyproject.toml
 	rm -f $(MX_VENV)/.setup-*
 	touch $@
 
-setup-fleet: $(FLEET_STAMP)
+setup-fleet: $(FLEET_STAMP) fleet-tools
+
+# SkyPilot (bench fleet, and the fleet tests' dry runs) needs rsync: installed with apt-get
+# where it is missing and we are root, else asked for.
+fleet-tools:
+	@if ! command -v rsync >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null; \
+	  else echo "rsync is missing (SkyPilot needs it): install it, then run make again" >&2; \
+	    exit 1; fi; \
+	fi
 
 $(FLEET_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(FLEET_VENV)
@@ -86,6 +97,11 @@ bench-pytest: setup
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-only \
 	  --benchmark-autosave $(if $(wildcard .benchmarks/*/*.json),--benchmark-compare \
 	  --benchmark-compare-fail=median:10%)
+
+# Timing comparisons of the LoadGen scenarios, reported into out/bench-serving.json (not
+# asserted in make test: they vary with the machine's load).
+bench-serving: setup
+	$(BIN)/python -m tests.benchmarks.serving --out out/bench-serving.json
 
 report: setup
 	$(BIN)/bench report results --out $(REPORT_OUT) $(REPORT_ARGS)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,13 +21,14 @@ from bench.analysis.pricing import DEFAULT_BASIS, Pricing, PricingError, build_p
 from bench.datasets import add_parser as add_data_parser
 from bench.datasets import cmd_data
 from bench.fleet import cli as fleet_cli
-from bench.run import runner, sla, suites
+from bench.run import loadgen, runner, sla, suites
 from bench.run.ec2 import instance_facts
 from bench.run.record import ResultError, RunRecord
 from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
     ALL_GPUS,
     AUTO_PRECISION,
+    AUTO_SHAPES,
     AUTO_TIMING,
     BACKENDS,
     BATCH_SHAPES,
@@ -244,7 +247,14 @@ def _add_loadgen(p: argparse.ArgumentParser, *, sla: bool = False) -> None:
         default=2.0,
         help="how long the SUT waits for a batch to fill after its first query (default 2ms)",
     )
-    g.add_argument("--batch-shapes", choices=BATCH_SHAPES, default="fixed")
+    g.add_argument(
+        "--batch-shapes",
+        choices=(AUTO_SHAPES, *BATCH_SHAPES),
+        default=AUTO_SHAPES,
+        help="fixed: pad every batch to --max-batch; bucketed: to the next power of two; "
+        "exact: no padding; auto (default): fixed only where a compiled or captured graph "
+        "needs static shapes, else bucketed",
+    )
     g.add_argument("--sample-count", type=int, default=256, help="samples staged for LoadGen")
 
 
@@ -358,14 +368,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrained", help="load weights from this local directory")
-    p.add_argument("--start-qps", type=float, default=10.0, help="first load tried (default 10)")
+    p.add_argument(
+        "--start-qps",
+        type=float,
+        help="first load tried (default: half the capacity a short probe of full batches measures)",
+    )
     p.add_argument(
         "--tolerance",
         type=float,
         default=DEFAULT_TOLERANCE,
-        help=f"stop when the bracket is narrower than this share (default {DEFAULT_TOLERANCE})",
+        help=f"stop when the bracket is narrower than this share (default {DEFAULT_TOLERANCE}, "
+        f"at least {sla.MIN_TOLERANCE})",
     )
-    p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS)
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        help=f"most runs, re-tests included (default {DEFAULT_MAX_POINTS}, at least 2)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=float,
+        help="stop before a run that would end past this many seconds of search",
+    )
+    p.add_argument(
+        "--max-point-time",
+        type=float,
+        default=sla.DEFAULT_MAX_POINT_S,
+        help="never try a load so low that LoadGen's minimum query count takes longer than "
+        f"this many seconds (default {sla.DEFAULT_MAX_POINT_S:g})",
+    )
     _add_loadgen(p, sla=True)
     _add_common(p, suite=False)
 
@@ -570,6 +602,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     )
     runner.check_save_weights(spec, options.save_weights)
+    if spec.uses_loadgen:
+        loadgen.check_spec(spec)
     record, path = runner.run(spec, options)
     print(table.render([record]))
     print(f"result: {path}")
@@ -691,29 +725,69 @@ def _suite_searches(
             continue
         print(f"\nSLA search, {spec.workload} on {spec.backend}:\n{sla.render(result)}")
         print(f"search: {sla.write_result(result, args.out)}")
-        ok = ok and result.converged
+        ok = ok and result.found_bracket
     return ok
 
 
 def cmd_sla(args: argparse.Namespace) -> int:
     options = _run_options(args)
-    spec = runner.prepare(_spec(args, mode="infer", scenario="server", target_qps=1.0))
+    if args.max_points < 2:
+        raise SpecError("--max-points must be at least 2 (a load and its confirmation)")
+    if args.max_time is not None and args.max_time <= 0:
+        raise SpecError("--max-time must be positive")
+    if args.max_point_time <= 0:
+        raise SpecError("--max-point-time must be positive")
+    spec = _spec(args, mode="infer", scenario="server", target_qps=1.0)
+    if args.duration is None and args.iters is None:
+        spec = spec.replace(iters=None, duration_s=SLA_DEFAULT_DURATION_S)
+    spec = runner.prepare(spec)
+    start = args.start_qps
+    if start is None:
+        probe = sla.probe_spec(spec)
+        print(
+            f"probe: {probe.iters} batches of {probe.batch} to estimate the starting load",
+            file=sys.stderr,
+            flush=True,
+        )
+        with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+            record = runner.run(probe, dataclasses.replace(options, out_dir=Path(tmp)))[0]
+        try:
+            start = sla.start_from_probe(record)
+        except sla.SlaError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return EXIT_FAILED_RUN
+        latency = record.latency.p50_ms if record.latency is not None else 0.0
+        print(
+            f"probe: a batch of {probe.batch} takes {latency:.1f} ms: starting at {start:g} QPS",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def run_point(point: RunSpec) -> RunRecord:
-        print(f"[{point.target_qps:g} QPS] {point.label}", file=sys.stderr, flush=True)
+        qps = point.target_qps or 0.0
+        seconds = sla.point_seconds(point, qps)
+        print(
+            f"[{qps:g} QPS] expect at least {seconds:.0f} s: LoadGen runs "
+            f"max(min duration {point.duration_s or 0:g} s, "
+            f"min queries {sla.min_queries(point)} / {qps:g} QPS); {point.label}",
+            file=sys.stderr,
+            flush=True,
+        )
         return runner.run(point, options)[0]
 
     def show(point: sla.SlaPoint) -> None:
-        verdict = "VALID" if point.valid else f"INVALID ({point.reason})"
-        print(f"  {point.target_qps:g} QPS: {verdict}", file=sys.stderr, flush=True)
+        verdict = "VALID" if point.valid else f"INVALID: {point.reason}"
+        print(f"  {point.target_qps:g} QPS: LoadGen {verdict}", file=sys.stderr, flush=True)
 
     try:
         result = sla.search(
             spec,
             run_point,
-            start_qps=args.start_qps,
+            start_qps=start,
             tolerance=args.tolerance,
             max_points=args.max_points,
+            max_point_s=args.max_point_time,
+            max_time_s=args.max_time,
             on_point=show,
         )
     except sla.SlaError as exc:
@@ -722,7 +796,7 @@ def cmd_sla(args: argparse.Namespace) -> int:
     print(sla.render(result))
     path = sla.write_result(result, args.out)
     print(f"search: {path}")
-    return EXIT_OK if result.converged else EXIT_FAILED_RUN
+    return EXIT_OK if result.found_bracket else EXIT_FAILED_RUN
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -807,6 +881,8 @@ RUN_COMMANDS = frozenset({"run", "eval", "sla", "suite"})
 
 #: A LoadGen scenario's minimum duration when neither --duration nor --iters is given.
 LOADGEN_DEFAULT_DURATION_S = 10.0
+#: An SLA search's runs: LoadGen's minimum duration (early stopping sets the query count).
+SLA_DEFAULT_DURATION_S = 5.0
 
 #: Spec fields `bench run` takes from its options as they are.
 RUN_FIELDS = (

@@ -18,6 +18,7 @@ from bench.run.record import (
     Throughput,
 )
 from bench.run.spec import RunSpec
+from bench.telemetry.validity import validity_flags
 
 CAT = load_catalogue()
 
@@ -35,23 +36,33 @@ def served(instance: str, gpu: str, qps: float, valid: bool, p99: float) -> RunR
     return _record(spec, instance, gpu, qps * 0.99, valid, p99)
 
 
-def offline(instance: str, gpu: str, sps: float) -> RunRecord:
+def offline(instance: str, gpu: str, sps: float, valid: bool = True) -> RunRecord:
     spec = RunSpec(
         workload="bert", device="cuda:0", scenario="offline", iters=None, duration_s=60.0
     )
-    return _record(spec, instance, gpu, sps, True, None)
+    return _record(spec, instance, gpu, sps, valid, None)
 
 
 def _record(spec, instance, gpu, sps, valid, p99) -> RunRecord:
+    """A record as a LoadGen run writes it: LoadGen's own keys in ``scenario.result``."""
     env = Environment(framework={"device_name": gpu}, instance=InstanceFacts(instance))
     r = RunRecord.new(spec, env)
     r.outcome = Outcome(status="ok", message=None)
     r.throughput = Throughput(samples_per_s=sps, iters_per_s=sps)
+    values = {
+        "effective_scenario": "Server" if spec.scenario == "server" else "Offline",
+        "effective_target_latency_percentile": spec.latency_percentile / 100,
+        "result_validity": "VALID" if valid else "INVALID",
+    }
+    if p99 is not None:
+        values["result_99.00_percentile_latency_ns"] = p99 * 1e6
+    reasons = [] if valid else ["latency bound not met"]
     r.scenario = ScenarioFacts(
         name=spec.scenario,
         timing="loadgen",
-        result={"valid": valid, "target_percentile_latency_ms": p99, "invalid_reasons": []},
+        result={"valid": valid, "invalid_reasons": reasons, "loadgen": {"values": values}},
     )
+    r.validity.flags = validity_flags(r)
     return r
 
 
@@ -104,3 +115,44 @@ def test_compare_and_report_show_the_cost_at_the_bound(tmp_path):
     assert md.index("## Which instance and path") < md.index("## bert serve seq 128 at p99")
     (curve,) = tmp_path.glob("serving_*.png")
     assert curve.stat().st_size > 1000
+
+
+def test_an_invalid_run_is_flagged_never_priced_nor_ranked_best():
+    # the cheapest-looking run (most samples/s) is INVALID: it is flagged with LoadGen's
+    # reasons, shown as INVALID, and the best is the valid one
+    fast = offline("g5.xlarge", "NVIDIA A10G", 9000.0, valid=False)
+    slow = offline("g5.xlarge", "NVIDIA A10G", 300.0)
+    (flag,) = fast.validity.flags
+    assert flag.code == "loadgen_invalid"
+    assert flag.message == "LoadGen judged the run INVALID: latency bound not met"
+    c = compare([(Path("a.json"), fast), (Path("b.json"), slow)], Pricing(CAT))
+    (rows,) = c.groups.values()
+    assert [r.record for r in rows] == [slow, fast]
+    assert rows[1].usd_per_million is None
+    text = render(c)
+    best_line = next(line for line in text.splitlines() if line.startswith("| best"))
+    assert "300.00" in best_line
+    assert any(line.startswith("| INVALID") for line in text.splitlines())
+
+
+def test_an_invalid_offline_run_is_not_the_offline_figure():
+    records = [
+        served("g5.xlarge", "NVIDIA A10G", 100, True, 9.0),
+        offline("g5.xlarge", "NVIDIA A10G", 9000.0, valid=False),
+        offline("g5.xlarge", "NVIDIA A10G", 400.0),
+    ]
+    c = compare([(Path(f"{r.run_id}.json"), r) for r in records], Pricing(CAT))
+    ((_, (row,)),) = c.serving.items()
+    assert row.offline_samples_per_s == 400.0
+
+
+def test_a_valid_load_above_an_invalid_one_is_not_the_best():
+    records = [
+        served("g5.xlarge", "NVIDIA A10G", 100, True, 9.0),
+        served("g5.xlarge", "NVIDIA A10G", 200, False, 20.0),
+        served("g5.xlarge", "NVIDIA A10G", 300, True, 14.0),
+    ]
+    c = compare([(Path(f"{r.run_id}.json"), r) for r in records], Pricing(CAT))
+    ((_, (row,)),) = c.serving.items()
+    assert (row.best_qps, row.monotone) == (100, False)
+    assert "100 (non-monotone)" in render(c)

@@ -10,7 +10,7 @@ from pathlib import Path
 from textwrap import fill
 from typing import Any
 
-from bench.analysis.cost import run_cost
+from bench.analysis.cost import loadgen_invalid, run_cost
 from bench.analysis.pricing import Pricing, RunPrice, basis_text
 from bench.analysis.scaling import (
     SCALING_COLUMNS,
@@ -326,6 +326,8 @@ NARROW_WIDTH = 120
 def _marker(r: Row, rows: Sequence[Row], best: Row | None) -> str:
     if r is best:
         return "best"
+    if loadgen_invalid(r.record):
+        return "INVALID"
     return "base" if r.baseline is None and _is_base(r, rows) else ""
 
 

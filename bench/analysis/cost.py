@@ -60,9 +60,19 @@ def cost_metrics(
     )
 
 
-def run_cost(record: RunRecord, price_per_hour_usd: float | None) -> CostMetrics:
+def loadgen_invalid(record: RunRecord) -> bool:
+    """LoadGen judged the run INVALID: its figures are not the system's, so it is never
+    priced or ranked best (``include_invalid`` shows them, marked)."""
+    return record.loadgen_valid is False
+
+
+def run_cost(
+    record: RunRecord, price_per_hour_usd: float | None, *, include_invalid: bool = False
+) -> CostMetrics:
     """A run's cost metrics; per-epoch figures for training runs, from the epoch size the
-    workload declares."""
+    workload declares. A run LoadGen judged INVALID has none."""
+    if loadgen_invalid(record) and not include_invalid:
+        price_per_hour_usd = None
     epoch = None
     if record.spec.mode == "train":
         epoch = registry.workload_info(record.spec.workload).epoch_samples

@@ -4,12 +4,14 @@ cost there, beside the offline (throughput) cost of the same work."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bench.analysis.cost import cost_metrics
+from bench.analysis.cost import cost_metrics, loadgen_invalid
 from bench.run import registry
+from bench.run.loadgen_log import from_scenario_result
 
 if TYPE_CHECKING:
     from bench.analysis.compare import Row
@@ -37,20 +39,19 @@ class ServingRow:
     offline_usd_per_million: float | None = None
     #: (target QPS, percentile latency ms, valid) of every server run, by load.
     curve: list[tuple[float, float | None, bool]] = field(default_factory=list)
+    #: False where a VALID load lies above an INVALID one (a noisy verdict: re-test).
+    monotone: bool = True
 
 
 def usd_per_million(price_per_hour: float | None, per_s: float | None) -> float | None:
     return cost_metrics(per_s, price_per_hour).usd_per_million_samples
 
 
-def _percentile_key(percentile: float) -> str:
-    """The field of LoadGen's latency table: p99, p99_9."""
-    return f"p{percentile:g}".replace(".", "_")
-
-
 def serving_groups(rows: Sequence[Row]) -> dict[ServingKey, list[ServingRow]]:
     """Server runs grouped by work and latency bound, one row per instance and path, sorted
-    by $ per million inferences at the bound (rows with no valid load last)."""
+    by $ per million inferences at the bound (rows with no valid load last). Only runs
+    LoadGen judged VALID count: the best load is the highest VALID one below every INVALID
+    one, and the offline figure is the best VALID offline run's."""
     servers: dict[tuple[ServingKey, tuple[Any, ...]], list[Row]] = {}
     offline: dict[tuple[Any, ...], list[Row]] = {}
     for row in rows:
@@ -62,24 +63,15 @@ def serving_groups(rows: Sequence[Row]) -> dict[ServingKey, list[ServingRow]]:
         if spec.scenario == "server" and spec.latency_bound_ms is not None:
             key = (spec.workload, shape, spec.latency_bound_ms, spec.latency_percentile)
             servers.setdefault((key, path), []).append(row)
-        elif spec.scenario == "offline":
+        elif spec.scenario == "offline" and not loadgen_invalid(row.record):
             offline.setdefault(path, []).append(row)
     groups: dict[ServingKey, list[ServingRow]] = {}
     for (key, path), runs in servers.items():
-        percentile = _percentile_key(key[3])
-        curve = sorted(
-            (
-                float(r.spec.target_qps or 0.0),
-                _latency(r, percentile),
-                r.record.loadgen_valid is True,
-            )
-            for r in runs
-        )
-        valid = [point for point in curve if point[2]]
-        best = max(valid, key=lambda point: point[0]) if valid else None
+        curve = sorted(_point(r) for r in runs)
+        best, monotone = best_valid_load(curve)
         price = runs[0].price_per_hour_usd
-        off = offline.get(path, [])
-        off_best = max((r.samples_per_s or 0.0 for r in off), default=None) or None
+        off_best = max((r.record.samples_per_s or 0.0 for r in offline.get(path, [])), default=0)
+        off = off_best or None
         groups.setdefault(key, []).append(
             ServingRow(
                 instance=path[0],
@@ -91,9 +83,10 @@ def serving_groups(rows: Sequence[Row]) -> dict[ServingKey, list[ServingRow]]:
                 points=len(runs),
                 price_per_hour_usd=price,
                 usd_per_million_at_bound=usd_per_million(price, best[0] if best else None),
-                offline_samples_per_s=off_best,
-                offline_usd_per_million=usd_per_million(price, off_best),
+                offline_samples_per_s=off,
+                offline_usd_per_million=usd_per_million(price, off),
                 curve=curve,
+                monotone=monotone,
             )
         )
     for members in groups.values():
@@ -101,13 +94,25 @@ def serving_groups(rows: Sequence[Row]) -> dict[ServingKey, list[ServingRow]]:
     return groups
 
 
-def _latency(row: Row, percentile: str) -> float | None:
-    """LoadGen's latency at the bound's percentile (its own figure where it logged one)."""
-    result = (row.record.scenario.result if row.record.scenario is not None else None) or {}
-    value = result.get("target_percentile_latency_ms")
-    if value is None:
-        value = (result.get("latency_ms") or {}).get(percentile)
-    return float(value) if value is not None else None
+def best_valid_load(
+    curve: Sequence[tuple[float, float | None, bool]],
+) -> tuple[tuple[float, float | None, bool] | None, bool]:
+    """The highest VALID point below the lowest INVALID one, and whether the curve is
+    monotone (no VALID point above an INVALID one: else a verdict was noise, and the
+    points above the first INVALID one are not trusted)."""
+    lowest_invalid = min((q for q, _, valid in curve if not valid), default=math.inf)
+    below = [p for p in curve if p[2] and p[0] < lowest_invalid]
+    monotone = not any(p[2] and p[0] > lowest_invalid for p in curve)
+    return (max(below, key=lambda p: p[0]) if below else None), monotone
+
+
+def _point(row: Row) -> tuple[float, float | None, bool]:
+    """(target QPS, LoadGen's latency at the bound's percentile, LoadGen's verdict)."""
+    facts = row.record.scenario
+    result = from_scenario_result(facts.result if facts is not None else None)
+    latency = result.target_latency_ms if result is not None else None
+    valid = result.valid if result is not None else row.record.loadgen_valid is True
+    return float(row.spec.target_qps or 0.0), latency, valid
 
 
 def _rank(row: ServingRow) -> tuple[int, float]:
@@ -147,7 +152,7 @@ def table_rows(rows: Sequence[ServingRow]) -> list[list[str]]:
             r.hardware,
             r.backend,
             r.precision,
-            _fmt(r.best_qps, "none valid"),
+            _fmt(r.best_qps, "none valid") + ("" if r.monotone else " (non-monotone)"),
             _fmt(r.latency_at_best_ms),
             str(r.points),
             _fmt(r.price_per_hour_usd),
@@ -186,6 +191,9 @@ def summary_lines(groups: dict[ServingKey, list[ServingRow]]) -> list[str]:
 
 
 def _fmt(value: float | None, missing: str = "-") -> str:
+    """Plain numbers (no scientific notation): three significant figures below 1000."""
     if value is None:
         return missing
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:,.4g}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) >= 0.001 else f"{value:.6f}"

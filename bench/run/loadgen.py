@@ -1,32 +1,40 @@
-"""MLPerf LoadGen scenarios: LoadGen decides when queries arrive and measures them; the
-harness provides the system under test (a batching SUT over the workload's staged
-samples) and the query sample library.
+"""MLPerf LoadGen scenarios: LoadGen decides when queries arrive, measures them and judges
+the run; the harness provides the system under test and the query sample library.
 
-The SUT's ``issue_queries`` only enqueues and LoadGen runs in its own thread, while the
-batches run on the thread that set the model up, so LoadGen's clock is never stalled by
-inference. Samples are staged on the device before the test
-(``Workload.stage_samples``), so loading the library costs nothing during it. LoadGen's own
-logs are kept in the run's artifacts directory; its verdict (valid or not, and why) and
-percentiles go into the record's scenario result.
+LoadGen drives a :class:`SystemUnderTest`: it hands it queries (``issue``), asks it to
+flush, and is told when each query completes. :class:`BatchingSut` is the one here, a
+batching SUT over the workload's staged samples; another SUT (a serving endpoint) plugs in
+beside it through the same methods. The SUT's ``issue`` only enqueues and LoadGen runs in its
+own thread, while the batches run on the thread that set the model up, so LoadGen's clock is
+never stalled by inference.
+
+LoadGen is the source of every figure of these scenarios: the record's latency percentiles,
+its samples per second (completed in Server, LoadGen's "Samples per second" in Offline) and
+the verdict with its reasons all come from LoadGen's detail log, kept in the run's artifacts
+directory. The SUT's own timings (queue wait, batch compute) are a named breakdown beside
+them (``scenario.result.sut``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import statistics
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from bench.run.batcher import Batcher, Query
-from bench.run.loadgen_log import LoadgenLogError, parse_logs
+from bench.run.loadgen_log import LoadgenLogError, LoadgenResult, read_detail
 from bench.run.loop import Measurement, PhaseMarks
-from bench.run.record import ScenarioFacts
+from bench.run.record import Latency, RunRecord, ScenarioFacts
 from bench.run.scenarios import Mark, Scenario
-from bench.run.spec import RunSpec
+from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import Workload
 
 #: LoadGen reads this file from the working directory and lets it override the settings.
@@ -35,15 +43,146 @@ AUDIT_CONFIG = "audit.config"
 #: (and the query count when it gives a duration): LoadGen needs both.
 MIN_QUERIES_WITH_DURATION = 1
 MIN_DURATION_WITH_QUERIES_S = 0.0
+#: Offline without a target QPS: LoadGen's expected QPS is the probed throughput times this,
+#: so that the samples it issues last at least the minimum duration even where the probe
+#: was optimistic by this much (LoadGen issues min duration x expected QPS x 1.1 samples).
+OFFLINE_PROBE_MARGIN = 1.5
+#: The probe: a burst of queries through the SUT lasting at least this long.
+PROBE_S = 0.5
+PROBE_MIN_SAMPLES = 8
+PROBE_MAX_SAMPLES = 1 << 22
+PROBE_TIMEOUT_S = 600.0
+#: LoadGen's Offline query holds min duration x expected QPS x this many samples.
+OFFLINE_SAMPLES_FACTOR = 1.1
+
+Complete = Callable[[Sequence[int]], None]
 
 
 class LoadgenError(RuntimeError):
     """The LoadGen test could not run or left no readable result."""
 
 
+class SystemUnderTest(Protocol):
+    """What LoadGen drives. ``issue`` and ``flush`` are called from LoadGen's thread and must
+    not block; ``serve`` runs on the calling thread until ``stop``; every issued query id is
+    passed to the ``complete`` callback the SUT was built with exactly once."""
+
+    def issue(self, queries: Sequence[tuple[int, int]]) -> None:
+        """Queries as (LoadGen's query id, sample index)."""
+
+    def flush(self) -> None: ...
+
+    def serve(self, on_ready: Callable[[], None]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def breakdown(self) -> dict[str, Any]:
+        """The SUT's own settings and timings, kept beside LoadGen's figures."""
+
+    def check(self) -> None:
+        """Raise LoadgenError where the SUT failed during the test."""
+
+
+class BatchingSut:
+    """Batches of queries over a workload's staged samples (:class:`Batcher`)."""
+
+    def __init__(
+        self, workload: Workload, spec: RunSpec, complete: Complete, clock: Callable[[], float]
+    ) -> None:
+        #: From the SUT receiving a query to its batch starting, and each batch's compute.
+        self.queue_wait_s: list[float] = []
+        self.compute_s: list[float] = []
+        #: When the batch now completing started (None: its queries never ran).
+        self._started: float | None = None
+        self._lock = threading.Lock()
+        self._complete = complete
+        self._clock = clock
+        self._workload = workload
+        self.batcher = Batcher(
+            self._run_batch,
+            self._done,
+            max_batch=spec.effective_max_batch,
+            timeout_s=spec.batch_timeout_ms / 1000,
+            shapes=spec.batch_shapes,
+            clock=clock,
+        )
+
+    def _run_batch(self, indices: Sequence[int]) -> None:
+        # batches run one at a time on the batcher thread, each completed before the next
+        start = self._started = self._clock()
+        self._workload.infer_samples(indices)
+        self._workload.sync()
+        with self._lock:
+            self.compute_s.append(self._clock() - start)
+
+    def _done(self, queries: Sequence[Query], t_done: float) -> None:
+        self._complete([q.id for q in queries])
+        with self._lock:
+            start, self._started = self._started, None
+            if start is not None:
+                self.queue_wait_s.extend(max(0.0, start - q.issued_at) for q in queries)
+
+    def issue(self, queries: Sequence[tuple[int, int]]) -> None:
+        self.batcher.issue(queries)
+
+    def flush(self) -> None:
+        self.batcher.flush()
+
+    def serve(self, on_ready: Callable[[], None]) -> None:
+        self.batcher.serve(on_ready=on_ready)
+
+    def stop(self) -> None:
+        self.batcher.stop()
+
+    def breakdown(self) -> dict[str, Any]:
+        return {
+            **self.batcher.settings(),
+            **self.batcher.stats.to_dict(),
+            "queue_wait_ms": _summary_ms(self.queue_wait_s),
+            "batch_compute_ms": _summary_ms(self.compute_s),
+        }
+
+    def check(self) -> None:
+        stats = self.batcher.stats
+        if stats.failed:
+            first = stats.errors[0]
+            raise LoadgenError(
+                f"the SUT failed during the LoadGen test ({stats.error_count} error(s)); "
+                f"first, in {first.where}: {first.message}"
+            )
+
+
+def _summary_ms(values_s: Sequence[float]) -> dict[str, float] | None:
+    """Mean, median and 99th percentile in milliseconds (the SUT's own timings)."""
+    if not values_s:
+        return None
+    ms = sorted(v * 1000 for v in values_s)
+    return {
+        "mean": statistics.fmean(ms),
+        "p50": ms[len(ms) // 2],
+        "p99": ms[min(len(ms) - 1, math.ceil(0.99 * len(ms)) - 1)],
+        "count": float(len(ms)),
+    }
+
+
+def loadgen_result(facts: ScenarioFacts | None) -> LoadgenResult | None:
+    """The typed LoadGen result of a record's scenario section (None: not a LoadGen run)."""
+    result = facts.result if facts is not None else None
+    if not result or not isinstance(result.get("loadgen"), dict):
+        return None
+    return LoadgenResult.from_dict(result["loadgen"])
+
+
+def verdict_line(result: LoadgenResult) -> str:
+    """LoadGen's verdict and its reasons, one line."""
+    if result.valid:
+        return "LoadGen: VALID"
+    return "LoadGen: INVALID: " + "; ".join(result.invalid_reasons)
+
+
 class LoadgenScenario(Scenario):
-    """One LoadGen test over a batching SUT; subclasses name LoadGen's scenario and add its
-    settings."""
+    """One LoadGen test over a system under test; subclasses name LoadGen's scenario and add
+    its settings."""
 
     timing = "loadgen"
     lg_scenario: ClassVar[str]
@@ -51,12 +190,32 @@ class LoadgenScenario(Scenario):
     def __init__(self, spec: RunSpec) -> None:
         super().__init__(spec)
         self.artifacts: Path | None = None
+        #: Offline without a target QPS: LoadGen's expected QPS, from the probe.
+        self.probed_qps: float | None = None
+        self.loadgen: LoadgenResult | None = None
 
     def min_duration_s(self) -> float:
         return self.spec.duration_s or MIN_DURATION_WITH_QUERIES_S
 
     def min_query_count(self) -> int:
         return self.spec.iters or MIN_QUERIES_WITH_DURATION
+
+    def expected_qps(self) -> float | None:
+        """The query rate LoadGen is told to expect (None: LoadGen's default)."""
+        return self.spec.target_qps
+
+    def expected_time(self) -> tuple[float, str]:
+        """How long the test will take at least, and why."""
+        duration, queries = self.min_duration_s(), self.min_query_count()
+        qps = self.expected_qps()
+        if qps is None:
+            return duration, f"min duration {_num(duration)} s"
+        by_queries = queries / qps
+        why = (
+            f"max(min duration {_num(duration)} s, min queries {queries} / "
+            f"{_num(qps)} QPS = {_num(by_queries)} s)"
+        )
+        return max(duration, by_queries), why
 
     def settings(self) -> dict[str, object]:
         """What LoadGen is asked for (its effective settings are in the result)."""
@@ -70,6 +229,7 @@ class LoadgenScenario(Scenario):
             "batch_timeout_ms": spec.batch_timeout_ms,
             "batch_shapes": spec.batch_shapes,
             "target_qps": spec.target_qps,
+            "probed_target_qps": self.probed_qps,
             "latency_bound_ms": spec.latency_bound_ms,
             "latency_percentile": spec.latency_percentile,
         }
@@ -95,6 +255,16 @@ class LoadgenScenario(Scenario):
         settings.qsl_rng_seed = spec.seed
         self.configure(lg, settings)
         return settings
+
+    def make_sut(
+        self, workload: Workload, complete: Complete, clock: Callable[[], float]
+    ) -> SystemUnderTest:
+        """The system under test LoadGen drives: here, batches over the workload."""
+        return BatchingSut(workload, self.spec, complete, clock)
+
+    def probe(self, workload: Workload, clock: Callable[[], float], respond: Complete) -> None:
+        """Before the test, after the warm-up: what the scenario needs to know of the SUT
+        (``respond`` builds LoadGen's responses without sending them, as a probe's cost)."""
 
     def run(
         self,
@@ -123,91 +293,102 @@ class LoadgenScenario(Scenario):
         workload.sync()
         warmup_s = clock() - t_warm
 
-        latencies: list[float] = []
-        lock = threading.Lock()
+        def complete(ids: Sequence[int]) -> None:
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids])
 
-        def run_batch(indices: Sequence[int]) -> None:
-            workload.infer_samples(indices)
-            workload.sync()
+        def respond(ids: Sequence[int]) -> None:  # the probe's share of complete()'s cost
+            [lg.QuerySampleResponse(i, 0, 0) for i in ids]
 
-        def complete(queries: Sequence[Query], t_done: float) -> None:
-            lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in queries])
-            with lock:
-                latencies.extend(t_done - q.issued_at for q in queries)
+        self.probe(workload, clock, respond)
 
-        batcher = Batcher(
-            run_batch,
-            complete,
-            max_batch=max_batch,
-            timeout_s=spec.batch_timeout_ms / 1000,
-            shapes=spec.batch_shapes,
-            clock=clock,
-        )
-
+        sut = self.make_sut(workload, complete, clock)
         if Path(AUDIT_CONFIG).exists():
             raise LoadgenError(
                 f"an {AUDIT_CONFIG} in the working directory would silently override "
                 "LoadGen's settings (LoadGen reads it there): move it away"
             )
+        if progress:
+            seconds, why = self.expected_time()
+            _say(f"LoadGen {self.lg_scenario}: expect at least {_num(seconds)} s: {why}")
         with contextlib.ExitStack() as stack:
             if artifacts is None:  # nowhere to keep them: read the logs, then drop them
                 out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             else:
                 out = self.artifacts = artifacts
             out.mkdir(parents=True, exist_ok=True)
-            window = self._loadgen_test(lg, batcher, out, mark, clock)
+            window = self._loadgen_test(lg, sut, out, mark, clock)
             try:
-                result = parse_logs(out).to_dict()
+                result = read_detail(out)
             except LoadgenLogError as exc:
                 raise LoadgenError(f"LoadGen left no readable result: {exc}") from exc
-        stats = batcher.stats
-        result["sut"] = {**batcher.settings(), **stats.to_dict()}
-        if stats.failed:
-            first = stats.errors[0]
-            raise LoadgenError(
-                f"the SUT failed during the LoadGen test ({stats.error_count} error(s)); "
-                f"first, in {first.where}: {first.message}"
-            )
-        self.result = result
+        sut.check()
+        self.loadgen = result
+        self.result = {
+            "valid": result.valid,
+            "invalid_reasons": list(result.invalid_reasons),
+            "loadgen": asdict(result),
+            "sut": sut.breakdown(),
+        }
+        if progress:
+            _say(verdict_line(result))
+        queries = result.query_count or 0
+        per_query = result.values.get("effective_samples_per_query") or 1
         return Measurement(
-            latencies_s=latencies,
+            latencies_s=[],
             window_s=window,
             warmup_s=warmup_s,
             marks=marks,
-            samples=len(latencies),
+            samples=int(queries * per_query),
+            steps=queries,
         )
+
+    def fill_record(self, record: RunRecord) -> None:
+        """LoadGen's figures in the record: its latency percentiles and its samples per
+        second replace the harness's (which saw queries only from the SUT's side)."""
+        result = self.loadgen
+        if result is None:
+            return
+        record.latencies_ms = []
+        record.latency = loadgen_latency(result)
+        sps = result.samples_per_s or result.completed_samples_per_s
+        tput = record.throughput
+        if sps is not None and tput is not None:
+            if tput.tflops_per_s is not None and tput.samples_per_s > 0:
+                tput.tflops_per_s *= sps / tput.samples_per_s
+            tput.iters_per_s *= sps / tput.samples_per_s if tput.samples_per_s > 0 else 0.0
+            tput.samples_per_s = sps
 
     def _loadgen_test(
         self,
         lg: Any,
-        batcher: Batcher,
+        sut: SystemUnderTest,
         out: Path,
         mark: Callable[[str], None],
         clock: Callable[[], float],
     ) -> float:
-        """Run LoadGen's test in its own thread while the batches run in this one; return
+        """Run LoadGen's test in its own thread while the SUT serves in this one; return
         the test's wall time."""
 
         def issue(samples: Sequence[Any]) -> None:
-            batcher.issue([(s.id, s.index) for s in samples])
+            sut.issue([(s.id, s.index) for s in samples])
 
         log = lg.LogSettings()
         log.log_output.outdir = str(out)
         log.log_output.copy_summary_to_stdout = False
         log.enable_trace = False
         count = self.spec.sample_count
-        sut = lg.ConstructSUT(issue, batcher.flush)
+        lg_sut = lg.ConstructSUT(issue, sut.flush)
         qsl = lg.ConstructQSL(count, count, _noop, _noop)
         settings = self.test_settings(lg)
         failures: list[BaseException] = []
 
         def test() -> None:
             try:
-                lg.StartTestWithLogSettings(sut, qsl, settings, log)
+                lg.StartTestWithLogSettings(lg_sut, qsl, settings, log)
             except BaseException as exc:  # noqa: BLE001 - reported from the main thread
                 failures.append(exc)
             finally:
-                batcher.stop()  # ends serve() below once the queue has drained
+                sut.stop()  # ends serve() below once the queue has drained
 
         # LoadGen runs in its own thread; the batches run here, on the thread that set the
         # model up and warmed it (a second OpenMP team would slow CPU batches)
@@ -215,18 +396,104 @@ class LoadgenScenario(Scenario):
         try:
             mark("measure_start")
             start = clock()
-            batcher.serve(on_ready=loadgen.start)
+            sut.serve(loadgen.start)
             loadgen.join()
             window = clock() - start
             mark("measure_end")
         finally:
-            batcher.stop()
+            sut.stop()
             loadgen.join(timeout=10)
             lg.DestroyQSL(qsl)
-            lg.DestroySUT(sut)
+            lg.DestroySUT(lg_sut)
         if failures:
             raise LoadgenError(f"LoadGen failed: {failures[0]}") from failures[0]
         return window
+
+
+def loadgen_latency(result: LoadgenResult) -> Latency | None:
+    """LoadGen's per-sample latencies (per query in MultiStream) as the record's latency;
+    the spread figures LoadGen does not give are None."""
+    per_query = result.scenario == "MultiStream"
+    p = {q: result.latency_ms(q, per_query) for q in (50, 90, 95, 99)}
+    mean = result.latency_ms("mean", per_query)
+    lo, hi = result.latency_ms("min", per_query), result.latency_ms("max", per_query)
+    if mean is None or lo is None or hi is None or any(v is None for v in p.values()):
+        return None
+    return Latency(
+        count=result.query_count or 0,
+        mean_ms=mean,
+        p50_ms=p[50] or 0.0,
+        p90_ms=p[90] or 0.0,
+        p95_ms=p[95] or 0.0,
+        p99_ms=p[99] or 0.0,
+        min_ms=lo,
+        max_ms=hi,
+        stdev_ms=None,
+        iqr_ms=None,
+        cv=None,
+    )
+
+
+def probe_sut_samples_per_s(
+    make_sut: Callable[[Complete], SystemUnderTest],
+    count: int,
+    clock: Callable[[], float],
+    respond: Complete = lambda ids: None,
+) -> float:
+    """Samples per second through the SUT (its batching and hand-offs included, and
+    ``respond``, the cost of answering LoadGen), issued as Offline issues them: a burst of
+    queries, grown until it lasts at least PROBE_S."""
+    n = PROBE_MIN_SAMPLES
+    while True:
+        elapsed = _burst(make_sut, n, count, clock, respond)
+        if elapsed >= PROBE_S or n >= PROBE_MAX_SAMPLES:
+            return n / max(elapsed, 1e-9)
+        n = min(PROBE_MAX_SAMPLES, n * min(64, math.ceil(2 * PROBE_S / max(elapsed, 1e-3))))
+
+
+def _burst(
+    make_sut: Callable[[Complete], SystemUnderTest],
+    n: int,
+    count: int,
+    clock: Callable[[], float],
+    respond: Complete,
+) -> float:
+    """Seconds ``n`` queries issued at once take through a fresh SUT."""
+    done = threading.Event()
+    left = [n]
+
+    def complete(ids: Sequence[int]) -> None:
+        respond(ids)
+        left[0] -= len(ids)
+        if left[0] <= 0:
+            done.set()
+
+    sut = make_sut(complete)
+
+    def feed() -> None:
+        sut.issue([(i, i % count) for i in range(n)])
+        sut.flush()
+        done.wait(PROBE_TIMEOUT_S)
+        sut.stop()
+
+    feeder = threading.Thread(target=feed, name="probe", daemon=True)
+    start = clock()
+    sut.serve(feeder.start)
+    feeder.join()
+    elapsed = clock() - start
+    sut.check()
+    return elapsed
+
+
+def _num(value: float) -> str:
+    """A plain number: no scientific notation, three significant figures or whole."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value >= 0.001 else f"{value:.6f}".rstrip("0")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 #: LoadGen's early-stopping confidence (loadgen/results.cc).
@@ -264,6 +531,10 @@ class SingleStream(LoadgenScenario):
     name = "single-stream"
     lg_scenario = "SingleStream"
 
+    def expected_qps(self) -> float | None:
+        bound = self.spec.latency_bound_ms
+        return 1000 / bound if bound else None
+
     def configure(self, lg: Any, settings: Any) -> None:
         if self.spec.latency_bound_ms is not None:
             settings.single_stream_expected_latency_ns = int(self.spec.latency_bound_ms * 1e6)
@@ -275,6 +546,10 @@ class MultiStream(LoadgenScenario):
 
     name = "multi-stream"
     lg_scenario = "MultiStream"
+
+    def expected_qps(self) -> float | None:
+        bound = self.spec.latency_bound_ms
+        return 1000 / bound if bound else None
 
     def configure(self, lg: Any, settings: Any) -> None:
         settings.multi_stream_samples_per_query = self.spec.effective_max_batch
@@ -310,9 +585,52 @@ class Offline(LoadgenScenario):
     name = "offline"
     lg_scenario = "Offline"
 
+    def expected_qps(self) -> float | None:
+        return self.spec.target_qps or self.probed_qps
+
+    def expected_time(self) -> tuple[float, str]:
+        duration, qps = self.min_duration_s(), self.expected_qps()
+        if qps is None:
+            return duration, f"min duration {_num(duration)} s"
+        samples = math.ceil(duration * qps * OFFLINE_SAMPLES_FACTOR)
+        return duration, (
+            f"min duration {_num(duration)} s: one query of about {samples:,} samples "
+            f"(min duration x {_num(qps)} expected samples/s x {OFFLINE_SAMPLES_FACTOR:g})"
+        )
+
+    def probe(self, workload: Workload, clock: Callable[[], float], respond: Complete) -> None:
+        """Measure the throughput LoadGen should expect: the test's one query then lasts
+        the minimum duration, and LoadGen can call it VALID."""
+        spec = self.spec
+        measured = probe_sut_samples_per_s(
+            lambda complete: self.make_sut(workload, complete, clock),
+            spec.sample_count,
+            clock,
+            respond,
+        )
+        if spec.target_qps is None:
+            self.probed_qps = measured * OFFLINE_PROBE_MARGIN
+        elif spec.target_qps * OFFLINE_SAMPLES_FACTOR < measured:
+            _say(
+                f"warning: --target-qps {_num(spec.target_qps)} is below the "
+                f"{_num(measured)} samples/s a probe measured: the query will end before "
+                "LoadGen's minimum duration and the run will be INVALID (leave --target-qps "
+                "out to size it from the probe)"
+            )
+
     def configure(self, lg: Any, settings: Any) -> None:
-        if self.spec.target_qps is not None:
-            settings.offline_expected_qps = float(self.spec.target_qps)
+        qps = self.expected_qps()
+        if qps is not None:
+            settings.offline_expected_qps = float(qps)
+
+
+def check_spec(spec: RunSpec) -> None:
+    """Settings that cannot give a VALID LoadGen run, refused before anything runs."""
+    if spec.scenario == "offline" and spec.duration_s is None:
+        raise SpecError(
+            "the offline scenario is sized by its minimum duration (LoadGen issues duration x "
+            "expected samples/s): give --duration, not --iters"
+        )
 
 
 LOADGEN_SCENARIOS: dict[str, type[LoadgenScenario]] = {

@@ -212,8 +212,9 @@ class Latency:
     p99_ms: float
     min_ms: float
     max_ms: float
-    stdev_ms: float
-    iqr_ms: float
+    #: None where the figures are a reference tool's that gives no spread (LoadGen).
+    stdev_ms: float | None
+    iqr_ms: float | None
     cv: float | None
     #: Percentiles the iteration count is too small for (``p95``, ``p99``).
     unreliable_percentiles: list[str] = field(default_factory=list)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.run.loop import Measurement, measure, measure_pipelined
-from bench.run.record import ScenarioFacts
+from bench.run.record import RunRecord, ScenarioFacts
 from bench.run.spec import ACCURACY_SCENARIOS, RunSpec, SpecError
 from bench.run.workload import Workload
 
@@ -48,6 +48,10 @@ class Scenario(ABC):
     ) -> Measurement:
         """Issue work to a set-up workload; ``on_mark(phase, unix_time)`` at phase edges.
         Files the scenario keeps (LoadGen's logs) go into ``artifacts``."""
+
+    def fill_record(self, record: RunRecord) -> None:
+        """After the measurement: the scenario's own figures where a reference tool measured
+        them (LoadGen's latency and throughput)."""
 
     def facts(self) -> ScenarioFacts:
         """What the record keeps about how work was issued."""

@@ -1,39 +1,56 @@
 """The highest server load a system sustains under a latency bound: a bracketing search over
 LoadGen server runs, each a whole run (its own worker and record).
 
-From a starting QPS the load doubles until a run is INVALID (or halves until one is VALID),
-then the bracket [highest valid, lowest invalid] is bisected until it is narrower than the
-tolerance. Every point tried is kept with LoadGen's verdict and percentiles.
+From a starting QPS (estimated by a probe) the load doubles until a run is INVALID (or
+halves until one is VALID, never below a load whose run ends in bounded time), then the
+bracket [highest VALID, lowest INVALID] is bisected until it is narrower than the tolerance
+or the next load would round to an end. One verdict can be noise, so both ends are then
+confirmed by running them again (2 of 2, or the best 2 of 3); a VALID load above an INVALID
+one is re-tested, never concluded from. Every run is kept with LoadGen's verdict.
 """
 
 from __future__ import annotations
 
+import math
+import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.run.loadgen import early_stopping_min_queries
+from bench.run.loadgen_log import from_scenario_result
 from bench.run.record import RunRecord
 from bench.run.spec import RunSpec, SpecError
 from bench.run.store import write_json_atomic
 
 #: Relative width of the final bracket: (lowest invalid - highest valid) / lowest invalid.
 DEFAULT_TOLERANCE = 0.05
-DEFAULT_MAX_POINTS = 20
-#: Below this the search gives up looking for a valid load.
-MIN_QPS = 0.01
+#: Narrower brackets than this are noise on a shared machine (and below the rounding).
+MIN_TOLERANCE = 0.01
+DEFAULT_MAX_POINTS = 24
+#: No point is tried whose run would last longer than this (LoadGen's minimum query count
+#: over the load): the search stops with "no valid load above X QPS" instead.
+DEFAULT_MAX_POINT_S = 120.0
+#: Significant figures of the loads tried.
+DIGITS = 3
 
 
 @dataclass(frozen=True)
 class SlaPoint:
     target_qps: float
     valid: bool
-    #: Why LoadGen called the run invalid, or the run's error.
+    #: Why LoadGen called the run invalid.
     reason: str | None
     completed_qps: float | None
-    latency_ms: dict[str, float | None]
+    scheduled_qps: float | None
+    #: LoadGen's latency at the bound's percentile.
+    latency_ms: float | None
     run_id: str
+    #: A re-run of a load tried before (a confirmation).
+    retest: bool = False
 
 
 @dataclass
@@ -42,12 +59,25 @@ class SlaResult:
     latency_bound_ms: float
     latency_percentile: float
     tolerance: float
-    #: The highest target QPS whose run was VALID (None: not even the lowest tried).
+    start_qps: float
+    #: The lowest load tried: runs below it would last longer than allowed.
+    floor_qps: float
+    #: The highest load confirmed VALID (None: none was).
     best_qps: float | None = None
-    #: The lowest target QPS whose run was INVALID (None: the search never found one).
+    #: The lowest load confirmed INVALID (None: none was found).
     lowest_invalid_qps: float | None = None
+    #: (lowest invalid - highest valid) / lowest invalid, once both are confirmed.
+    bracket_width: float | None = None
+    #: LoadGen's scheduled samples per second at the confirmed best load (its last run).
+    scheduled_qps_at_best: float | None = None
+    #: Both ends of the bracket are confirmed.
     converged: bool = False
+    stop_reason: str = ""
     points: list[SlaPoint] = field(default_factory=list)
+
+    @property
+    def found_bracket(self) -> bool:
+        return self.best_qps is not None and self.lowest_invalid_qps is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +87,49 @@ class SlaError(RuntimeError):
     """A point failed for a reason other than its latency (a crash, an error)."""
 
 
+#: The probe's loop: full batches, after a short warm-up.
+PROBE_ITERS = 5
+#: The search starts at this share of the probed capacity (max batch / batch latency).
+START_SHARE = 0.5
+
+
+def probe_spec(spec: RunSpec) -> RunSpec:
+    """A short loop of full batches: their latency estimates the SUT's capacity."""
+    return spec.replace(
+        scenario="loop",
+        batch=spec.effective_max_batch,
+        iters=PROBE_ITERS,
+        duration_s=None,
+        warmup=1,
+        target_qps=None,
+    )
+
+
+def start_from_probe(record: RunRecord) -> float:
+    """The first load of the search: half the capacity of back-to-back full batches."""
+    if not record.ok or record.latency is None or record.latency.p50_ms <= 0:
+        raise SlaError(f"the probe run failed: {record.outcome.message}")
+    capacity = record.spec.batch / (record.latency.p50_ms / 1000)
+    return round_qps(capacity * START_SHARE)
+
+
+def floor_qps(spec: RunSpec, max_point_s: float) -> float:
+    """The lowest load whose server run ends within ``max_point_s``: LoadGen needs its
+    minimum query count (early stopping's, at the bound's percentile) at any load."""
+    return round_qps(min_queries(spec) / max_point_s, up=True)
+
+
+def min_queries(spec: RunSpec) -> int:
+    """The queries a server run issues at least: early stopping's minimum at the bound's
+    percentile, or the spec's minimum query count."""
+    return max(spec.iters or 1, early_stopping_min_queries(spec.latency_percentile))
+
+
+def point_seconds(spec: RunSpec, qps: float) -> float:
+    """How long LoadGen's server run at ``qps`` lasts at least."""
+    return max(spec.duration_s or 0.0, min_queries(spec) / qps)
+
+
 def search(
     spec: RunSpec,
     run_point: Callable[[RunSpec], RunRecord],
@@ -64,71 +137,144 @@ def search(
     start_qps: float,
     tolerance: float = DEFAULT_TOLERANCE,
     max_points: int = DEFAULT_MAX_POINTS,
+    max_point_s: float = DEFAULT_MAX_POINT_S,
+    max_time_s: float | None = None,
     on_point: Callable[[SlaPoint], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SlaResult:
-    """Find the highest server QPS whose LoadGen run of ``spec`` is VALID."""
+    """Find the highest server QPS whose LoadGen run of ``spec`` is VALID, confirmed."""
     if spec.scenario != "server" or spec.latency_bound_ms is None:
         raise SpecError("the SLA search runs the server scenario with a latency bound")
     if not start_qps > 0:
         raise SpecError("the starting QPS must be positive")
     if not 0 < tolerance < 1:
         raise SpecError("the tolerance must be in (0, 1)")
+    if max_points < 2:
+        raise SpecError("the search needs at least 2 points (--max-points 2 or more)")
+    floor = floor_qps(spec, max_point_s)
     result = SlaResult(
         spec=spec.to_dict(),
         latency_bound_ms=spec.latency_bound_ms,
         latency_percentile=spec.latency_percentile,
-        tolerance=tolerance,
+        tolerance=max(tolerance, MIN_TOLERANCE),
+        start_qps=round_qps(max(start_qps, floor)),
+        floor_qps=floor,
     )
-    qps = start_qps
-    while len(result.points) < max_points:
-        point = measure_point(run_point(spec.replace(target_qps=qps)), qps)
+    votes: dict[float, list[bool]] = {}
+    started = clock()
+
+    def run(qps: float) -> None:
+        record = run_point(spec.replace(target_qps=qps))
+        point = measure_point(record, qps, retest=qps in votes)
+        votes.setdefault(qps, []).append(point.valid)
         result.points.append(point)
         if on_point is not None:
             on_point(point)
-        if point.valid:
-            result.best_qps = max(result.best_qps or 0.0, qps)
-        else:
-            low = result.lowest_invalid_qps
-            result.lowest_invalid_qps = qps if low is None else min(low, qps)
-        lo, hi = result.best_qps, result.lowest_invalid_qps
-        if hi is None:
-            qps *= 2
-        elif lo is None:
-            qps /= 2
-            if qps < MIN_QPS:
-                break
-        elif (hi - lo) / hi <= tolerance:
-            result.converged = True
+
+    qps: float | None = result.start_qps
+    while qps is not None:
+        if len(result.points) >= max_points:
+            result.stop_reason = f"stopped after --max-points {max_points} runs"
             break
-        else:
-            qps = _round((lo + hi) / 2)
+        spent = clock() - started
+        if max_time_s is not None and spent + point_seconds(spec, qps) > max_time_s:
+            result.stop_reason = f"stopped: the next run would pass --max-time {max_time_s:g} s"
+            break
+        run(qps)
+        qps, result.stop_reason = _next_load(votes, result.tolerance, floor)
+    _conclude(result, votes)
     return result
 
 
-def measure_point(record: RunRecord, qps: float) -> SlaPoint:
+def _verdict(votes: list[bool]) -> bool | None:
+    """The majority of a load's runs; None while they are tied."""
+    yes, no = votes.count(True), votes.count(False)
+    return None if yes == no else yes > no
+
+
+def _confirmed(votes: list[bool]) -> bool:
+    return max(votes.count(True), votes.count(False)) >= 2
+
+
+def _next_load(
+    votes: dict[float, list[bool]], tolerance: float, floor: float
+) -> tuple[float | None, str]:
+    """The next load to run (None: done) and, when done, why."""
+    tied = sorted(q for q, v in votes.items() if _verdict(v) is None)
+    if tied:  # a 1-1 split: the third run decides
+        return tied[0], ""
+    valid = sorted(q for q, v in votes.items() if _verdict(v))
+    invalid = sorted(q for q, v in votes.items() if _verdict(v) is False)
+    if invalid and valid and valid[-1] > invalid[0]:
+        # not monotone: confirm the points out of order, starting with the lowest INVALID
+        for q in (invalid[0], valid[-1]):
+            if not _confirmed(votes[q]):
+                return q, ""
+        # both confirmed and still out of order: trust the lower INVALID one
+    lo = max((q for q in valid if not invalid or q < invalid[0]), default=None)
+    hi = min((q for q in invalid if lo is None or q > lo), default=None)
+    if hi is None:
+        assert lo is not None
+        return round_qps(lo * 2), ""
+    if lo is None:
+        if hi <= floor:
+            return None, f"no valid load above {_plain(floor)} QPS (the lowest load tried)"
+        return max(floor, round_qps(hi / 2)), ""
+    mid = round_qps((lo + hi) / 2)
+    if (hi - lo) / hi > tolerance and mid not in (lo, hi) and mid not in votes:
+        return mid, ""
+    for q in (lo, hi):  # narrow enough: confirm both ends
+        if not _confirmed(votes[q]):
+            return q, ""
+    return None, f"bracket confirmed, {(hi - lo) / hi:.1%} wide"
+
+
+def _conclude(result: SlaResult, votes: dict[float, list[bool]]) -> None:
+    valid = sorted(q for q, v in votes.items() if _verdict(v) and _confirmed(v))
+    invalid = sorted(q for q, v in votes.items() if _verdict(v) is False and _confirmed(v))
+    lo = max((q for q in valid if not invalid or q < invalid[0]), default=None)
+    hi = min((q for q in invalid if lo is None or q > lo), default=None)
+    result.best_qps, result.lowest_invalid_qps = lo, hi
+    if lo is not None and hi is not None:
+        result.bracket_width = (hi - lo) / hi
+        result.converged = result.bracket_width <= result.tolerance or round_qps((lo + hi) / 2) in (
+            lo,
+            hi,
+        )
+    if lo is not None:
+        last = [p for p in result.points if p.target_qps == lo and p.valid][-1]
+        result.scheduled_qps_at_best = last.scheduled_qps
+
+
+def measure_point(record: RunRecord, qps: float, *, retest: bool = False) -> SlaPoint:
     """A server run as a point of the search; errors other than LoadGen's verdict raise."""
     if not record.ok:
         raise SlaError(
-            f"the run at {qps:g} QPS ended {record.outcome.status}: {record.outcome.message}"
+            f"the run at {_plain(qps)} QPS ended {record.outcome.status}: {record.outcome.message}"
         )
-    res = record.scenario.result if record.scenario is not None else None
-    if not res or "valid" not in res:
-        raise SlaError(f"the run at {qps:g} QPS has no LoadGen result")
-    percentiles = res.get("latency_ms") or {}
-    reasons = res.get("invalid_reasons") or []
+    facts = record.scenario
+    lg = from_scenario_result(facts.result if facts is not None else None)
+    if lg is None:
+        raise SlaError(f"the run at {_plain(qps)} QPS has no LoadGen result")
     return SlaPoint(
         target_qps=qps,
-        valid=bool(res["valid"]),
-        reason="; ".join(map(str, reasons)) or None,
-        completed_qps=res.get("completed_samples_per_s"),
-        latency_ms={k: percentiles.get(k) for k in ("p50", "p90", "p99")},
+        valid=lg.valid,
+        reason="; ".join(lg.invalid_reasons) or None,
+        completed_qps=lg.completed_samples_per_s,
+        scheduled_qps=lg.scheduled_samples_per_s,
+        latency_ms=lg.target_latency_ms,
         run_id=record.run_id,
+        retest=retest,
     )
 
 
-def _round(qps: float) -> float:
+def round_qps(qps: float, *, up: bool = False) -> float:
     """Three significant figures: target loads that read well and repeat exactly."""
-    return float(f"{qps:.3g}")
+    if qps <= 0:
+        return qps
+    scale = 10 ** (math.floor(math.log10(qps)) - DIGITS + 1)
+    steps = math.ceil(qps / scale - 1e-9) if up else round(qps / scale)
+    return float(f"{steps * scale:.{DIGITS}g}")
 
 
 def write_result(result: SlaResult, out_dir: Path) -> Path:
@@ -143,34 +289,52 @@ def write_result(result: SlaResult, out_dir: Path) -> Path:
     return write_json_atomic(result.to_dict(), out_dir / f"sla-{stamp}-{label}.json")
 
 
+#: Width of the reasons column; longer reasons wrap.
+REASON_WIDTH = 60
+
+
 def render(result: SlaResult) -> str:
-    """The points tried, in the order tried, and the answer."""
+    """The runs, in the order run, and the answer."""
     from tabulate import tabulate
 
+    pct = f"p{result.latency_percentile:g} ms"
     rows = [
         [
-            f"{p.target_qps:g}",
+            _plain(p.target_qps) + (" (re-test)" if p.retest else ""),
             "VALID" if p.valid else "INVALID",
-            _ms(p.latency_ms.get("p50")),
-            _ms(p.latency_ms.get("p99")),
-            f"{p.completed_qps:.4g}" if p.completed_qps is not None else "",
-            p.reason or "",
+            _plain(p.latency_ms),
+            _plain(p.scheduled_qps),
+            _plain(p.completed_qps),
+            textwrap.fill(p.reason or "", REASON_WIDTH),
         ]
         for p in result.points
     ]
-    headers = ["target QPS", "LoadGen", "p50 ms", "p99 ms", "completed QPS", "why invalid"]
-    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    headers = ["target QPS", "LoadGen", pct, "scheduled QPS", "completed QPS", "why invalid"]
+    table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return f"{table}\n{answer(result)}"
+
+
+def answer(result: SlaResult) -> str:
     bound = f"p{result.latency_percentile:g} <= {result.latency_bound_ms:g} ms"
     if result.best_qps is None:
-        answer = f"no load tried was VALID at {bound}"
+        text = f"no load was confirmed VALID at {bound}"
     else:
-        answer = f"highest VALID load at {bound}: {result.best_qps:g} QPS"
-        if result.lowest_invalid_qps is not None:
-            answer += f" (INVALID at {result.lowest_invalid_qps:g})"
-    if not result.converged:
-        answer += "; the search did not converge within its points"
-    return f"{table}\n{answer}"
+        text = f"highest VALID load at {bound}: {_plain(result.best_qps)} QPS (confirmed"
+        if result.scheduled_qps_at_best is not None:
+            text += f"; LoadGen scheduled {_plain(result.scheduled_qps_at_best)} samples/s"
+        text += ")"
+        if result.lowest_invalid_qps is not None and result.bracket_width is not None:
+            text += (
+                f"; INVALID at {_plain(result.lowest_invalid_qps)} QPS: "
+                f"bracket {result.bracket_width:.1%} wide"
+            )
+    return f"{text}\n{result.stop_reason}" if result.stop_reason else text
 
 
-def _ms(value: float | None) -> str:
-    return f"{value:.3g}" if value is not None else ""
+def _plain(value: float | None) -> str:
+    """A plain number (no scientific notation)."""
+    if value is None:
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if abs(value) >= 0.01 else f"{value:.4f}"

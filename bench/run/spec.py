@@ -22,8 +22,11 @@ LOADGEN_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 ACCURACY_SCENARIOS = ("evaluate", "to-accuracy")
 SCENARIOS = ("loop", *LOADGEN_SCENARIOS, *ACCURACY_SCENARIOS)
 #: How the batching system under test shapes its batches: ``fixed`` pads every batch to
-#: ``max_batch`` (one input shape), ``bucketed`` to the next power of two.
-BATCH_SHAPES = ("fixed", "bucketed")
+#: ``max_batch`` (one input shape), ``bucketed`` to the next power of two, ``exact`` not at
+#: all. ``auto`` (the default) pads to a fixed shape only where a compiled or captured
+#: graph needs static shapes, else buckets; the spec keeps what it resolved to.
+BATCH_SHAPES = ("fixed", "bucketed", "exact")
+AUTO_SHAPES = "auto"
 ORT_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")
 #: ``torch.compile`` modes of the PyTorch path (``off``: eager). ``reduce-overhead`` and
 #: ``max-autotune`` also capture CUDA graphs (inductor's own), on a GPU.
@@ -92,7 +95,7 @@ class RunSpec:
     max_batch: int | None = None
     #: How long the SUT waits for a batch to fill after its first query arrived.
     batch_timeout_ms: float = 2.0
-    batch_shapes: str = "fixed"
+    batch_shapes: str = AUTO_SHAPES
     #: Samples staged on the device for LoadGen's query sample library.
     sample_count: int = 256
     # -- execution mode ----------------------------------------------------------------------
@@ -168,6 +171,9 @@ class RunSpec:
         return self.max_batch if self.max_batch is not None else self.batch
 
     def _check_loadgen(self) -> None:
+        if self.batch_shapes == AUTO_SHAPES:
+            static = self.compile != "off" or self.cuda_graphs or not self.uses_loadgen
+            object.__setattr__(self, "batch_shapes", "fixed" if static else "bucketed")
         _choice("batch_shapes", self.batch_shapes, BATCH_SHAPES)
         if self.max_batch is not None:
             _int_range("max_batch", self.max_batch, 1, MAX_BATCH)

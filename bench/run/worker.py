@@ -147,6 +147,7 @@ def execute(
         # one-off costs of set-up work a to-accuracy run ran in its clock (compile_s)
         record.execution.one_off_s.update(workload.one_off_s)
         fill_measurement(record, measurement)
+        scenario.fill_record(record)
         fill_mfu(record)
         fill_data(record, workload, measurement)
         workload.after_window()

@@ -25,6 +25,7 @@ FLAG_CODES = {
     "high_cv": "cv",
     "few_iterations": "few",
     "random_weights": "random",
+    "loadgen_invalid": "INVALID",
 }
 
 
@@ -70,6 +71,10 @@ def validity_flags(record: RunRecord) -> list[Flag]:
             "the evaluation scored randomly initialised weights (no --pretrained): the metric "
             "says nothing about the model",
         )
+    if record.loadgen_valid is False:
+        result = record.scenario.result if record.scenario is not None else None
+        reasons = "; ".join(map(str, (result or {}).get("invalid_reasons") or [])) or "no reason"
+        flag("loadgen_invalid", f"LoadGen judged the run INVALID: {reasons}")
     if latency is not None:
         if latency.cv is not None and latency.cv > CV_THRESHOLD:
             flag(
