@@ -39,6 +39,7 @@ from bench.run.spec import (
     SpecError,
 )
 from bench.run.store import load_records
+from bench.serve import cli as serve_cli
 from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
@@ -224,6 +225,20 @@ def _add_loadgen(p: argparse.ArgumentParser, *, sla: bool = False) -> None:
     )
     g.add_argument("--batch-shapes", choices=BATCH_SHAPES, default="fixed")
     g.add_argument("--sample-count", type=int, default=256, help="samples staged for LoadGen")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="send the queries to an Open Inference Protocol (KServe v2) server instead of "
+        "an in-process model: grpc://host:port/model or http://host:port/model (bench serve "
+        "starts one); --max-batch/--batch-timeout then are the server's to apply",
+    )
+    if sla:
+        g.add_argument(
+            "--in-process",
+            action="store_true",
+            help="with --endpoint: also search the in-process model at the same bound and "
+            "print both in one table",
+        )
 
 
 def _add_accuracy(p: argparse.ArgumentParser) -> None:
@@ -352,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
     _add_common(p, suite=True)
+
+    serve_cli.add_parser(sub, latency_ms)
 
     sub.add_parser(
         "env",
@@ -657,7 +674,50 @@ def cmd_sla(args: argparse.Namespace) -> int:
     print(sla.render(result))
     path = sla.write_result(result, args.out)
     print(f"search: {path}")
+    if getattr(args, "in_process", False):
+        return serve_compare(args, spec, result, run_point, show)
     return EXIT_OK if result.converged else EXIT_FAILED_RUN
+
+
+def serve_compare(
+    args: argparse.Namespace,
+    served_spec: RunSpec,
+    served: sla.SlaResult,
+    run_point: Callable[[RunSpec], RunRecord],
+    show: Callable[[sla.SlaPoint], None],
+) -> int:
+    """`bench sla --endpoint URL --in-process`: the same search in-process, then both
+    answers in one table."""
+    from bench.serve import compare as served_vs
+
+    if served_spec.endpoint is None:
+        raise SpecError("--in-process compares with a served model: give --endpoint")
+    local_spec = runner.prepare(served_spec.replace(endpoint=None))
+    print("the same search in-process:", file=sys.stderr, flush=True)
+    try:
+        local = sla.search(
+            local_spec,
+            run_point,
+            start_qps=args.start_qps,
+            tolerance=args.tolerance,
+            max_points=args.max_points,
+            on_point=show,
+        )
+    except sla.SlaError as exc:
+        print(f"bench: the in-process search stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED_RUN
+    print(sla.render(local))
+    print(f"search: {sla.write_result(local, args.out)}")
+    rows = [
+        served_vs.figures("in-process", local, served_vs.best_record(local, args.out)),
+        served_vs.figures(
+            f"served {served_spec.endpoint}", served, served_vs.best_record(served, args.out)
+        ),
+    ]
+    bound = f"p{served.latency_percentile:g} <= {served.latency_bound_ms:g} ms"
+    print(f"\nIn-process against served, {served_spec.workload} on {served_spec.backend}:")
+    print(served_vs.render(rows, bound))
+    return EXIT_OK if served.converged and local.converged else EXIT_FAILED_RUN
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -761,6 +821,7 @@ RUN_FIELDS = (
     "data",
     "loader_workers",
     "vocab",
+    "endpoint",
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -775,4 +836,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "monitor": cmd_monitor,
     "fleet": fleet_cli.cmd_fleet,
     "data": cmd_data,
+    "serve": serve_cli.cmd_serve,
 }

@@ -135,7 +135,7 @@ class LoadgenScenario(Scenario):
             with lock:
                 latencies.extend(t_done - q.issued_at for q in queries)
 
-        batcher = Batcher(
+        batcher = workload.loadgen_sut(complete, clock) or Batcher(
             run_batch,
             complete,
             max_batch=max_batch,
