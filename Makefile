@@ -79,7 +79,7 @@ bench: setup
 
 test: setup setup-fleet setup-serve
 	$(BIN)/python -m pytest
-	$(SERVE_BIN)/python -m pytest tests/serve
+	$(SERVE_BIN)/python -m pytest tests/serve -m "not slow"
 	$(MX_BIN)/python -m pytest tests/mxnet
 	$(FLEET_BIN)/python -m pytest tests/fleet
 

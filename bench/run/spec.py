@@ -314,6 +314,8 @@ class RunSpec:
         """How the step was executed, for tables: empty for eager with the mode's default
         timing, else e.g. ``compile, graphs`` or ``synchronized``."""
         parts = []
+        if self.endpoint is not None:
+            parts.append("served")
         if self.gpus is not None:
             unit = "GPU" if self.device.startswith("cuda") else "rank"
             parts.append(f"{self.gpus} {unit}{'s' if self.gpus != 1 else ''}")

@@ -77,8 +77,8 @@ def preflight(spec: RunSpec) -> None:
     checks run in the serve environment (its client library)."""
     assert spec.endpoint is not None
     endpoint = Endpoint.parse(spec.endpoint)
-    python = _serve_python()
     check_connect(endpoint)
+    python = _serve_python()
     out = subprocess.run(
         [str(python), "-m", "bench.serve.endpoint", "check", json.dumps(spec.to_dict())],
         capture_output=True,
