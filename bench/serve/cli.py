@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -92,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model=args.model_name,
         service_ms=args.service_time,
     )
+    # a shell starts a background job with SIGINT ignored; bench serve stops on it anyway
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"starting Triton for {spec.label} ...", file=sys.stderr, flush=True)
     try:
         with launcher.running(config) as server:

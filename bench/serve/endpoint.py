@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.run import envinfo, registry
@@ -78,13 +80,13 @@ def preflight(spec: RunSpec) -> None:
     assert spec.endpoint is not None
     endpoint = Endpoint.parse(spec.endpoint)
     check_connect(endpoint)
-    python = _serve_python()
+    python = serve_python()
     out = subprocess.run(
         [str(python), "-m", "bench.serve.endpoint", "check", json.dumps(spec.to_dict())],
         capture_output=True,
         text=True,
         cwd=envinfo.PROJECT_ROOT,
-        env=_env(),
+        env=project_env(),
         timeout=120,
     )
     if out.returncode != 0:
@@ -92,7 +94,8 @@ def preflight(spec: RunSpec) -> None:
         raise SpecError(lines[-1] if lines else f"the endpoint check failed ({out.returncode})")
 
 
-def _serve_python() -> Any:
+def serve_python() -> Path:
+    """The serve environment's interpreter, or a SpecError saying how to set it up."""
     from bench.run.runner import python_for  # the runner imports this module lazily
 
     try:
@@ -103,9 +106,8 @@ def _serve_python() -> Any:
         ) from None
 
 
-def _env() -> dict[str, str]:
-    import os
-
+def project_env() -> dict[str, str]:
+    """This environment with the project root first on PYTHONPATH (as workers get it)."""
     env = dict(os.environ)
     root = str(envinfo.PROJECT_ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

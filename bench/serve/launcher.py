@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.run import envinfo, registry
-from bench.run.runner import python_for, stop_group
+from bench.run.runner import stop_group
 from bench.run.spec import RunSpec, SpecError
-from bench.serve.endpoint import _env
+from bench.serve.endpoint import project_env, serve_python
 from bench.serve.server import ServeConfig
 
 #: Triton's default ports: HTTP, then gRPC and metrics on the next two.
@@ -126,7 +126,7 @@ class Server:
 def start(config: ServeConfig, log: Path) -> Server:
     """Start the server process of ``config`` (returns at once; see
     :meth:`Server.wait_ready`)."""
-    python = python_for(registry.SERVE_ENV)
+    python = serve_python()
     config_file = log.with_suffix(".json")
     config_file.write_text(config.to_json())
     with log.open("wb") as out:
@@ -136,7 +136,7 @@ def start(config: ServeConfig, log: Path) -> Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=envinfo.PROJECT_ROOT,
-            env=_env(),
+            env=project_env(),
             start_new_session=True,
         )
     return Server(proc=proc, config=config, log=log)
@@ -165,7 +165,7 @@ def make_config(
         raise SpecError("a fixed service time applies to the null workload only")
     http, grpc, metrics = ports(port)
     check_ports_free(host, (http, grpc, metrics))
-    python_for(registry.SERVE_ENV)
+    serve_python()
     return ServeConfig(
         spec=spec.to_dict(),
         model=model or spec.workload,

@@ -147,3 +147,38 @@ def test_a_server_dying_mid_run_ends_it_with_an_error_and_leaves_nothing(
     assert "UNAVAILABLE" in record.outcome.message
     assert group_gone(server.proc.pid)
     assert group_gone(run.pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_bench_serve_stops_everything_it_started_on_a_signal(sig: signal.Signals) -> None:
+    import psutil
+
+    from tests.serve.conftest import free_ports
+
+    cmd = [sys.executable, "-m", "bench", "serve", "--workload", "null", "--device", "cpu"]
+    cmd += ["--port", str(free_ports())]
+    # started as a shell starts a background job: SIGINT ignored
+    ignore = signal.SIGINT if sig == signal.SIGINT else None
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=(lambda: signal.signal(ignore, signal.SIG_IGN)) if ignore else None,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the model is ready
+        assert line.startswith("serving null: grpc://127.0.0.1:")
+        started = psutil.Process(proc.pid).children(recursive=True)
+        names = {p.name() for p in started}
+        assert "tritonserver" in names and "triton_python_backend_stub" in names
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert code == 128 + sig
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert alive == []
