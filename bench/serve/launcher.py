@@ -10,6 +10,7 @@ SIGKILL after a grace period, so no process is left behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import socket
 import subprocess
@@ -128,6 +129,8 @@ def start(config: ServeConfig, log: Path) -> Server:
     :meth:`Server.wait_ready`)."""
     python = serve_python()
     config_file = log.with_suffix(".json")
+    if config.workspace is None:  # beside the log, removed with it
+        config = dataclasses.replace(config, workspace=str(log.parent / "pytriton"))
     config_file.write_text(config.to_json())
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -41,6 +41,10 @@ class ServeConfig:
     instances: int = 1
     #: The null workload's time per batch (a sleeper for tests), seconds.
     service_s: float = 0.0
+    #: Where PyTriton puts its copy of the server and the model store (must not exist yet;
+    #: None: PyTriton's own, under its home directory). The launcher gives one inside its
+    #: temporary directory, so a killed server leaves nothing behind either.
+    workspace: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -93,7 +97,9 @@ def serve(config: ServeConfig) -> None:
         exit_on_error=True,
     )
     security = TritonSecurityConfig(restricted_endpoints=PROTECTED_ENDPOINTS)
-    with Triton(config=triton_config, security_config=security) as triton:
+    with Triton(
+        config=triton_config, security_config=security, workspace=config.workspace
+    ) as triton:
         triton.bind(
             model_name=config.model,
             infer_func=functions if len(functions) > 1 else functions[0],
