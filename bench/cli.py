@@ -649,6 +649,8 @@ def _suite_searches(
 
 def cmd_sla(args: argparse.Namespace) -> int:
     options = _run_options(args)
+    if args.in_process and args.endpoint is None:
+        raise SpecError("--in-process compares with a served model: give --endpoint")
     spec = runner.prepare(_spec(args, mode="infer", scenario="server", target_qps=1.0))
 
     def run_point(point: RunSpec) -> RunRecord:
@@ -674,7 +676,7 @@ def cmd_sla(args: argparse.Namespace) -> int:
     print(sla.render(result))
     path = sla.write_result(result, args.out)
     print(f"search: {path}")
-    if getattr(args, "in_process", False):
+    if args.in_process:
         return serve_compare(args, spec, result, run_point, show)
     return EXIT_OK if result.converged else EXIT_FAILED_RUN
 
@@ -690,8 +692,6 @@ def serve_compare(
     answers in one table."""
     from bench.serve import compare as served_vs
 
-    if served_spec.endpoint is None:
-        raise SpecError("--in-process compares with a served model: give --endpoint")
     local_spec = runner.prepare(served_spec.replace(endpoint=None))
     print("the same search in-process:", file=sys.stderr, flush=True)
     try:

@@ -297,3 +297,9 @@ def test_compare_keeps_served_and_in_process_paths_apart() -> None:
     by = {r.backend: r.best_qps for r in rows}
     assert by == {"torch": 200, "torch (served)": 120}
     assert runs[1][1].spec.backend_label == "torch (served)"
+
+
+def test_sla_in_process_needs_an_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sla", "--workload", "null", "--latency-bound", "5ms", "--in-process"])
+    assert code == 2
+    assert "give --endpoint" in capsys.readouterr().err
