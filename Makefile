@@ -16,16 +16,23 @@ MX_STAMP := $(MX_VENV)/.setup-$(KIND)
 FLEET_VENV  := .venv-fleet
 FLEET_BIN   := $(FLEET_VENV)/bin
 FLEET_STAMP := $(FLEET_VENV)/.setup
+# `bench serve` and endpoint runs: PyTriton (Triton Inference Server) and the Open Inference
+# Protocol clients need numpy < 2, so the served path has its own environment, with the
+# model paths it serves (torch, onnxruntime).
+SERVE_VENV  := .venv-serve
+SERVE_BIN   := $(SERVE_VENV)/bin
+SERVE_STAMP := $(SERVE_VENV)/.setup-$(KIND)
 SUITE  ?= quick
 OUT    ?= out/gpu-check
 REPORT_OUT ?= out/report
 
-.PHONY: help setup setup-fleet fleet-tools bench test lint format overhead gpu-check bench-pytest bench-serving report clean
+.PHONY: help setup setup-fleet setup-serve fleet-tools bench test lint format overhead gpu-check bench-pytest bench-serving report clean
 
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
 	@echo "make test       set up, then run the test suite"
 	@echo "make setup-fleet  .venv-fleet, the environment of bench fleet (SkyPilot)"
+	@echo "make setup-serve  .venv-serve, the environment of bench serve and --endpoint runs"
 	@echo "make lint       ruff check, format check and mypy (strict on bench/)"
 	@echo "make format     ruff format and autofix"
 	@echo "make overhead   the harness against bare loops: eager, and the fast modes (compiled, pipelined)"
@@ -74,11 +81,21 @@ $(FLEET_STAMP): pyproject.toml
 	$(FLEET_BIN)/python -m pip install -q -e ".[fleet,report,dev]"
 	touch $@
 
+setup-serve: $(SERVE_STAMP)
+
+$(SERVE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_BIN)/python -m pip install -q --upgrade pip
+	$(SERVE_BIN)/python -m pip install -q -e ".[serve,torch,onnx-$(KIND),dev]"
+	rm -f $(SERVE_VENV)/.setup-*
+	touch $@
+
 bench: setup
 	$(BIN)/bench suite $(SUITE)
 
-test: setup setup-fleet
+test: setup setup-fleet setup-serve
 	$(BIN)/python -m pytest
+	$(SERVE_BIN)/python -m pytest tests/serve -m "not slow"
 	$(MX_BIN)/python -m pytest tests/mxnet
 	$(FLEET_BIN)/python -m pytest tests/fleet
 
@@ -114,4 +131,4 @@ gpu-check:
 	bash bench/gpu_check.sh $(OUT) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(MX_VENV) $(FLEET_VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info
+	rm -rf $(VENV) $(MX_VENV) $(FLEET_VENV) $(SERVE_VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

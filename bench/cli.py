@@ -43,6 +43,7 @@ from bench.run.spec import (
     SpecError,
 )
 from bench.run.store import OutputError, check_writable, describe, load_records
+from bench.serve import cli as serve_cli
 from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
@@ -256,6 +257,20 @@ def _add_loadgen(p: argparse.ArgumentParser, *, sla: bool = False) -> None:
         "needs static shapes, else bucketed",
     )
     g.add_argument("--sample-count", type=int, default=256, help="samples staged for LoadGen")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="send the queries to an Open Inference Protocol (KServe v2) server instead of "
+        "an in-process model: grpc://host:port/model or http://host:port/model (bench serve "
+        "starts one); --max-batch/--batch-timeout then are the server's to apply",
+    )
+    if sla:
+        g.add_argument(
+            "--in-process",
+            action="store_true",
+            help="with --endpoint: also search the in-process model at the same bound and "
+            "print both in one table",
+        )
 
 
 def _add_accuracy(p: argparse.ArgumentParser) -> None:
@@ -416,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
     _add_common(p, suite=True)
+
+    serve_cli.add_parser(sub, latency_ms)
 
     sub.add_parser(
         "env",
@@ -731,6 +748,8 @@ def _suite_searches(
 
 def cmd_sla(args: argparse.Namespace) -> int:
     options = _run_options(args)
+    if args.in_process and args.endpoint is None:
+        raise SpecError("--in-process compares with a served model: give --endpoint")
     if args.max_points < 2:
         raise SpecError("--max-points must be at least 2 (a load and its confirmation)")
     if args.max_time is not None and args.max_time <= 0:
@@ -741,27 +760,38 @@ def cmd_sla(args: argparse.Namespace) -> int:
     if args.duration is None and args.iters is None:
         spec = spec.replace(iters=None, duration_s=SLA_DEFAULT_DURATION_S)
     spec = runner.prepare(spec)
-    start = args.start_qps
-    if start is None:
-        probe = sla.probe_spec(spec)
-        print(
-            f"probe: {probe.iters} batches of {probe.batch} to estimate the starting load",
-            file=sys.stderr,
-            flush=True,
-        )
-        with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
-            record = runner.run(probe, dataclasses.replace(options, out_dir=Path(tmp)))[0]
-        try:
-            start = sla.start_from_probe(record)
-        except sla.SlaError as exc:
-            print(f"bench: {exc}", file=sys.stderr)
-            return EXIT_FAILED_RUN
-        latency = record.latency.p50_ms if record.latency is not None else 0.0
-        print(
-            f"probe: a batch of {probe.batch} takes {latency:.1f} ms: starting at {start:g} QPS",
-            file=sys.stderr,
-            flush=True,
-        )
+    result = _sla_search(args, spec, options)
+    if result is None:
+        return EXIT_FAILED_RUN
+    if args.in_process:
+        return _served_against_in_process(args, spec, result, options)
+    return EXIT_OK if result.found_bracket else EXIT_FAILED_RUN
+
+
+def _probe_start(spec: RunSpec, options: runner.RunOptions) -> float:
+    """The search's first load, from a short probe of the SUT's capacity."""
+    probe = sla.probe_spec(spec)
+    what = (
+        f"a {probe.duration_s:g} s offline test of the endpoint"
+        if probe.scenario == "offline"
+        else f"{probe.iters} batches of {probe.batch}"
+    )
+    print(f"probe: {what} to estimate the starting load", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+        record = runner.run(probe, dataclasses.replace(options, out_dir=Path(tmp)))[0]
+    capacity = sla.probe_capacity(record)
+    start = sla.start_from_probe(record)
+    print(
+        f"probe: {capacity:,.1f} samples/s: starting at {start:g} QPS", file=sys.stderr, flush=True
+    )
+    return start
+
+
+def _sla_search(
+    args: argparse.Namespace, spec: RunSpec, options: runner.RunOptions
+) -> sla.SlaResult | None:
+    """The search for ``spec``'s highest load under its bound, printed and written; None
+    (said on stderr) when it stopped on a failed run."""
 
     def run_point(point: RunSpec) -> RunRecord:
         qps = point.target_qps or 0.0
@@ -780,6 +810,7 @@ def cmd_sla(args: argparse.Namespace) -> int:
         print(f"  {point.target_qps:g} QPS: LoadGen {verdict}", file=sys.stderr, flush=True)
 
     try:
+        start = args.start_qps if args.start_qps is not None else _probe_start(spec, options)
         result = sla.search(
             spec,
             run_point,
@@ -792,11 +823,37 @@ def cmd_sla(args: argparse.Namespace) -> int:
         )
     except sla.SlaError as exc:
         print(f"bench: the search stopped: {exc}", file=sys.stderr)
-        return EXIT_FAILED_RUN
+        return None
     print(sla.render(result))
-    path = sla.write_result(result, args.out)
-    print(f"search: {path}")
-    return EXIT_OK if result.found_bracket else EXIT_FAILED_RUN
+    print(f"search: {sla.write_result(result, args.out)}")
+    return result
+
+
+def _served_against_in_process(
+    args: argparse.Namespace,
+    served_spec: RunSpec,
+    served: sla.SlaResult,
+    options: runner.RunOptions,
+) -> int:
+    """`bench sla --endpoint URL --in-process`: the same search in-process, then both
+    answers in one table."""
+    from bench.serve import compare as served_vs
+
+    local_spec = runner.prepare(served_spec.replace(endpoint=None))
+    print("the same search in-process:", file=sys.stderr, flush=True)
+    local = _sla_search(args, local_spec, options)
+    if local is None:
+        return EXIT_FAILED_RUN
+    rows = [
+        served_vs.figures("in-process", local, served_vs.best_record(local, args.out)),
+        served_vs.figures(
+            f"served {served_spec.endpoint}", served, served_vs.best_record(served, args.out)
+        ),
+    ]
+    bound = f"p{served.latency_percentile:g} <= {served.latency_bound_ms:g} ms"
+    print(f"\nIn-process against served, {served_spec.workload} on {served_spec.backend}:")
+    print(served_vs.render(rows, bound))
+    return EXIT_OK if served.found_bracket and local.found_bracket else EXIT_FAILED_RUN
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -907,6 +964,7 @@ RUN_FIELDS = (
     "data",
     "loader_workers",
     "vocab",
+    "endpoint",
 )
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -921,4 +979,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "monitor": cmd_monitor,
     "fleet": fleet_cli.cmd_fleet,
     "data": cmd_data,
+    "serve": serve_cli.cmd_serve,
 }

@@ -24,3 +24,7 @@ collect_ignore = [] if _importable("mxnet") else ["mxnet"]
 # The fleet tests (SkyPilot) run only in .venv-fleet, named on the command line there
 # (`make test` runs `pytest tests/fleet` in it); the main run never collects them.
 collect_ignore.append("fleet")
+# The served path's tests (Triton through PyTriton, real server processes) run in
+# .venv-serve (`make test` runs `pytest tests/serve` there).
+if not _importable("pytriton"):
+    collect_ignore.append("serve")

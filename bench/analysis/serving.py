@@ -59,7 +59,8 @@ def serving_groups(rows: Sequence[Row]) -> dict[ServingKey, list[ServingRow]]:
         if not row.record.ok:
             continue
         shape = registry.workload_info(spec.workload).shape_value(spec)
-        path = (row.instance, row.hardware, spec.backend, spec.precision, spec.workload, shape)
+        backend = f"{spec.backend} (served)" if spec.endpoint is not None else spec.backend
+        path = (row.instance, row.hardware, backend, spec.precision, spec.workload, shape)
         if spec.scenario == "server" and spec.latency_bound_ms is not None:
             key = (spec.workload, shape, spec.latency_bound_ms, spec.latency_percentile)
             servers.setdefault((key, path), []).append(row)

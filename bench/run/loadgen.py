@@ -259,8 +259,10 @@ class LoadgenScenario(Scenario):
     def make_sut(
         self, workload: Workload, complete: Complete, clock: Callable[[], float]
     ) -> SystemUnderTest:
-        """The system under test LoadGen drives: here, batches over the workload."""
-        return BatchingSut(workload, self.spec, complete, clock)
+        """The system under test LoadGen drives: the workload's own where it brings one (an
+        endpoint client), else batches over the workload."""
+        own: SystemUnderTest | None = workload.loadgen_sut(complete, clock)
+        return own or BatchingSut(workload, self.spec, complete, clock)
 
     def probe(self, workload: Workload, clock: Callable[[], float], respond: Complete) -> None:
         """Before the test, after the warm-up: what the scenario needs to know of the SUT

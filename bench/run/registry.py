@@ -21,7 +21,12 @@ from bench.run.workload import Workload, WorkloadInfo
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.
-ENVIRONMENTS = {"main": ".venv", "mxnet": ".venv-mxnet"}
+ENVIRONMENTS = {"main": ".venv", "mxnet": ".venv-mxnet", "serve": ".venv-serve"}
+#: The environment of ``bench serve``'s server and of the endpoint client (PyTriton and
+#: tritonclient need numpy < 2).
+SERVE_ENV = "serve"
+#: The served form of each workload (signature, sample library, the bound callable).
+SERVED = "models.served"
 
 
 @dataclass(frozen=True)

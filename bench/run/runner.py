@@ -128,7 +128,12 @@ def prepare(
     check_data(spec)
     if spec.gpus is not None and entry.multi_device is None:
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
-    python_for(entry.env)
+    if spec.endpoint is not None:
+        from bench.serve.endpoint import preflight  # the served path's own checks
+
+        preflight(spec)
+    else:
+        python_for(entry.env)
     return spec.replace(
         device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus, cores)
     )
@@ -289,7 +294,7 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
     out_dir, instance = options.out_dir, options.instance
     check_save_weights(spec, options.save_weights)
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
-    python = python_for(entry.env)
+    python = python_for(registry.SERVE_ENV if spec.endpoint is not None else entry.env)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         spec_file, result_file = Path(tmp, "spec.json"), Path(tmp, "result.json")
         spec_file.write_text(json.dumps(spec.to_dict()))

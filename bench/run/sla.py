@@ -93,8 +93,17 @@ PROBE_ITERS = 5
 START_SHARE = 0.5
 
 
+#: An endpoint has no loop to probe: a short offline test through it measures its capacity.
+PROBE_OFFLINE_S = 2.0
+
+
 def probe_spec(spec: RunSpec) -> RunSpec:
-    """A short loop of full batches: their latency estimates the SUT's capacity."""
+    """A short loop of full batches, whose latency estimates the SUT's capacity; against an
+    endpoint, a short offline test (LoadGen's samples per second)."""
+    if spec.endpoint is not None:
+        return spec.replace(
+            scenario="offline", duration_s=PROBE_OFFLINE_S, iters=None, target_qps=None
+        )
     return spec.replace(
         scenario="loop",
         batch=spec.effective_max_batch,
@@ -105,12 +114,23 @@ def probe_spec(spec: RunSpec) -> RunSpec:
     )
 
 
-def start_from_probe(record: RunRecord) -> float:
-    """The first load of the search: half the capacity of back-to-back full batches."""
-    if not record.ok or record.latency is None or record.latency.p50_ms <= 0:
+def probe_capacity(record: RunRecord) -> float:
+    """Samples per second the probe sustained: full batches back to back, or LoadGen's
+    offline samples per second for an endpoint."""
+    if not record.ok:
         raise SlaError(f"the probe run failed: {record.outcome.message}")
-    capacity = record.spec.batch / (record.latency.p50_ms / 1000)
-    return round_qps(capacity * START_SHARE)
+    if record.spec.scenario == "offline":
+        if not record.samples_per_s:
+            raise SlaError("the probe measured no samples per second")
+        return record.samples_per_s
+    if record.latency is None or record.latency.p50_ms <= 0:
+        raise SlaError(f"the probe run failed: {record.outcome.message}")
+    return record.spec.batch / (record.latency.p50_ms / 1000)
+
+
+def start_from_probe(record: RunRecord) -> float:
+    """The first load of the search: half the capacity the probe measured."""
+    return round_qps(probe_capacity(record) * START_SHARE)
 
 
 def floor_qps(spec: RunSpec, max_point_s: float) -> float:

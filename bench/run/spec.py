@@ -98,6 +98,9 @@ class RunSpec:
     batch_shapes: str = AUTO_SHAPES
     #: Samples staged on the device for LoadGen's query sample library.
     sample_count: int = 256
+    #: An Open Inference Protocol endpoint (``grpc://host:port/model`` or ``http://...``)
+    #: serving the workload: LoadGen's queries go there instead of to an in-process model.
+    endpoint: str | None = None
     # -- execution mode ----------------------------------------------------------------------
     #: ``torch.compile`` mode (PyTorch only); ``off`` runs eagerly.
     compile: str = "off"
@@ -187,6 +190,10 @@ class RunSpec:
             _positive("target_qps", self.target_qps)
         if self.latency_bound_ms is not None:
             _positive("latency_bound_ms", self.latency_bound_ms)
+        if self.endpoint is not None:
+            _endpoint(self.endpoint)
+            if not self.uses_loadgen:
+                raise SpecError("an --endpoint is driven by LoadGen: give a LoadGen --scenario")
         if not self.uses_loadgen:
             return
         if self.mode != "infer":
@@ -315,6 +322,8 @@ class RunSpec:
         """How the step was executed, for tables: empty for eager with the mode's default
         timing, else e.g. ``compile, graphs`` or ``synchronized``."""
         parts = []
+        if self.endpoint is not None:
+            parts.append("served")
         if self.gpus is not None:
             unit = "GPU" if self.device.startswith("cuda") else "rank"
             parts.append(f"{self.gpus} {unit}{'s' if self.gpus != 1 else ''}")
@@ -378,6 +387,8 @@ class RunSpec:
         tag = self.scenario
         if self.target_qps is not None and self.scenario == "server":
             tag += f"-q{_format_number(self.target_qps)}"
+        if self.endpoint is not None:
+            tag += "-served"
         return tag
 
     def _execution_tag(self) -> str:
@@ -387,6 +398,27 @@ class RunSpec:
         if self.cuda_graphs:
             parts.append("graphs")
         return "-".join(parts)
+
+
+#: Endpoint URLs: scheme, host, port and the model's name.
+_ENDPOINT_RE = re.compile(
+    r"^(grpc|http)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})/([\w.\-]+)$"
+)
+
+
+def _endpoint(url: object) -> tuple[str, str, int, str]:
+    """``scheme://host:port/model`` parsed, or a SpecError saying what a URL looks like."""
+    match = _ENDPOINT_RE.match(url) if isinstance(url, str) else None
+    if match is None or not 0 < int(match[3]) < 65536:
+        raise SpecError(
+            f"endpoint must look like grpc://host:port/model or http://host:port/model, not {url!r}"
+        )
+    return match[1], match[2].strip("[]"), int(match[3]), match[4]
+
+
+def parse_endpoint(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, model) of an endpoint URL."""
+    return _endpoint(url)
 
 
 def _format_number(value: float) -> str:

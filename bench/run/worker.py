@@ -97,8 +97,13 @@ def execute(
     workload: Workload | None = None
     telemetry: Telemetry | None = None
     try:
-        workload = registry.workload_class(entry)(spec)
-        record.environment.framework = registry.framework_info(spec.backend, spec.device)
+        if spec.endpoint is not None:  # the model is the server's: a client here
+            from bench.serve.endpoint import EndpointWorkload
+
+            workload = EndpointWorkload(spec)
+        else:
+            workload = registry.workload_class(entry)(spec)
+            record.environment.framework = registry.framework_info(spec.backend, spec.device)
         t_setup = clock()
         workload.setup()
         record.execution = Execution(

@@ -223,6 +223,11 @@ class Workload(ABC):
         """True when ``exc`` means the device ran out of memory at this batch size."""
         return False
 
+    def loadgen_sut(self, complete: Callable[..., None], clock: Callable[[], float]) -> Any:
+        """LoadGen's system under test when the workload brings its own (an endpoint
+        client); None: the harness's batching SUT over ``infer_samples``."""
+        return None
+
     def teardown(self) -> None:
         """Release what ``setup`` took. The worker process exits right after, regardless."""
 
