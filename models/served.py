@@ -114,6 +114,9 @@ def infer_fn(workload: Workload, service_s: float = 0.0) -> Callable[[Arrays], A
 
     def stage(inputs: Arrays) -> int:
         lib: Any
+        if spec.workload == "bert" and hasattr(workload, "stage_arrays"):
+            workload.stage_arrays(inputs)  # PyTorch: the mask's form is decided on the host
+            return len(inputs["input_ids"])
         if spec.workload == "bert":
             lib = {
                 n: torch.from_numpy(np.ascontiguousarray(inputs[n])).to(device)

@@ -15,7 +15,6 @@ from bench.run import envinfo
 from bench.run.record import Outcome, RunRecord, ScenarioFacts
 from bench.run.sla import SlaPoint, SlaResult
 from bench.run.spec import RunSpec, SpecError
-from bench.run.stats import latency_summary
 from bench.serve import compare, launcher, stats
 from bench.serve.endpoint import Endpoint, check_connect
 from bench.serve.server import stub_library_path
@@ -226,17 +225,31 @@ def test_the_null_sleeper_echoes_its_input() -> None:
 def _best(spec: RunSpec, sut: dict[str, object], latencies_ms: list[float]) -> RunRecord:
     record = RunRecord.new(spec, envinfo.collect([]))
     record.outcome = Outcome(status="ok", message=None)
-    record.latency = latency_summary([x / 1000 for x in latencies_ms])
+    mean_ns = sum(latencies_ms) / len(latencies_ms) * 1e6
+    values = {  # LoadGen's own keys, as a LoadGen run keeps them: p90 30 ms
+        "effective_scenario": "Server",
+        "effective_target_latency_percentile": 0.9,
+        "result_validity": "VALID",
+        "result_90.00_percentile_latency_ns": 30e6,
+        "result_mean_latency_ns": mean_ns,
+    }
     record.scenario = ScenarioFacts(
-        name="server", timing="loadgen", result={"latency_ms": {"p90": 30.0}, "sut": sut}
+        name="server", timing="loadgen", result={"loadgen": {"values": values}, "sut": sut}
     )
     return record
 
 
 def _search(best: float) -> SlaResult:
-    result = SlaResult(spec={}, latency_bound_ms=50.0, latency_percentile=90.0, tolerance=0.1)
+    result = SlaResult(
+        spec={},
+        latency_bound_ms=50.0,
+        latency_percentile=90.0,
+        tolerance=0.1,
+        start_qps=best,
+        floor_qps=1.0,
+    )
     result.best_qps, result.lowest_invalid_qps = best, best * 1.1
-    result.points.append(SlaPoint(best, True, None, best, {}, "r1"))
+    result.points.append(SlaPoint(best, True, None, best, best, 30.0, "r1"))
     return result
 
 

@@ -2,7 +2,7 @@
 by side, with what the server said about the served run at its highest valid load (average
 batch, queue against compute) and the serving overhead per query.
 
-The overhead is the served run's mean client latency less the server's mean request time
+The overhead is the served run's mean latency (LoadGen's) less the server's mean request time
 (serialization, the network and both protocol stacks), both at the served run's highest
 VALID load; the in-process run has no such split.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.run.loadgen_log import from_scenario_result
 from bench.run.record import RunRecord
 from bench.run.sla import SlaResult
 from bench.run.store import load_record
@@ -25,8 +26,7 @@ class PathFigures:
     path: str
     best_qps: float | None
     lowest_invalid_qps: float | None
-    #: At the highest VALID load: LoadGen's percentile at the bound's percentile, and the
-    #: mean latency the SUT saw.
+    #: At the highest VALID load: LoadGen's latency at the bound's percentile, and its mean.
     latency_at_best_ms: float | None
     mean_latency_ms: float | None
     #: Samples per model execution: the batching SUT's, or the server's.
@@ -50,9 +50,9 @@ def figures(path: str, result: SlaResult, record: RunRecord | None) -> PathFigur
     """One row: the search's answer and the facts of its best run."""
     res: dict[str, Any] = (record.scenario.result or {}) if record and record.scenario else {}
     sut: dict[str, Any] = res.get("sut") or {}
-    key = f"p{result.latency_percentile:g}"
-    latency = (res.get("latency_ms") or {}).get(key)
-    mean = record.latency.mean_ms if record is not None and record.latency else None
+    loadgen = from_scenario_result(res)
+    latency = loadgen.target_latency_ms if loadgen is not None else None
+    mean = loadgen.latency_ms("mean") if loadgen is not None else None
     server: dict[str, Any] | None = sut.get("server")
     if "batch_sizes" in sut:  # the in-process batching SUT
         sizes = {int(k): v for k, v in sut["batch_sizes"].items()}

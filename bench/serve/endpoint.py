@@ -406,7 +406,7 @@ class EndpointSut:
         if stats.failed:
             first = stats.errors[0]
             raise LoadgenError(
-                f"the endpoint failed during the LoadGen test ({stats.error_count} error(s)); "
+                f"the SUT failed during the LoadGen test ({stats.error_count} error(s)); "
                 f"first, in {first.where}: {first.message}"
             )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,12 +316,16 @@ class BertTorch(TorchWorkload):
         """``count`` seeded sequences (ids, token types, attention mask) on the device.
         ``include_h2d`` does not apply: the library stays on the device."""
         check_stage(self, count)
-        arrays = self.seeded(self.spec, count)
+        self.stage_arrays(self.seeded(self.spec, count))
+
+    def stage_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Host sequences (FEATURES) as the sample library on the device, with which of them
+        have no padding, read here on the host (a server's batch of requests, too)."""
         self.library = {
             name: torch.from_numpy(np.ascontiguousarray(arrays[name])).to(self.device)
             for name in FEATURES
         }
-        self.library_full = arrays["attention_mask"].all(axis=1)
+        self.library_full = np.asarray(arrays["attention_mask"]).all(axis=1)
 
     def infer_samples(self, indices: Sequence[int]) -> torch.Tensor:
         """Logits [len(indices), num_labels] for the staged sequences at ``indices``,
