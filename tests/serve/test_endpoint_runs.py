@@ -182,3 +182,24 @@ def test_bench_serve_stops_everything_it_started_on_a_signal(sig: signal.Signals
     assert code == 128 + sig
     _, alive = psutil.wait_procs(started, timeout=30)
     assert alive == []
+
+
+def test_sla_search_over_an_endpoint_finds_a_confirmed_bracket(
+    sleeper: launcher.Server, tmp_path: Path
+) -> None:
+    """`bench sla --endpoint`: a short offline probe through the endpoint sets the start,
+    the search confirms both ends, and at the best load the server batched requests."""
+    code = main(
+        ["sla", *ARGS, "--endpoint", sleeper.grpc_url, "--latency-bound", "500ms"]
+        + ["--percentile", "90", "--duration", "1", "--tolerance", "0.25"]
+        + ["--max-time", "300", "--out", str(tmp_path)]
+    )
+    assert code == 0
+    (summary,) = tmp_path.glob("sla-*.json")
+    result = json.loads(summary.read_text())
+    assert result["best_qps"] > 0 and result["lowest_invalid_qps"] > result["best_qps"]
+    best = [p for p in result["points"] if p["valid"] and p["target_qps"] == result["best_qps"]]
+    record = load_record(tmp_path / f"{best[-1]['run_id']}.json")
+    server = record.scenario.result["sut"]["server"]
+    # the sleeper holds each batch SERVICE_MS: above 1000 / SERVICE_MS QPS requests queue
+    assert result["best_qps"] < 1000 / SERVICE_MS or server["average_batch"] > 1
