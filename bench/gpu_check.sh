@@ -99,9 +99,9 @@ fi
 if [ "$tests" = 1 ]; then
   step 360 "$py" -m pytest -q -m gpu tests -p no:cacheprovider
 fi
-"$py" -m bench show "$out/runs" >"$out/table.md" 2>>"$log" || status=1
+"$py" -m bench show --wide "$out/runs" >"$out/table.md" 2>>"$log" || status=1
 if [ "$fast" = 1 ]; then
-  "$py" -m bench compare "$out/runs" >"$out/compare.md" 2>>"$log" || status=1
+  "$py" -m bench compare --wide "$out/runs" >"$out/compare.md" 2>>"$log" || status=1
 fi
 tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
 echo "=== done, status $status" | tee -a "$log"
