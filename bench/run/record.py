@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, Union
 
+from bench.run.info_registry import run_label
 from bench.run.spec import RunSpec, SpecError
 from bench.telemetry.devices import GpuInfo
 
@@ -362,7 +363,7 @@ class RunRecord:
         runner sets it."""
         now = datetime.now(UTC)
         return cls(
-            run_id=f"{now:%Y%m%dT%H%M%SZ}_{spec.label}_{uuid.uuid4().hex[:6]}",
+            run_id=f"{now:%Y%m%dT%H%M%SZ}_{run_label(spec)}_{uuid.uuid4().hex[:6]}",
             created_utc=now.isoformat(timespec="seconds"),
             spec=spec,
             environment=environment,

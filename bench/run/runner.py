@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from bench.run import builds, envinfo, registry
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
+from bench.run.info_registry import run_label
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
 from bench.run.store import describe, load_record, weights_dir_name, write_record
@@ -148,7 +149,7 @@ def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
     """Only a training run has trained weights to save."""
     if save_weights and spec.mode != "train":
         raise SpecError(
-            f"--save-weights saves the weights a training run trained: {spec.label} is an "
+            f"--save-weights saves the weights a training run trained: {run_label(spec)} is an "
             f"{spec.mode} run (use --mode train)"
         )
 
@@ -463,7 +464,7 @@ def run_all(
     rest. Progress (``[i/N] label`` and failures) goes to ``stream``."""
     records = []
     for i, spec in enumerate(specs, 1):
-        print(f"[{i}/{len(specs)}] {spec.label}", file=stream, flush=True)
+        print(f"[{i}/{len(specs)}] {run_label(spec)}", file=stream, flush=True)
         record, _ = run(spec, options)
         if not record.ok:
             print(f"  {record.outcome.status}: {record.outcome.message}", file=stream)

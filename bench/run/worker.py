@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.run import envinfo, registry, scenarios
+from bench.run import envinfo, registry
 from bench.run.distributed import rank_device, rank_env, rank_result_path
 from bench.run.loop import Measurement
 from bench.run.record import (
@@ -116,7 +116,7 @@ def execute(
             fp32_uses_tf32=info.uses_tf32(spec),
             epoch_samples=info.epoch_samples,
         )
-        scenario = scenarios.for_spec(spec)
+        scenario = registry.scenario_for(spec)
         record.scenario = scenario.facts()
         save()
         if telemetry_interval_s:
