@@ -44,7 +44,8 @@ from bench.run.spec import (
     SpecError,
 )
 from bench.run.store import OutputError, check_writable, describe, load_records
-from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
+from bench.schema.gpu import GpuInfo
+from bench.telemetry.devices import default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2

@@ -20,13 +20,13 @@ from bench.run.record import (
     Flag,
     Outcome,
     RunRecord,
-    TelemetrySummary,
     Throughput,
     Timing,
     WorkloadFacts,
 )
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
+from bench.schema.telemetry import TelemetrySummary
 from bench.telemetry.devices import parse_gpu_query
 from bench.telemetry.topology import parse_topology
 

@@ -1,5 +1,6 @@
 """The layers point one way: the import graph of bench/, models/ and data/, read from the
-source, has no cycle, and the models do not reach up into the cost layer.
+source, has no cycle, between modules or between packages (bench/'s subpackages, models/,
+data/), and the models do not reach up into the cost layer.
 
 Every import counts: at module level, inside functions and under ``TYPE_CHECKING``, absolute
 and relative, resolved to the project module it names (``from a import b`` names ``a.b``
@@ -69,13 +70,13 @@ def import_graph(root: Path = ROOT) -> Graph:
     return graph
 
 
-def cycles(graph: Graph) -> list[list[str]]:
-    """One cycle through each strongly connected group of modules (Tarjan), as a path that
-    ends where it starts."""
+def groups(graph: Graph) -> list[set[str]]:
+    """The strongly connected groups of more than one node (Tarjan): each is one or more
+    cycles."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
-    groups: list[set[str]] = []
+    found: list[set[str]] = []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
@@ -94,12 +95,18 @@ def cycles(graph: Graph) -> list[list[str]]:
                 if w == v:
                     break
             if len(group) > 1:
-                groups.append(group)
+                found.append(group)
 
     for v in sorted(graph):
         if v not in index:
             visit(v)
-    return [_cycle_in(graph, group) for group in groups]
+    return found
+
+
+def cycles(graph: Graph) -> list[list[str]]:
+    """One cycle through each strongly connected group, as a path that ends where it
+    starts."""
+    return [_cycle_in(graph, group) for group in groups(graph)]
 
 
 def _cycle_in(graph: Graph, group: set[str]) -> list[str]:
@@ -122,10 +129,52 @@ def _show(graph: Graph, cycle: list[str]) -> str:
     )
 
 
+def _report(graph: Graph) -> list[str]:
+    """Each group's cycle, and the group's other members where the cycle misses some."""
+    lines = []
+    for group in groups(graph):
+        cycle = _cycle_in(graph, group)
+        lines.append(_show(graph, cycle))
+        if rest := sorted(group - set(cycle)):
+            lines.append(f"    in the same knot: {', '.join(rest)}")
+    return lines
+
+
 def test_the_import_graph_has_no_cycle():
-    graph = import_graph()
-    found = [_show(graph, c) for c in cycles(graph)]
+    found = _report(import_graph())
     assert found == [], "import cycles:\n" + "\n".join(found)
+
+
+def package_graph(graph: Graph) -> Graph:
+    """The graph between packages: bench/'s subpackages (each module at bench/'s root on its
+    own), models/ and data/."""
+    packages = {m.rpartition(".")[0] for m in graph}
+
+    def package(module: str) -> str:
+        parts = module.split(".")
+        if parts[0] != "bench":
+            return parts[0]
+        return ".".join(parts[:2]) if ".".join(parts[:2]) in packages else module
+
+    result: Graph = {}
+    for module, targets in graph.items():
+        edges = result.setdefault(package(module), {})
+        for target, line in targets.items():
+            if package(target) != package(module):
+                edges.setdefault(package(target), line)
+    for edges in list(result.values()):
+        for target in edges:
+            result.setdefault(target, {})
+    return result
+
+
+def test_the_packages_have_no_cycle():
+    """The schema (bench.schema) at the ground; run, telemetry and analysis above it; the
+    CLI on top. A cycle between packages, even of acyclic modules, is an arrow back up."""
+    graph = package_graph(import_graph())
+    found = _report(graph)
+    assert found == [], "package cycles:\n" + "\n".join(found)
+    assert graph["bench.schema"] == {}
 
 
 def test_the_models_and_data_do_not_import_the_layers_above_them():
@@ -181,3 +230,31 @@ def test_an_acyclic_graph_has_no_cycle(tmp_path):
     )
     assert graph == {"bench": {}, "bench.a": {"bench.b": 1}, "bench.b": {}}
     assert cycles(graph) == []
+
+
+def test_a_cycle_between_packages_of_acyclic_modules_is_found(tmp_path):
+    graph = _graph_of(
+        tmp_path,
+        {
+            "bench/__init__.py": "",
+            "bench/cli.py": "import bench.run.a\n",
+            "bench/run/__init__.py": "",
+            "bench/run/a.py": "import bench.telemetry.b\n",
+            "bench/run/c.py": "",
+            "bench/telemetry/__init__.py": "",
+            "bench/telemetry/b.py": "import os\n\nimport bench.run.c\n",
+            "models/__init__.py": "",
+            "models/m.py": "import bench.run.c\n",
+        },
+    )
+    assert cycles(graph) == []
+    packages = package_graph(graph)
+    assert packages == {
+        "bench": {},
+        "bench.cli": {"bench.run": 1},
+        "bench.run": {"bench.telemetry": 1},
+        "bench.telemetry": {"bench.run": 3},
+        "models": {"bench.run": 1},
+    }
+    assert cycles(packages) == [["bench.run", "bench.telemetry", "bench.run"]]
+    assert _report(packages) == ["bench.run (line 1) -> bench.telemetry (line 3) -> bench.run"]

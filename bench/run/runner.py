@@ -26,9 +26,9 @@ from bench.run.info_registry import run_label
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
 from bench.run.store import describe, load_record, weights_dir_name, write_record
+from bench.schema.gpu import GpuInfo
 from bench.telemetry.contention import usable_cores
 from bench.telemetry.devices import (
-    GpuInfo,
     check_precision,
     default_gpus,
     gpu_for,

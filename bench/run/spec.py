@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bench.schema.errors import SpecError as SpecError
+
 WORKLOADS = ("ssd", "bert", "bert-qa", "null")
 BACKENDS = ("torch", "mxnet", "onnxruntime")
 MODES = ("train", "infer")
@@ -51,10 +53,6 @@ MAX_RANKS = 64
 MAX_BATCH = 65536
 #: BERT-base has 512 learned positions.
 MAX_SEQ_LEN = 512
-
-
-class SpecError(ValueError):
-    """Bad input in a run specification; the CLI turns it into exit code 2."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from bench.run import registry
 from bench.run.info_registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
-from bench.telemetry.devices import GpuInfo
+from bench.schema.gpu import GpuInfo
 
 
 @dataclass(frozen=True)

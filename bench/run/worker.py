@@ -27,22 +27,21 @@ from bench.run.loop import Measurement
 from bench.run.record import (
     DataFacts,
     Execution,
-    Mfu,
     Outcome,
     RunRecord,
-    TelemetrySummary,
     Timing,
     WorkloadFacts,
 )
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
 from bench.run.store import describe, weights_dir_name, write_json_atomic
+from bench.run.validity import validity_flags
 from bench.run.workload import Workload
+from bench.schema.telemetry import Mfu, TelemetrySummary
 from bench.telemetry.devices import query_gpus, visible_gpus
 from bench.telemetry.peaks import model_flops_utilization
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 from bench.telemetry.session import Telemetry, write_csv
-from bench.telemetry.validity import validity_flags
 
 #: Training does a forward and a backward pass; the backward costs about twice the forward,
 #: so a training step counts as three times the forward FLOPs.
