@@ -23,6 +23,7 @@ from bench.datasets import cmd_data
 from bench.fleet import cli as fleet_cli
 from bench.run import loadgen, runner, sla, suites
 from bench.run.ec2 import instance_facts
+from bench.run.info_registry import run_label
 from bench.run.record import ResultError, RunRecord
 from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
@@ -43,8 +44,9 @@ from bench.run.spec import (
     SpecError,
 )
 from bench.run.store import OutputError, check_writable, describe, load_records
+from bench.schema.gpu import GpuInfo
 from bench.serve import cli as serve_cli
-from bench.telemetry.devices import GpuInfo, default_gpus, resolve_device
+from bench.telemetry.devices import default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
@@ -698,7 +700,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if args.dry_run:
         for spec in specs:
-            print(spec.label)
+            print(run_label(spec))
         device = resolve_device(args.device or "auto", gpus)
         for spec, start in suites.sla_specs(
             args.name, gpu=device.startswith("cuda"), backends=backends, device=device
@@ -731,13 +733,13 @@ def _suite_searches(
         try:
             spec = runner.prepare(spec, gpus)
         except SpecError as exc:
-            print(f"skipped the SLA search of {spec.label}: {exc}")
+            print(f"skipped the SLA search of {run_label(spec)}: {exc}")
             continue
         print(f"SLA search: {spec.workload} on {spec.backend}", file=sys.stderr, flush=True)
         try:
             result = sla.search(spec, lambda s: runner.run(s, options)[0], start_qps=start)
         except sla.SlaError as exc:
-            print(f"SLA search of {spec.label} stopped: {exc}")
+            print(f"SLA search of {run_label(spec)} stopped: {exc}")
             ok = False
             continue
         print(f"\nSLA search, {spec.workload} on {spec.backend}:\n{sla.render(result)}")
@@ -799,7 +801,7 @@ def _sla_search(
         print(
             f"[{qps:g} QPS] expect at least {seconds:.0f} s: LoadGen runs "
             f"max(min duration {point.duration_s or 0:g} s, "
-            f"min queries {sla.min_queries(point)} / {qps:g} QPS); {point.label}",
+            f"min queries {sla.min_queries(point)} / {qps:g} QPS); {run_label(point)}",
             file=sys.stderr,
             flush=True,
         )

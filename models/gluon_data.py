@@ -18,7 +18,7 @@ validation loaders do, so that every test sample is scored once.
 from __future__ import annotations
 
 # isort: off
-import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
+import models.mxnet_env  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
 # isort: on
 
 from collections.abc import Callable, Iterator

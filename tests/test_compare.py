@@ -11,17 +11,10 @@ import pytest
 from bench.analysis.compare import CompareError, Threshold, compare, group_title, render
 from bench.analysis.prices import load_catalogue, local_price
 from bench.analysis.pricing import Pricing
-from bench.run.record import (
-    Environment,
-    InstanceFacts,
-    Latency,
-    Outcome,
-    RunRecord,
-    TelemetrySummary,
-    Throughput,
-)
+from bench.run.record import Environment, InstanceFacts, Latency, Outcome, RunRecord, Throughput
 from bench.run.spec import RunSpec
 from bench.run.store import write_record
+from bench.schema.telemetry import TelemetrySummary
 
 ROOT = Path(__file__).resolve().parent.parent
 

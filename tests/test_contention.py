@@ -17,12 +17,13 @@ import pytest
 
 from bench.cli import main
 from bench.run import runner
-from bench.run.record import BusyProcess, Environment, RunRecord, TelemetrySummary
+from bench.run.record import Environment, RunRecord
 from bench.run.spec import RunSpec, SpecError
+from bench.run.validity import validity_flags
+from bench.schema.telemetry import BusyProcess, TelemetrySummary
 from bench.telemetry import session
 from bench.telemetry.contention import CpuWatch, Own, ProcessUse, busy_others
 from bench.telemetry.session import Telemetry
-from bench.telemetry.validity import validity_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 SPIN = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"

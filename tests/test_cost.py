@@ -1,8 +1,9 @@
 import pytest
 
 from bench.analysis.cost import cost_metrics, gpus_used, run_cost
-from bench.run.record import Environment, RunRecord, TelemetrySummary, Throughput
+from bench.run.record import Environment, RunRecord, Throughput
 from bench.run.spec import RunSpec
+from bench.schema.telemetry import TelemetrySummary
 
 
 def _record(mode: str, workload: str = "ssd", device: str = "cpu") -> RunRecord:

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from bench.run import runner
+from bench.run.info_registry import run_label
 from bench.run.record import RunRecord
 from bench.run.spec import RunSpec
 from bench.run.store import load_record
@@ -56,7 +57,7 @@ def test_two_gloo_ranks_train_in_step(spec, tmp_path):
     assert dist["wrapper"] == "DistributedDataParallel" and dist["bucket_cap_mb"] == 25.0
     assert 0.0 <= dist["comm_share"] < 1.0
     assert dist["step_s_with_grad_sync"] > 0 and dist["step_s_without_grad_sync"] > 0
-    assert record.spec.label.endswith("_g2")
+    assert run_label(record.spec).endswith("_g2")
 
 
 def _ranks_of(pid: int) -> list[psutil.Process]:

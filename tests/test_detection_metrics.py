@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.analysis.detection_metrics import (
+from bench.metrics import (
     Accuracy,
     Voc07MApMetric,
     accuracy,

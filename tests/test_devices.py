@@ -1,8 +1,8 @@
 import pytest
 
 from bench.run.spec import SpecError
+from bench.schema.gpu import GpuInfo
 from bench.telemetry.devices import (
-    GpuInfo,
     check_precision,
     gpu_for,
     parse_gpu_query,

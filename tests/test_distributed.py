@@ -14,18 +14,19 @@ from bench.run.distributed import (
     torchrun_command,
     torchrun_failure,
 )
+from bench.run.info_registry import run_label
 from bench.run.record import (
     Environment,
     Flag,
     Outcome,
     RunRecord,
-    TelemetrySummary,
     Throughput,
     Timing,
     WorkloadFacts,
 )
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
+from bench.schema.telemetry import TelemetrySummary
 from bench.telemetry.devices import parse_gpu_query
 from bench.telemetry.topology import parse_topology
 
@@ -44,7 +45,7 @@ def installed(_name: str) -> bool:
 def test_gpus_all_resolves_to_the_machines_gpu_count():
     spec = prepare(RunSpec(workload="bert", mode="train", gpus="all"), gpus=H100X8)
     assert spec.gpus == 8 and spec.ranks == 8 and spec.device == "cuda:0"
-    assert spec.label.endswith("_g8")
+    assert run_label(spec).endswith("_g8")
     assert prepare(RunSpec(workload="ssd", gpus=2, device="cpu"), gpus=[], cores=2).gpus == 2
 
 

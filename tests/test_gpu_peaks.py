@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from bench.run.record import Mfu
+from bench.schema.telemetry import Mfu
 from bench.telemetry.peaks import (
     PEAK_PRECISIONS,
     PEAKS,

@@ -22,8 +22,8 @@ import pynvml
 import pytest
 
 import bench.telemetry.session as session
-from bench.run.record import TelemetryGpu, TelemetrySummary
-from bench.telemetry.devices import GpuInfo
+from bench.schema.gpu import GpuInfo
+from bench.schema.telemetry import TelemetryGpu, TelemetrySummary
 from bench.telemetry.sampling import (
     SMI_FIELDS,
     GpuSample,

@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from bench.run.runner import backend_available, python_for
+from bench.run.processes import python_for
+from bench.run.runner import backend_available
 from models.bert.torch import base_config
 from models.ssd.torch_box import detect
 from models.ssd.torch_net import (

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run.info_registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
 from bench.telemetry.devices import parse_gpu_query, resolve_precision
@@ -37,7 +38,7 @@ def test_auto_precision_is_resolved_and_stored(gpus, backend, expected):
     spec = RunSpec(workload="bert", backend=backend, precision="auto", device=device)
     resolved = prepare(spec, gpus=gpus, installed=everything_installed)
     assert resolved.precision == expected
-    assert f"_{expected}_" in resolved.label
+    assert f"_{expected}_" in run_label(resolved)
 
 
 def test_resolve_precision_without_a_known_capability_takes_fp16():

@@ -17,7 +17,7 @@ from bench.run.record import (
 )
 from bench.run.spec import RunSpec
 from bench.run.store import load_record, write_record
-from bench.telemetry.devices import GpuInfo
+from bench.schema.gpu import GpuInfo
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 V1_FILE = next((REFERENCE / "nvidia-h200").glob("*bert_torch_infer_b32_s128_bf16*.json"))

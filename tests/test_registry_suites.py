@@ -1,8 +1,11 @@
+from types import SimpleNamespace
+
 import pytest
 
 from bench.run import registry
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
+from bench.run.scenarios import FixedLoop, Scenario
+from bench.run.spec import SCENARIOS, RunSpec, SpecError
 from bench.run.suites import suite_specs
 from bench.run.workload import Workload
 
@@ -14,6 +17,21 @@ def test_every_registry_entry_names_a_workload_class():
             continue
         cls = registry.load(entry.target)
         assert isinstance(cls, type) and issubclass(cls, Workload), (workload, backend)
+
+
+def test_the_scenario_table_names_one_class_per_spec_scenario():
+    assert tuple(registry.SCENARIOS) == SCENARIOS
+    for name, target in registry.SCENARIOS.items():
+        cls = registry.load(target)
+        assert isinstance(cls, type) and issubclass(cls, Scenario) and cls.name == name
+
+
+def test_scenario_for_builds_the_specs_scenario():
+    spec = RunSpec(workload="null", device="cpu")
+    scenario = registry.scenario_for(spec)
+    assert type(scenario) is FixedLoop and scenario.spec is spec
+    with pytest.raises(SpecError, match="unknown scenario 'nope': choose from loop, "):
+        registry.scenario_for(SimpleNamespace(scenario="nope"))  # a spec refuses it earlier
 
 
 def test_lookup_refuses_missing_implementations():

@@ -12,6 +12,7 @@ import pytest
 
 from bench.cli import main
 from bench.run import envinfo
+from bench.run.info_registry import run_label
 from bench.run.record import Outcome, RunRecord, ScenarioFacts
 from bench.run.sla import SlaPoint, SlaResult
 from bench.run.spec import RunSpec, SpecError
@@ -32,7 +33,7 @@ def test_endpoint_urls_parse_and_label_the_run() -> None:
         duration_s=5.0,
     )
     assert Endpoint.parse(spec.endpoint or "") == Endpoint("grpc", "10.0.0.5", 8001, "bert")
-    assert spec.label.endswith("_offline-served")
+    assert run_label(spec).endswith("_offline-served")
     assert Endpoint.parse("http://[::1]:8000/m").address == "[::1]:8000"
 
 

@@ -18,7 +18,7 @@ from bench.run.record import (
     Throughput,
 )
 from bench.run.spec import RunSpec
-from bench.telemetry.validity import validity_flags
+from bench.run.validity import validity_flags
 
 CAT = load_catalogue()
 

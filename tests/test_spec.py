@@ -1,5 +1,6 @@
 import pytest
 
+from bench.run.info_registry import run_label
 from bench.run.spec import RunSpec, SpecError
 
 
@@ -49,11 +50,12 @@ def test_from_dict_rejects_unknown_fields():
 
 def test_label_names_the_shape():
     spec = RunSpec(workload="bert", mode="train", batch=32, device="cuda:0", precision="bf16")
-    assert spec.label == "bert_torch_train_b32_s128_bf16_cuda0"
+    assert run_label(spec) == "bert_torch_train_b32_s128_bf16_cuda0"
     assert (
-        RunSpec(workload="ssd", batch=16, device="cpu").label == "ssd_torch_infer_b16_i512_fp32_cpu"
+        run_label(RunSpec(workload="ssd", batch=16, device="cpu"))
+        == "ssd_torch_infer_b16_i512_fp32_cpu"
     )
-    assert RunSpec(workload="null", device="cpu").label == "null_torch_infer_b1_fp32_cpu"
+    assert run_label(RunSpec(workload="null", device="cpu")) == "null_torch_infer_b1_fp32_cpu"
 
 
 def test_timing_auto_resolves_by_mode():
@@ -97,7 +99,7 @@ def test_execution_modes_in_labels():
         compile="default",
         cuda_graphs=True,
     )
-    assert spec.label == "bert_torch_train_b32_s128_fp32_cuda0_compile-default-graphs"
+    assert run_label(spec) == "bert_torch_train_b32_s128_fp32_cuda0_compile-default-graphs"
     assert spec.execution_label == "compile, graphs"
     assert RunSpec(workload="bert", mode="train").execution_label == ""
     assert RunSpec(workload="bert", mode="train", timing="synchronized").execution_label == (

@@ -1,17 +1,10 @@
 import pytest
 
 from bench.analysis.table import HEADERS, row
-from bench.run.record import (
-    Environment,
-    HostSummary,
-    Latency,
-    Mfu,
-    RunRecord,
-    TelemetrySummary,
-    Throughput,
-    Timing,
-)
+from bench.run.record import Environment, Latency, RunRecord, Throughput, Timing
 from bench.run.spec import RunSpec
+from bench.run.validity import validity_flags
+from bench.schema.telemetry import HostSummary, Mfu, TelemetrySummary
 from bench.telemetry.devices import parse_gpu_query
 from bench.telemetry.sampling import GpuSample, HostSample, parse_smi_line, throttle_names
 from bench.telemetry.session import (
@@ -22,7 +15,6 @@ from bench.telemetry.session import (
     summarize_host,
     write_csv,
 )
-from bench.telemetry.validity import validity_flags
 
 GPUS = parse_gpu_query(
     "0, NVIDIA H100 80GB HBM3, GPU-aaaa1111-0000, 00000000:19:00.0, 81559, 580.1, 9.0\n"

@@ -1,5 +1,5 @@
 """Accuracy of the PyTorch path on tiny generated datasets: SSD's VOC07 mAP and BERT's
-accuracy from ``evaluate()``, scored as :mod:`bench.analysis.detection_metrics` scores the
+accuracy from ``evaluate()``, scored as :mod:`bench.metrics` scores the
 same predictions, and the ``evaluate`` and ``to-accuracy`` scenarios through the worker.
 BERT runs a two-layer model of BERT's structure."""
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.analysis.detection_metrics import Voc07MApMetric, accuracy
+from bench.metrics import Voc07MApMetric, accuracy
 from bench.run import registry
 from bench.run.registry import Entry
 from bench.run.spec import RunSpec

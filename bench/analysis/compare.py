@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.analysis.cost import loadgen_invalid, run_cost
 from bench.analysis.pricing import Pricing, RunPrice, basis_text
+from bench.analysis.rows import Row
 from bench.analysis.scaling import (
     SCALING_COLUMNS,
     SCALING_NOTE,
@@ -79,43 +80,6 @@ class Threshold:
     def violated(self, ratio: float) -> bool:
         limit = 1 + self.percent / 100
         return ratio < limit if self.percent < 0 else ratio > limit
-
-
-@dataclass
-class Row:
-    """One run as a comparison sees it: its record, price and cost-performance figures."""
-
-    record: RunRecord
-    path: Path
-    instance: str | None
-    hardware: str
-    samples_per_s: float | None
-    p50_ms: float | None
-    p99_ms: float | None
-    mean_ms: float | None
-    util_pct: float | None
-    energy_per_sample_j: float | None
-    price_per_hour_usd: float | None
-    price: RunPrice | None
-    unpriced_reason: str | None
-    usd_per_million: float | None
-    samples_per_usd: float | None
-    usd_per_epoch: float | None
-    hours_per_epoch: float | None
-    baseline: Row | None = None
-    ratios: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def spec(self) -> RunSpec:
-        return self.record.spec
-
-    @property
-    def run_id(self) -> str:
-        return self.record.run_id
-
-    def metric(self, name: str) -> float | None:
-        value = getattr(self, name)
-        return float(value) if value is not None else None
 
 
 WorkKey = tuple[Any, ...]

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.analysis.compare import Comparison, Row
+from bench.analysis.compare import Comparison
 from bench.analysis.labels import unique_labels
+from bench.analysis.rows import Row
 from bench.analysis.serving import ServingKey, ServingRow
 from bench.analysis.serving import title as serving_title
 from bench.run import registry

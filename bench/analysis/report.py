@@ -19,7 +19,6 @@ from tabulate import tabulate
 
 from bench.analysis.compare import (
     Comparison,
-    Row,
     accuracy_lines,
     group_title,
     latency_notes,
@@ -34,6 +33,7 @@ from bench.analysis.decision import (
     unpriced_notes,
 )
 from bench.analysis.pricing import basis_text
+from bench.analysis.rows import Row
 from bench.analysis.scaling import (
     SCALING_COLUMNS,
     SCALING_NOTE,

@@ -12,7 +12,7 @@ from bench.run import registry
 from bench.run.distributed import scaling_efficiency
 
 if TYPE_CHECKING:
-    from bench.analysis.compare import Row
+    from bench.analysis.rows import Row
 
 ScalingKey = tuple[Any, ...]
 _KEY_FIELDS = (

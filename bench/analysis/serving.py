@@ -14,7 +14,7 @@ from bench.run import registry
 from bench.run.loadgen_log import from_scenario_result
 
 if TYPE_CHECKING:
-    from bench.analysis.compare import Row
+    from bench.analysis.rows import Row
 
 #: (workload, input size, latency bound ms, percentile)
 ServingKey = tuple[str, int | None, float, float]

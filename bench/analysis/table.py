@@ -12,7 +12,7 @@ from tabulate import tabulate
 from bench.analysis.units import plain
 from bench.run import registry
 from bench.run.record import RunRecord
-from bench.telemetry.validity import FLAG_CODES, MFU_MAX, short_codes
+from bench.run.validity import FLAG_CODES, MFU_MAX, short_codes
 
 HEADERS = (
     "workload",

@@ -188,9 +188,3 @@ class ToAccuracy(Scenario):
             "max_iters": spec.iters,
             "max_train_s": spec.duration_s,
         }
-
-
-ACCURACY_SCENARIOS: dict[str, type[Scenario]] = {
-    Evaluate.name: Evaluate,
-    ToAccuracy.name: ToAccuracy,
-}

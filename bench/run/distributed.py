@@ -21,17 +21,16 @@ from pathlib import Path
 
 from bench.run.record import (
     Flag,
-    Mfu,
     Outcome,
     RankFacts,
     RunRecord,
-    TelemetrySummary,
     Timing,
 )
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
+from bench.run.validity import validity_flags
+from bench.schema.telemetry import Mfu, TelemetrySummary
 from bench.telemetry.peaks import model_flops_utilization
-from bench.telemetry.validity import validity_flags
 
 #: How often torchrun's agent checks its ranks: a failed rank is noticed within this.
 MONITOR_INTERVAL_S = 0.5

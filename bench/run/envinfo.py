@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.run.ec2 import instance_facts
 from bench.run.record import Environment, InstanceFacts, ProjectFacts, from_plain
-from bench.telemetry.devices import GpuInfo
+from bench.schema.gpu import GpuInfo
 from bench.telemetry.sampling import load_nvml
 from bench.telemetry.topology import interconnect
 

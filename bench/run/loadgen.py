@@ -633,8 +633,3 @@ def check_spec(spec: RunSpec) -> None:
             "the offline scenario is sized by its minimum duration (LoadGen issues duration x "
             "expected samples/s): give --duration, not --iters"
         )
-
-
-LOADGEN_SCENARIOS: dict[str, type[LoadgenScenario]] = {
-    cls.name: cls for cls in (SingleStream, MultiStream, Server, Offline)
-}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import registry
+from bench.run.info_registry import run_label
 from bench.run.loop import StepTimer, measure, measure_pipelined
 from bench.run.spec import RunSpec
 from bench.telemetry.devices import default_gpus, query_gpus, resolve_device
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["null_us_per_iter"] = {k: v * 1e6 for k, v in null["s_per_iter"].items()}
 
-    print(f"step: {spec.label} (median of {args.rounds} interleaved rounds of {args.iters})")
+    print(f"step: {run_label(spec)} (median of {args.rounds} interleaved rounds of {args.iters})")
     for name, seconds in result["s_per_iter"].items():
         print(f"  {name:10s} {seconds * 1e3:10.3f} ms/iter")
     print(
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio = rounds["overhead_ratio"]
             agrees = abs(ratio - 1) < AGREEMENT
             rounds["agrees_within"] = AGREEMENT if agrees else None
-            result["fast"][fast.label] = rounds
+            result["fast"][run_label(fast)] = rounds
             print(
                 f"fast {fast.backend_label}: harness {rounds['s_per_iter']['harness'] * 1e3:.3f}"
                 f" ms/iter, bare {rounds['s_per_iter']['bare'] * 1e3:.3f} ms/iter, ratio "

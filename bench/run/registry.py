@@ -5,19 +5,22 @@ framework facts.
 Entries are import strings. Implementations are resolved only inside the worker process
 that runs them, so a missing or conflicting framework never breaks the harness or another
 backend; workload facts come from framework-free modules. This module's loader is the only
-way ``bench`` reaches ``models``.
+way ``bench`` reaches ``models`` (with :mod:`bench.run.info_registry`, its framework-free
+half, which the run records and labels build on).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from bench.run.builds import ORT_GPU_ARCHS
-from bench.run.spec import PRECISIONS, SpecError
-from bench.run.workload import Workload, WorkloadInfo
+from bench.run.info_registry import WORKLOAD_INFO as WORKLOAD_INFO
+from bench.run.info_registry import load as load
+from bench.run.info_registry import workload_info as workload_info
+from bench.run.scenarios import Scenario
+from bench.run.spec import PRECISIONS, RunSpec, SpecError
+from bench.run.workload import Workload
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.
@@ -27,6 +30,10 @@ ENVIRONMENTS = {"main": ".venv", "mxnet": ".venv-mxnet", "serve": ".venv-serve"}
 SERVE_ENV = "serve"
 #: The served form of each workload (signature, sample library, the bound callable).
 SERVED = "models.served"
+#: A run against an endpoint: its client workload and the checks before it starts (the
+#: served path sits above the runner, which reaches it only through these names).
+ENDPOINT_WORKLOAD = "bench.serve.endpoint:EndpointWorkload"
+ENDPOINT_PREFLIGHT = "bench.serve.endpoint:preflight"
 
 
 @dataclass(frozen=True)
@@ -92,12 +99,16 @@ REGISTRY: dict[tuple[str, str], Entry] = {
     ("bert-qa", "mxnet"): Entry("models.bert_qa.gluon:BertQaGluon", **_MXNET),
 }
 
-#: Each workload's declared facts, from modules that import no framework.
-WORKLOAD_INFO: dict[str, str] = {
-    "null": "models.null:INFO",
-    "ssd": "models.ssd.common:INFO",
-    "bert": "models.bert.config:INFO",
-    "bert-qa": "models.bert_qa.config:INFO",
+#: How work is issued, per spec scenario: the fixed loop, LoadGen's scenarios (which need
+#: its binding, so they load only when asked), and the accuracy scenarios.
+SCENARIOS: dict[str, str] = {
+    "loop": "bench.run.scenarios:FixedLoop",
+    "single-stream": "bench.run.loadgen:SingleStream",
+    "multi-stream": "bench.run.loadgen:MultiStream",
+    "server": "bench.run.loadgen:Server",
+    "offline": "bench.run.loadgen:Offline",
+    "evaluate": "bench.run.accuracy:Evaluate",
+    "to-accuracy": "bench.run.accuracy:ToAccuracy",
 }
 
 #: Per backend, where to ask for framework versions and device facts.
@@ -121,12 +132,6 @@ def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
     return entry
 
 
-def load(target: str) -> Any:
-    """Import ``package.module:Attribute`` and return the attribute."""
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
-
-
 def workload_class(entry: Entry) -> type[Workload]:
     cls = load(entry.target)
     if not (isinstance(cls, type) and issubclass(cls, Workload)):
@@ -134,20 +139,15 @@ def workload_class(entry: Entry) -> type[Workload]:
     return cls
 
 
-def workload_info(workload: str) -> WorkloadInfo:
-    """The facts workload ``workload`` declares (no framework is imported)."""
-    target = WORKLOAD_INFO.get(workload)
+def scenario_for(spec: RunSpec) -> Scenario:
+    """The spec's scenario, ready to run its workload."""
+    target = SCENARIOS.get(spec.scenario)
     if target is None:
-        raise SpecError(f"unknown workload {workload!r}")
-    return _load_info(target)
-
-
-@functools.cache
-def _load_info(target: str) -> WorkloadInfo:
-    info = load(target)
-    if not isinstance(info, WorkloadInfo):
-        raise TypeError(f"{target} is not a WorkloadInfo")
-    return info
+        raise SpecError(f"unknown scenario {spec.scenario!r}: choose from {', '.join(SCENARIOS)}")
+    cls = load(target)
+    if not (isinstance(cls, type) and issubclass(cls, Scenario)):
+        raise TypeError(f"{target} is not a Scenario")
+    return cls(spec)
 
 
 def framework_info(backend: str, device: str) -> dict[str, Any]:

@@ -22,12 +22,14 @@ from typing import Any, TextIO
 
 from bench.run import builds, envinfo, registry
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
+from bench.run.info_registry import run_label
+from bench.run.processes import python_for, stop_group
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
 from bench.run.store import describe, load_record, weights_dir_name, write_record
+from bench.schema.gpu import GpuInfo
 from bench.telemetry.contention import usable_cores
 from bench.telemetry.devices import (
-    GpuInfo,
     check_precision,
     default_gpus,
     gpu_for,
@@ -129,9 +131,7 @@ def prepare(
     if spec.gpus is not None and entry.multi_device is None:
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     if spec.endpoint is not None:
-        from bench.serve.endpoint import preflight  # the served path's own checks
-
-        preflight(spec)
+        registry.load(registry.ENDPOINT_PREFLIGHT)(spec)  # the served path's own checks
     else:
         python_for(entry.env)
     return spec.replace(
@@ -153,7 +153,7 @@ def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
     """Only a training run has trained weights to save."""
     if save_weights and spec.mode != "train":
         raise SpecError(
-            f"--save-weights saves the weights a training run trained: {spec.label} is an "
+            f"--save-weights saves the weights a training run trained: {run_label(spec)} is an "
             f"{spec.mode} run (use --mode train)"
         )
 
@@ -271,19 +271,6 @@ def backend_available(backend: str) -> bool:
     return bool(envs)
 
 
-def python_for(env: str) -> Path:
-    """The interpreter of environment ``env``; ``main`` is the one running this code."""
-    if env == "main":
-        return Path(sys.executable)
-    directory = registry.ENVIRONMENTS.get(env)
-    if directory is None:
-        raise SpecError(f"unknown environment {env!r}")
-    python = envinfo.PROJECT_ROOT / directory / "bin" / "python"
-    if not python.exists():
-        raise SpecError(f"the {env} environment is not set up ({directory}): run `make setup`")
-    return python
-
-
 def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, Path]:
     """Run a prepared spec in a worker process; store and return its record and path.
 
@@ -366,10 +353,6 @@ def collect(
     return record
 
 
-#: After SIGTERM, how long a worker's process group gets before SIGKILL.
-STOP_GRACE_S = 5.0
-
-
 def rank_threads(ranks: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Each rank's share of the usable cores as its OpenMP thread count (torchrun would set 1
     and say so), unless the user set one."""
@@ -422,22 +405,6 @@ def _run_worker(
     return code, b"".join(tail).decode(errors="replace")
 
 
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the process group ``proc`` leads, then SIGKILL what is left after
-    ``grace_s``; returns once ``proc`` has exited."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        # the leader is gone; make sure no member of its group outlives it
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return
-
-
 def _end_line(output: bytes) -> None:
     """A progress bar closes with a carriage return and no newline: in a log (not a
     terminal) the next line would run into it."""
@@ -468,7 +435,7 @@ def run_all(
     rest. Progress (``[i/N] label`` and failures) goes to ``stream``."""
     records = []
     for i, spec in enumerate(specs, 1):
-        print(f"[{i}/{len(specs)}] {spec.label}", file=stream, flush=True)
+        print(f"[{i}/{len(specs)}] {run_label(spec)}", file=stream, flush=True)
         record, _ = run(spec, options)
         if not record.ok:
             print(f"  {record.outcome.status}: {record.outcome.message}", file=stream)

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.run.info_registry import run_label
 from bench.run.loop import Measurement, measure, measure_pipelined
 from bench.run.record import RunRecord, ScenarioFacts
-from bench.run.spec import ACCURACY_SCENARIOS, RunSpec, SpecError
+from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 
 Mark = Callable[[str, float], None]
@@ -111,7 +112,7 @@ class FixedLoop(Scenario):
                 warmup=spec.warmup,
                 iters=spec.iters,
                 duration_s=spec.duration_s,
-                label=spec.label,
+                label=run_label(spec),
                 progress=progress,
                 clock=clock,
                 on_mark=on_mark,
@@ -123,7 +124,7 @@ class FixedLoop(Scenario):
             warmup=spec.warmup,
             iters=spec.iters,
             duration_s=spec.duration_s,
-            label=spec.label,
+            label=run_label(spec),
             progress=progress,
             clock=clock,
             on_mark=on_mark,
@@ -133,21 +134,3 @@ class FixedLoop(Scenario):
     def settings(self) -> dict[str, object]:
         spec = self.spec
         return {"warmup": spec.warmup, "iters": spec.iters, "duration_s": spec.duration_s}
-
-
-SCENARIOS: dict[str, type[Scenario]] = {FixedLoop.name: FixedLoop}
-
-
-def for_spec(spec: RunSpec) -> Scenario:
-    if spec.uses_loadgen:
-        from bench.run.loadgen import LOADGEN_SCENARIOS  # LoadGen's scenarios build on these
-
-        return LOADGEN_SCENARIOS[spec.scenario](spec)
-    if spec.scenario in ACCURACY_SCENARIOS:
-        from bench.run.accuracy import ACCURACY_SCENARIOS as ACCURACY  # they build on Scenario
-
-        return ACCURACY[spec.scenario](spec)
-    cls = SCENARIOS.get(spec.scenario)
-    if cls is None:
-        raise SpecError(f"unknown scenario {spec.scenario!r}: choose from {', '.join(SCENARIOS)}")
-    return cls(spec)

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bench.schema.errors import SpecError as SpecError
+
 WORKLOADS = ("ssd", "bert", "bert-qa", "null")
 BACKENDS = ("torch", "mxnet", "onnxruntime")
 MODES = ("train", "infer")
@@ -51,10 +53,6 @@ MAX_RANKS = 64
 MAX_BATCH = 65536
 #: BERT-base has 512 learned positions.
 MAX_SEQ_LEN = 512
-
-
-class SpecError(ValueError):
-    """Bad input in a run specification; the CLI turns it into exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -280,7 +278,10 @@ class RunSpec:
         if not isinstance(self.data, str) or not self.data:
             raise SpecError("data must be a dataset path")
         if self.workload == "null" or self.backend == "onnxruntime":
-            raise SpecError(f"--data runs ssd and bert on torch and mxnet, not {self.label}")
+            raise SpecError(
+                f"--data runs ssd and bert on torch and mxnet, not {self.workload} on "
+                f"{self.backend}"
+            )
         if self.uses_loadgen:
             raise SpecError(f"the {self.scenario} scenario issues staged samples: no --data")
         if self.cuda_graphs:
@@ -358,11 +359,10 @@ class RunSpec:
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
 
-    @property
-    def label(self) -> str:
-        """A short name for file names and progress lines."""
-        from bench.run.registry import workload_info  # the registry imports this module
-
+    def label_for(self, shape_tag: str) -> str:
+        """A short name for file names and progress lines, given the workload's tag for the
+        input size (:func:`bench.run.info_registry.run_label` looks it up).
+        """
         dev = self.device.replace(":", "")
         backend = self.backend
         if self.ort_provider != "auto":
@@ -372,7 +372,7 @@ class RunSpec:
             backend,
             self.mode,
             f"b{self.batch}",
-            workload_info(self.workload).shape_text(self, "tag"),
+            shape_tag,
             self.precision,
             dev,
             self._scenario_tag(),

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.run import registry
+from bench.run.info_registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
-from bench.telemetry.devices import GpuInfo
+from bench.schema.gpu import GpuInfo
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,7 @@ def plan(
         try:
             specs.append(prepare(spec, gpus))
         except SpecError as exc:
-            skipped.append(f"skipped {spec.label}: {exc}")
+            skipped.append(f"skipped {run_label(spec)}: {exc}")
     if not specs:
         raise SpecError(skipped[0] if skipped else f"suite {name} has no runnable runs")
     return specs, skipped

@@ -21,28 +21,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.run import envinfo, registry, scenarios
+from bench.run import envinfo, registry
 from bench.run.distributed import rank_device, rank_env, rank_result_path
 from bench.run.loop import Measurement
 from bench.run.record import (
     DataFacts,
     Execution,
-    Mfu,
     Outcome,
     RunRecord,
-    TelemetrySummary,
     Timing,
     WorkloadFacts,
 )
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
 from bench.run.store import describe, weights_dir_name, write_json_atomic
+from bench.run.validity import validity_flags
 from bench.run.workload import Workload
+from bench.schema.telemetry import Mfu, TelemetrySummary
 from bench.telemetry.devices import query_gpus, visible_gpus
 from bench.telemetry.peaks import model_flops_utilization
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 from bench.telemetry.session import Telemetry, write_csv
-from bench.telemetry.validity import validity_flags
 
 #: Training does a forward and a backward pass; the backward costs about twice the forward,
 #: so a training step counts as three times the forward FLOPs.
@@ -98,9 +97,7 @@ def execute(
     telemetry: Telemetry | None = None
     try:
         if spec.endpoint is not None:  # the model is the server's: a client here
-            from bench.serve.endpoint import EndpointWorkload
-
-            workload = EndpointWorkload(spec)
+            workload = registry.load(registry.ENDPOINT_WORKLOAD)(spec)
         else:
             workload = registry.workload_class(entry)(spec)
             record.environment.framework = registry.framework_info(spec.backend, spec.device)
@@ -121,7 +118,7 @@ def execute(
             fp32_uses_tf32=info.uses_tf32(spec),
             epoch_samples=info.epoch_samples,
         )
-        scenario = scenarios.for_spec(spec)
+        scenario = registry.scenario_for(spec)
         record.scenario = scenario.facts()
         save()
         if telemetry_interval_s:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bench.run import runner
+from bench.run.info_registry import run_label
 from bench.run.spec import BACKENDS, PRECISIONS, RunSpec
 from bench.serve import launcher
 
@@ -95,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     # a shell starts a background job with SIGINT ignored; bench serve stops on it anyway
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    print(f"starting Triton for {spec.label} ...", file=sys.stderr, flush=True)
+    print(f"starting Triton for {run_label(spec)} ...", file=sys.stderr, flush=True)
     try:
         with launcher.running(config) as server:
             print(f"serving {config.model}: {server.grpc_url}  {server.http_url}", flush=True)

@@ -95,7 +95,7 @@ def preflight(spec: RunSpec) -> None:
 
 def serve_python() -> Path:
     """The serve environment's interpreter, or a SpecError saying how to set it up."""
-    from bench.run.runner import python_for  # the runner imports this module lazily
+    from bench.run.processes import python_for
 
     try:
         return python_for(registry.SERVE_ENV)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.run.record import BusyProcess
+from bench.schema.telemetry import BusyProcess
 
 #: A process using at least this share of one core over the window (percent) counts as busy.
 BUSY_CPU_PCT = 10.0

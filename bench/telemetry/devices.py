@@ -9,9 +9,9 @@ import os
 import shutil
 import subprocess
 from collections.abc import Collection
-from dataclasses import dataclass
 
-from bench.run.spec import SpecError
+from bench.schema.errors import SpecError
+from bench.schema.gpu import GpuInfo
 
 _QUERY_FIELDS = (
     "index",
@@ -22,17 +22,6 @@ _QUERY_FIELDS = (
     "driver_version",
     "compute_cap",
 )
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    name: str
-    uuid: str
-    pci_bus_id: str
-    memory_total_mib: int | None
-    driver_version: str
-    compute_capability: tuple[int, int] | None
 
 
 def parse_gpu_query(text: str) -> list[GpuInfo]:

@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from bench.run.record import Mfu
+from bench.schema.telemetry import Mfu
 
 #: Precisions a peak can be asked for. "fp32" is the non-tensor (CUDA core) rate.
 PEAK_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")

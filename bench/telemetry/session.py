@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.run.record import HostSummary, TelemetryGpu, TelemetrySummary
+from bench.schema.gpu import GpuInfo
+from bench.schema.telemetry import HostSummary, TelemetryGpu, TelemetrySummary
 from bench.telemetry.contention import CpuWatch, ProcessUse, busy_others, own_facts
-from bench.telemetry.devices import GpuInfo, visible_gpus
+from bench.telemetry.devices import visible_gpus
 from bench.telemetry.sampling import (
     DEFAULT_INTERVAL_S,
     PERFORMANCE_LIMITING,

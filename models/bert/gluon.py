@@ -5,7 +5,7 @@ evaluated (accuracy on IMDB's test reviews)."""
 from __future__ import annotations
 
 # isort: off
-import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
+import models.mxnet_env  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
 # isort: on
 
 import math
@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from bench.analysis.detection_metrics import Accuracy
+from bench.metrics import Accuracy
 from bench.run.spec import RunSpec
 from data.selection import copy_vocab, vocab_path
 from data.synthetic import TextBatch, text_batch
@@ -260,7 +260,7 @@ class BertGluon(MxnetWorkload):
         )
 
     def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
-        """Accuracy (:class:`bench.analysis.detection_metrics.Accuracy`) of the logits'
+        """Accuracy (:class:`bench.metrics.Accuracy`) of the logits'
         argmax on IMDB's test reviews, each batch split across the contexts, in inference
         mode (no dropout; the hybridized graph serves both modes, as BERT's forward does
         not branch on the mode)."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from bench.analysis.detection_metrics import Accuracy
+from bench.metrics import Accuracy
 from bench.run.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
@@ -291,7 +291,7 @@ class BertTorch(TorchWorkload):
         )
 
     def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
-        """Accuracy (:class:`bench.analysis.detection_metrics.Accuracy`) of the logits'
+        """Accuracy (:class:`bench.metrics.Accuracy`) of the logits'
         argmax on IMDB's test reviews, in eval mode (no dropout; the training flag restored
         after)."""
         assert self.model is not None, "setup() first"

@@ -9,7 +9,7 @@ and trains it, run as :class:`models.bert.gluon.BertGluon` runs BERT.
 from __future__ import annotations
 
 # isort: off
-import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
+import models.mxnet_env  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
 # isort: on
 
 from typing import Any

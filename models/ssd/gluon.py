@@ -5,7 +5,7 @@ and evaluated (VOC07 mAP on a test split) as its ``validate()`` does."""
 from __future__ import annotations
 
 # isort: off
-import models.mxnet_common  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
+import models.mxnet_env  # noqa: F401 - first: sets OMP_NUM_THREADS before MXNet loads
 # isort: on
 
 import contextlib
@@ -21,7 +21,7 @@ from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
 from mxnet import autograd, gluon
 
-from bench.analysis.detection_metrics import Voc07MApMetric
+from bench.metrics import Voc07MApMetric
 from bench.run.spec import RunSpec
 from data.synthetic import detection_batch
 from models import gluon_data
@@ -279,7 +279,7 @@ class SsdGluon(MxnetWorkload):
         )
 
     def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
-        """VOC07 mAP (:class:`bench.analysis.detection_metrics.Voc07MApMetric`) of the
+        """VOC07 mAP (:class:`bench.metrics.Voc07MApMetric`) of the
         network's detections on the test split, fed as train_ssd.py's ``validate()`` feeds
         GluonCV's ``VOC07MApMetric`` (see :func:`update_map`); each batch split across the
         contexts. Its NMS is GluonCV's default, which is what ``validate()`` sets (0.45, top

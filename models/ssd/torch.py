@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from bench.analysis.detection_metrics import Voc07MApMetric
+from bench.metrics import Voc07MApMetric
 from bench.run.spec import RunSpec
 from data.loaders import DetectionTensors
 from data.synthetic import detection_batch
@@ -252,7 +252,7 @@ class SsdTorch(TorchWorkload):
         )
 
     def evaluate(self, max_samples: int | None = None) -> dict[str, Any]:
-        """VOC07 mAP (:class:`bench.analysis.detection_metrics.Voc07MApMetric`) of the
+        """VOC07 mAP (:class:`bench.metrics.Voc07MApMetric`) of the
         network's detections on the test split, in eval mode (the training flag restored
         after), scored as the MXNet path's ``evaluate`` scores them (see
         :func:`update_map`): the inference step's NMS (0.45, top 400 before it, 100 after)."""

@@ -8,6 +8,7 @@ them, saves the run (--benchmark-autosave) and compares with the last saved one.
 import pytest
 
 from bench.run import registry
+from bench.run.info_registry import run_label
 from bench.run.suites import suite_specs
 from bench.telemetry.devices import default_gpus, resolve_device
 
@@ -21,7 +22,7 @@ SPECS = [
 ROUNDS, WARMUP = (30, 5) if GPU else (3, 1)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=[s.label for s in SPECS])
+@pytest.mark.parametrize("spec", SPECS, ids=[run_label(s) for s in SPECS])
 def test_workload_step(benchmark, spec):
     workload = registry.load(registry.lookup(spec.workload, spec.backend).target)(spec)
     workload.setup()

@@ -22,7 +22,7 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
 from gluoncv.utils.bbox import bbox_iou
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
-from bench.analysis.detection_metrics import Voc07MApMetric
+from bench.metrics import Voc07MApMetric
 from data import ssd_augment as aug
 from data.recordio import (
     MAGIC,

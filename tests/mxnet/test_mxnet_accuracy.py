@@ -16,7 +16,7 @@ import pytest
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
 import models.ssd.gluon as ssd_gluon
-from bench.analysis import detection_metrics
+from bench import metrics
 from bench.run import registry
 from bench.run.record import RunRecord
 from bench.run.spec import RunSpec
@@ -105,7 +105,7 @@ def run(workload: str, data: Path, **kw: Any) -> RunRecord:
 
 
 # -- SSD ----------------------------------------------------------------------------------------
-class TeeMetric(detection_metrics.Voc07MApMetric):
+class TeeMetric(metrics.Voc07MApMetric):
     """The harness's metric, handing every update to GluonCV's VOC07MApMetric as well."""
 
     made: list[TeeMetric] = []

@@ -1,4 +1,6 @@
 """Accuracy figures of the workloads: Pascal VOC07 mAP for SSD, accuracy for BERT.
+They import nothing of the project, so the models score with them from below the analysis
+(cost) layer.
 
 :class:`Voc07MApMetric` is GluonCV 0.10's ``VOC07MApMetric``
 (``gluoncv/utils/metrics/voc_detection.py``) in numpy, step for step:
