@@ -94,7 +94,7 @@ bench: setup
 	$(BIN)/bench suite $(SUITE)
 
 test: setup setup-fleet setup-serve
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 	$(SERVE_BIN)/python -m pytest tests/serve -m "not slow"
 	$(MX_BIN)/python -m pytest tests/mxnet
 	$(FLEET_BIN)/python -m pytest tests/fleet
