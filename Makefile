@@ -44,14 +44,16 @@ help:
 
 setup: $(STAMP) $(MX_STAMP)
 
-# On a GPU machine PyTorch goes in first, in the CUDA build whose kernels run on every GPU
-# nvidia-smi lists (bench/run/builds.py: cu126 on a V100, cu130 from Turing on); the extras
-# then keep it. The CPU set-up takes torch as pyproject.toml allows.
+# On a GPU machine PyTorch goes in first (here and in .venv-serve), in the CUDA build whose
+# kernels run on every GPU nvidia-smi lists (bench/run/builds.py: cu126 on a V100, cu130 from
+# Turing on); the extras then keep it. The CPU set-up takes torch as pyproject.toml allows.
+TORCH_FIRST = $(if $(HAS_GPU),build=$$(nvidia-smi --query-gpu=compute_cap --format=csv$(comma)noheader \
+	  | $(PYTHON) bench/run/builds.py torch-pip) && $(1)/python -m pip install -q $$build)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(if $(HAS_GPU),build=$$(nvidia-smi --query-gpu=compute_cap --format=csv$(comma)noheader \
-	  | $(PYTHON) bench/run/builds.py torch-pip) && $(BIN)/python -m pip install -q $$build)
+	$(call TORCH_FIRST,$(BIN))
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.setup-*
 	touch $@
@@ -86,6 +88,7 @@ setup-serve: $(SERVE_STAMP)
 $(SERVE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_BIN)/python -m pip install -q --upgrade pip
+	$(call TORCH_FIRST,$(SERVE_BIN))
 	$(SERVE_BIN)/python -m pip install -q -e ".[serve,torch,onnx-$(KIND),dev]"
 	rm -f $(SERVE_VENV)/.setup-*
 	touch $@
