@@ -410,6 +410,7 @@ class FeatureStream:
             "windows": len(self.features),
             "batch_size": self.batch,
             "loader": "windows built at set-up and held in memory; a seeded shuffle per epoch",
+            "loader_workers": 0,
             "batches_read": self.batches,
             "epochs_read": round(self.batches * self.batch / len(self.features), 3),
         }

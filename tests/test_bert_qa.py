@@ -161,3 +161,24 @@ def test_steps_and_queries_read_nothing_on_the_host(mode, sample):
                 assert count_host_syncs(query, wl.device, wl.sync).count == 0
         finally:
             wl.teardown()
+
+
+def test_a_squad_run_records_that_it_reads_without_loader_workers(sample):
+    """SQuAD windows are held in memory: the record says 0 loader workers, whatever
+    --loader-workers says (it does not apply)."""
+    from bench.run.envinfo import collect
+    from bench.run.loop import Measurement
+    from bench.run.record import RunRecord
+    from bench.run.worker import fill_data
+
+    root, vocab = sample
+    run = spec(mode="train", data=str(root), vocab=str(vocab), loader_workers=2)
+    wl = BertQaTorch(run, SMALL_SETTINGS)
+    wl.setup()
+    wl.open_data()
+    wl.step()
+    record = RunRecord.new(run, collect([]))
+    fill_data(record, wl, Measurement(latencies_s=[0.1], window_s=0.1, warmup_s=0.0))
+    wl.teardown()
+    assert record.data is not None and record.data.loader_workers == 0
+    assert record.data.details["dataset"] == "SQuAD v1.1 train"

@@ -4,15 +4,12 @@ cores (decided from process facts given as data), more CPU ranks than cores, and
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bench.cli import main
@@ -158,44 +155,3 @@ def test_the_command_line_refuses_them_in_one_line(tmp_path, capsys, monkeypatch
         "core(s): give --gpus 2 or fewer"
     )
     assert not out.exists()
-
-
-# -- SIGINT when the shell started bench with it ignored -------------------------------------
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does for a background job
-
-
-def test_sigint_stops_a_bench_started_with_sigint_ignored(tmp_path):
-    tmp, out = tmp_path / "tmp", tmp_path / "runs"
-    tmp.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "run", "--workload", "null", "--device", "cpu"]
-        + ["--warmup", "0", "--duration", "300", "--out", str(out), "--no-progress"],
-        cwd=ROOT,
-        env={**os.environ, "TMPDIR": str(tmp)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_ignore_sigint,
-    )
-    workers: list[psutil.Process] = []
-    try:
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 60
-        while not any(tmp.rglob("result.json")) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        workers = parent.children()
-        assert workers, "the worker did not start"
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for worker in workers:  # a failure must not leave a 300 s run behind
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(worker.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "bench: interrupted"
-    assert not out.exists() or list(out.iterdir()) == []

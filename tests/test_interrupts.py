@@ -33,8 +33,16 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_the_worker_and_leaves_nothing(tmp_path, sig, code):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does for a background job
+
+
+@pytest.mark.parametrize(
+    "sig, code, started_ignoring_sigint",
+    [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGINT, 130, True)],
+)
+def test_a_signal_stops_the_worker_and_leaves_nothing(tmp_path, sig, code, started_ignoring_sigint):
+    """Also when the shell started `bench` in the background, with SIGINT ignored."""
     tmp, out = tmp_path / "tmp", tmp_path / "runs"
     tmp.mkdir()
     proc = subprocess.Popen(
@@ -45,6 +53,7 @@ def test_a_signal_stops_the_worker_and_leaves_nothing(tmp_path, sig, code):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if started_ignoring_sigint else None,
     )
     try:
         parent = psutil.Process(proc.pid)

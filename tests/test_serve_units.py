@@ -280,33 +280,13 @@ def test_compare_keeps_served_and_in_process_paths_apart() -> None:
     from bench.analysis.compare import compare
     from bench.analysis.prices import load_catalogue
     from bench.analysis.pricing import Pricing
-    from bench.run.record import Environment, InstanceFacts, Throughput
+    from tests.test_serving import served
 
-    def server_run(qps: float, endpoint: str | None) -> tuple[Path, RunRecord]:
-        spec = RunSpec(
-            workload="bert",
-            device="cuda:0",
-            scenario="server",
-            target_qps=qps,
-            latency_bound_ms=15.0,
-            iters=None,
-            duration_s=60.0,
-            endpoint=endpoint,
-        )
-        env = Environment(
-            framework={"device_name": "Tesla T4"}, instance=InstanceFacts("g4dn.xlarge")
-        )
-        record = RunRecord.new(spec, env)
-        record.outcome = Outcome(status="ok", message=None)
-        record.throughput = Throughput(samples_per_s=qps, iters_per_s=qps)
-        record.scenario = ScenarioFacts(
-            name="server",
-            timing="loadgen",
-            result={"valid": True, "target_percentile_latency_ms": 9.0, "invalid_reasons": []},
-        )
-        return Path(f"{record.run_id}.json"), record
-
-    runs = [server_run(200, None), server_run(120, "grpc://h:1/bert")]
+    records = [
+        served("g4dn.xlarge", "Tesla T4", 200, True, 9.0),
+        served("g4dn.xlarge", "Tesla T4", 120, True, 9.0, endpoint="grpc://h:1/bert"),
+    ]
+    runs = [(Path(f"{r.run_id}.json"), r) for r in records]
     ((_, rows),) = compare(runs, Pricing(load_catalogue())).serving.items()
     by = {r.backend: r.best_qps for r in rows}
     assert by == {"torch": 200, "torch (served)": 120}

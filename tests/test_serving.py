@@ -23,7 +23,9 @@ from bench.run.validity import validity_flags
 CAT = load_catalogue()
 
 
-def served(instance: str, gpu: str, qps: float, valid: bool, p99: float) -> RunRecord:
+def served(
+    instance: str, gpu: str, qps: float, valid: bool, p99: float, endpoint: str | None = None
+) -> RunRecord:
     spec = RunSpec(
         workload="bert",
         device="cuda:0",
@@ -32,6 +34,7 @@ def served(instance: str, gpu: str, qps: float, valid: bool, p99: float) -> RunR
         latency_bound_ms=15.0,
         iters=None,
         duration_s=60.0,
+        endpoint=endpoint,
     )
     return _record(spec, instance, gpu, qps * 0.99, valid, p99)
 

@@ -254,7 +254,8 @@ def fill_data(record: RunRecord, workload: Workload, m: Measurement) -> None:
         source=spec.data,
         format=facts.pop("format", None),
         samples=facts.pop("samples", None),
-        loader_workers=spec.loader_workers,
+        # the workload's own count where it reads without the loader (--loader-workers unused)
+        loader_workers=facts.pop("loader_workers", spec.loader_workers),
         wait_s=wait,
         wait_share=wait / m.window_s if wait is not None and m.window_s > 0 else None,
         details=facts,
