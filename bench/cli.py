@@ -25,13 +25,13 @@ from bench.run import loadgen, runner, sla, suites
 from bench.run.ec2 import instance_facts
 from bench.run.info_registry import run_label
 from bench.run.record import ResultError, RunRecord
+from bench.run.registry import backend_names, workload_names
 from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
     ALL_GPUS,
     AUTO_PRECISION,
     AUTO_SHAPES,
     AUTO_TIMING,
-    BACKENDS,
     BATCH_SHAPES,
     COMPILE_MODES,
     MODES,
@@ -39,7 +39,6 @@ from bench.run.spec import (
     PRECISIONS,
     SCENARIOS,
     TIMINGS,
-    WORKLOADS,
     RunSpec,
     SpecError,
 )
@@ -50,6 +49,7 @@ from bench.telemetry.devices import default_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 EXIT_OK, EXIT_FAILED_RUN, EXIT_USAGE = 0, 1, 2
+WORKLOADS, BACKENDS = workload_names(), backend_names()
 #: 128 + the signal's number, as shells report a process ended by it.
 EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 

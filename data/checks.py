@@ -103,6 +103,24 @@ def check_reviews(path: Path, mode: str) -> str:
     return f"{len(files)} reviews in {split}"
 
 
+def check_detection_run(path: Path, mode: str, scenario: str) -> None:
+    """SSD's ``--data`` (its ``WorkloadInfo.data_check``): a VOC folder, or a ``.rec`` file
+    beside its ``.idx``, holding the split a run in ``mode`` reads."""
+    if not (path.is_dir() or path.suffix == ".rec"):
+        raise DataError("SSD reads a VOC folder or a RecordIO .rec file")
+    if path.suffix == ".rec" and not path.with_suffix(".idx").exists():
+        raise DataError(f"the RecordIO index {path.with_suffix('.idx')} is missing")
+    check_detection(path, mode)
+
+
+def check_reviews_run(path: Path, mode: str, scenario: str) -> None:
+    """BERT's ``--data`` (its ``WorkloadInfo.data_check``): an ``aclImdb`` folder with
+    reviews in the split a run in ``mode`` reads."""
+    if not path.is_dir():
+        raise DataError("BERT reads an aclImdb folder")
+    check_reviews(path, mode)
+
+
 def check_vocab(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"vocabulary file {path} does not exist")

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from data.selection import DataError
+
 #: Window settings of the BERT references (GluonNLP, NVIDIA, MLPerf).
 SEQ_LEN, DOC_STRIDE, MAX_QUERY_LEN = 384, 128, 64
 N_BEST, MAX_ANSWER_LEN = 20, 30
@@ -91,6 +93,22 @@ def split_file(path: Path | str, split: str = "dev") -> Path:
     if not found.is_file():
         raise SquadError(f"no {SPLIT_FILES[split]} in {path}")
     return found
+
+
+def check_squad_run(path: Path, mode: str, scenario: str) -> None:
+    """bert-qa's ``--data`` (its ``WorkloadInfo.data_check``): training reads a folder's
+    train-v1.1.json (and, to accuracy, its dev-v1.1.json); an evaluation a folder's
+    dev-v1.1.json or a JSON file. Raises :class:`DataError` naming the files missing."""
+    if path.is_file() and mode == "infer":
+        return
+    needed = [SPLIT_FILES["train"]] if mode == "train" else []
+    if mode == "infer" or scenario == "to-accuracy":
+        needed.append(SPLIT_FILES["dev"])
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise DataError(
+            f"bert-qa needs a folder with {' and '.join(missing)} (bench data download squad)"
+        )
 
 
 def read_squad(path: Path | str, split: str = "dev") -> list[Example]:

@@ -61,7 +61,7 @@ def test_gpus_all_resolves_to_the_machines_gpu_count():
 def test_more_gpus_than_the_machine_has_is_refused_before_the_run(spec, gpus, message):
     if message is None:
         with pytest.raises(SpecError, match="not bert on onnxruntime"):
-            spec.replace(gpus=2)
+            prepare(spec.replace(gpus=2), gpus=gpus, installed=installed, cores=2)
         return
     with pytest.raises(SpecError, match=message):
         prepare(spec, gpus=gpus, installed=installed)
@@ -75,12 +75,26 @@ def test_more_gpus_than_the_machine_has_is_refused_before_the_run(spec, gpus, me
         ({"gpus": "all", "device": "cpu"}, "on the CPU give a number of ranks"),
         ({"gpus": 2, "scenario": "offline"}, "run replicas in the loop"),
         ({"gpus": 2, "cuda_graphs": True, "device": "cuda"}, "not captured across"),
-        ({"gpus": 2, "workload": "null"}, "not null on torch"),
     ],
 )
 def test_bad_rank_specs(changes, message):
     with pytest.raises(SpecError, match=message):
         RunSpec(**{"workload": "bert", **changes})
+
+
+def test_ranks_only_where_the_implementation_uses_several_devices():
+    """The registry's ``multi_device``: a workload or backend that never uses several devices
+    is told where --gpus runs; a pair that does not, to drop it."""
+    null = RunSpec(workload="null", gpus=2, device="cpu")
+    with pytest.raises(SpecError) as refused:
+        prepare(null, gpus=[], installed=installed, cores=2)
+    assert str(refused.value) == (
+        "--gpus runs the torch and mxnet paths of ssd, bert and bert-qa, not null on torch"
+    )
+    qa = RunSpec(workload="bert-qa", mode="train", gpus=2, device="cpu")
+    with pytest.raises(SpecError) as refused:
+        prepare(qa, gpus=[], installed=installed, cores=2)
+    assert str(refused.value) == "torch runs bert-qa on one device: drop --gpus"
 
 
 def test_rank_environment_and_placement():

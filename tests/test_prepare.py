@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import registry
 from bench.run.info_registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
+from bench.run.workload import WorkloadInfo
 from bench.telemetry.devices import parse_gpu_query, resolve_precision
+from data.selection import DataError
 
 V100 = parse_gpu_query("0, Tesla V100-SXM2-16GB, GPU-v, 00000000:1B:00.0, 16384, 535.1, 7.0\n")
 T4 = parse_gpu_query("0, Tesla T4, GPU-t, 00000000:1E:00.0, 15360, 535.1, 7.5\n")
@@ -147,3 +150,86 @@ def test_fp16_training_is_not_captured_where_the_loss_scaler_reads_the_host(prec
     assert prepare(spec.replace(precision="fp32"), gpus=A10G, installed=everything_installed)
     infer = spec.replace(mode="infer", precision="fp16")
     assert prepare(infer, gpus=A10G, installed=everything_installed).cuda_graphs
+
+
+# -- capabilities the registry declares (bench.run.capabilities) ----------------------------
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"workload": "resnet"}, "unknown workload 'resnet': choose from ssd, bert, bert-qa, null"),
+        (
+            {"workload": "ssd", "backend": "tensorflow"},
+            "unknown backend 'tensorflow': choose from torch, mxnet, onnxruntime",
+        ),
+        (
+            {"workload": "ssd", "backend": "mxnet", "compile": "default"},
+            "compile applies to the torch backend: mxnet builds its own graph (MXNet hybridizes "
+            "with static allocation, ONNX Runtime optimizes the graph)",
+        ),
+        (
+            {"workload": "bert", "backend": "onnxruntime", "compile": "max-autotune"},
+            "compile applies to the torch backend: onnxruntime builds its own graph (MXNet "
+            "hybridizes with static allocation, ONNX Runtime optimizes the graph)",
+        ),
+        (
+            {"workload": "null", "data": "VOCdevkit"},
+            "--data runs ssd, bert and bert-qa on torch and mxnet, not null on torch",
+        ),
+        (
+            {"workload": "bert", "backend": "onnxruntime", "data": "aclImdb"},
+            "--data runs ssd, bert and bert-qa on torch and mxnet, not bert on onnxruntime",
+        ),
+        (
+            {"workload": "ssd", "data": "no/such/VOCdevkit"},
+            "--data no/such/VOCdevkit does not exist",
+        ),
+    ],
+)
+def test_what_a_workload_or_backend_cannot_do_is_refused_by_the_registry(fields, message):
+    spec = RunSpec(**{"device": "cpu", **fields})  # the spec itself holds nothing against it
+    with pytest.raises(SpecError) as refused:
+        prepare(spec, gpus=[])
+    assert str(refused.value) == message
+
+
+def test_a_dataset_in_the_wrong_format_is_refused_with_the_workloads_own_words(tmp_path: Path):
+    (tmp_path / "train.rec").write_bytes(b"")
+    cases = [
+        ("ssd", tmp_path / "notes.txt", "SSD reads a VOC folder or a RecordIO .rec file"),
+        ("ssd", tmp_path / "train.rec", f"the RecordIO index {tmp_path / 'train.idx'} is missing"),
+        ("bert", tmp_path / "notes.txt", "BERT reads an aclImdb folder"),
+    ]
+    (tmp_path / "notes.txt").write_text("")
+    for workload, path, why in cases:
+        spec = RunSpec(workload=workload, device="cpu", data=str(path), vocab=str(path))
+        with pytest.raises(SpecError) as refused:
+            prepare(spec, gpus=[])
+        assert str(refused.value) == f"--data {path}: {why}"
+
+
+def test_a_new_workload_is_checked_by_what_it_declares(tmp_path: Path, monkeypatch):
+    """A workload that only the registry and its WorkloadInfo know (nothing in bench/ names
+    it) gets its data checked by its own function, and the refusals list it."""
+    monkeypatch.setitem(
+        registry.REGISTRY, ("toy", "torch"), registry.Entry("models.null:NullWorkload")
+    )
+    monkeypatch.setitem(registry.WORKLOAD_INFO, "toy", "tests.test_prepare:TOY_INFO")
+    assert registry.workload_names() == ("ssd", "bert", "bert-qa", "toy", "null")
+    (tmp_path / "toy.txt").write_text("")
+    assert prepare(RunSpec(workload="toy", data=str(tmp_path / "toy.txt")), gpus=[]).data
+    with pytest.raises(SpecError) as refused:
+        prepare(RunSpec(workload="toy", data=str(tmp_path)), gpus=[])
+    assert str(refused.value) == f"--data {tmp_path}: toy reads one .txt file"
+    with pytest.raises(SpecError) as refused:
+        prepare(RunSpec(workload="null", data=str(tmp_path)), gpus=[])
+    assert "--data runs ssd, bert, bert-qa and toy on torch and mxnet" in str(refused.value)
+
+
+def _check_toy(path: Path, mode: str, scenario: str) -> None:
+    if path.suffix != ".txt":
+        raise DataError(f"{path}: toy reads one .txt file")
+
+
+TOY_INFO = WorkloadInfo(
+    name="toy", flops=lambda spec: (None, "unknown"), data_check="tests.test_prepare:_check_toy"
+)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from bench import cli
 from bench.run import registry, runner
+from bench.run.capabilities import check_save_weights
 from bench.run.registry import Entry
 from bench.run.spec import RunSpec, SpecError
 from bench.run.worker import execute
@@ -92,7 +93,7 @@ def test_bert_training_saves_weights_and_vocab_that_pretrained_loads(root, small
     assert (directory / "vocab.txt").read_text() == (root / "vocab.txt").read_text()
     # the reloaded run takes its vocabulary from the saved folder too
     again = spec.replace(mode="infer", vocab=None, pretrained=str(directory))
-    runner.check_data(again)
+    runner.prepare(again, gpus=[])
     loaded = SmallBertTorch(again)
     loaded.setup()
     try:
@@ -112,15 +113,26 @@ def test_bert_training_saves_weights_and_vocab_that_pretrained_loads(root, small
 def test_save_weights_refuses_an_inference_run(tmp_path, capsys):
     spec = RunSpec(workload="ssd", mode="infer", image_size=128, device="cpu")
     with pytest.raises(SpecError, match="training run"):
-        runner.check_save_weights(spec, True)
+        check_save_weights(spec, True)
     with pytest.raises(SpecError, match="training run"):
         runner.run(spec, runner.RunOptions(out_dir=tmp_path, save_weights=True))
-    with pytest.raises(ValueError, match="training run"):
-        execute(spec, out_dir=tmp_path, save_weights=True, **OPTIONS)
     argv = ["run", "--workload", "ssd", "--device", "cpu", "--out", str(tmp_path)]
     assert cli.main([*argv, "--save-weights"]) == 2
     assert "--save-weights" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_save_weights_refuses_an_implementation_that_declares_it_cannot(tmp_path):
+    spec = RunSpec(workload="bert-qa", mode="train", device="cpu")
+    assert not registry.lookup("bert-qa", "torch").saves_weights
+    with pytest.raises(SpecError) as refused:
+        runner.run(spec, runner.RunOptions(out_dir=tmp_path, save_weights=True))
+    assert str(refused.value) == (
+        "--save-weights: bert-qa on torch cannot save its weights for --pretrained yet"
+    )
+    assert not list(tmp_path.iterdir())
+    check_save_weights(spec.replace(workload="ssd"), True)  # ssd on torch declares it can
+    check_save_weights(spec, False)
 
 
 def test_a_failed_save_fails_the_run_and_leaves_no_folder(tmp_path, monkeypatch):

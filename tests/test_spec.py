@@ -13,8 +13,6 @@ def test_defaults_are_valid_and_round_trip():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"workload": "resnet"}, "unknown workload"),
-        ({"backend": "tensorflow"}, "unknown backend"),
         ({"mode": "serve"}, "unknown mode"),
         ({"precision": "int8"}, "unknown precision"),
         ({"batch": 0}, "batch must be between 1"),
@@ -74,7 +72,6 @@ def test_timing_auto_resolves_by_mode():
         ({"compile": "fast"}, "unknown compile"),
         ({"timing": "async"}, "unknown timing"),
         ({"cuda_graphs": "yes"}, "cuda_graphs must be true or false"),
-        ({"compile": "default", "backend": "mxnet"}, "compile applies to the torch backend"),
         ({"cuda_graphs": True, "device": "cpu"}, "CUDA graphs need a GPU"),
         (
             {"cuda_graphs": True, "device": "cuda", "compile": "reduce-overhead"},

@@ -238,7 +238,7 @@ def test_download_squad_offline_exits_2(
 
 
 def test_runs_on_squad_check_its_files_before_starting(sample, tmp_path: Path):
-    from bench.run.runner import check_data
+    from bench.run.runner import prepare
     from bench.run.spec import RunSpec, SpecError
 
     root, vocab = sample  # dev-v1.1.json only
@@ -246,6 +246,9 @@ def test_runs_on_squad_check_its_files_before_starting(sample, tmp_path: Path):
     def spec(**kw):
         fields = {"workload": "bert-qa", "device": "cpu", "vocab": str(vocab), **kw}
         return RunSpec(**fields)
+
+    def check_data(run: RunSpec) -> None:
+        prepare(run, gpus=[])
 
     check_data(spec(scenario="evaluate", data=str(root)))
     check_data(spec(scenario="evaluate", data=str(root / "dev-v1.1.json")))

@@ -61,6 +61,19 @@ class Entry:
     #: PyTorch path: GradScaler with a fused optimizer takes the inf check and the skipped
     #: update into the optimizer's kernel, and updates the scale on the device).
     fp16_train_host_read: str | None = None
+    #: How the backend builds its own graph, where it does: ``--compile`` (torch.compile)
+    #: does not apply to it. None: the backend runs ``--compile``.
+    own_graph: str | None = None
+    #: Whether the implementation reads a dataset (``--data``) in the timed step or an
+    #: evaluation; False: seeded synthetic batches only.
+    reads_data: bool = True
+    #: Whether a training run can save its weights for ``--pretrained`` (``--save-weights``).
+    saves_weights: bool = True
+
+    @property
+    def compiles(self) -> bool:
+        """Whether ``--compile`` applies (the backend builds no graph of its own)."""
+        return self.own_graph is None
 
 
 #: MXNet 1.9.1's newest CUDA build, mxnet-cu117, was compiled for GPUs up to Ampere (8.6):
@@ -75,28 +88,32 @@ _MXNET: dict[str, Any] = {
     "compute capability 8.6",
     "fp16_train_host_read": "MXNet AMP's dynamic loss scaler reads its overflow check on the "
     "host (asnumpy) every step",
+    "own_graph": "MXNet hybridizes with static allocation",
 }
 
 
-#: ONNX Runtime: inference only; fp16 on GPUs (the core refuses fp16 on the CPU).
+#: ONNX Runtime: inference only, on staged synthetic batches; fp16 on GPUs (the core refuses
+#: fp16 on the CPU).
 _ORT: dict[str, Any] = {
     "modes": frozenset({"infer"}),
+    "own_graph": "ONNX Runtime optimizes the graph",
+    "reads_data": False,
     "precisions": frozenset({"fp32", "fp16"}),
     "gpu_distribution": "onnxruntime-gpu",
     "gpu_archs": ORT_GPU_ARCHS,
 }
 
 REGISTRY: dict[tuple[str, str], Entry] = {
-    ("null", "torch"): Entry("models.null:NullWorkload"),
+    ("null", "torch"): Entry("models.null:NullWorkload", saves_weights=False),
     ("ssd", "torch"): Entry("models.ssd.torch:SsdTorch", multi_device="torchrun"),
     ("bert", "torch"): Entry("models.bert.torch:BertTorch", multi_device="torchrun"),
     ("ssd", "onnxruntime"): Entry("models.ssd.onnx:SsdOnnx", **_ORT),
     ("bert", "onnxruntime"): Entry("models.bert.onnx:BertOnnx", **_ORT),
     ("ssd", "mxnet"): Entry("models.ssd.gluon:SsdGluon", **_MXNET),
     ("bert", "mxnet"): Entry("models.bert.gluon:BertGluon", **_MXNET),
-    ("bert-qa", "torch"): Entry("models.bert_qa.torch:BertQaTorch"),
+    ("bert-qa", "torch"): Entry("models.bert_qa.torch:BertQaTorch", saves_weights=False),
     ("bert-qa", "onnxruntime"): Entry("models.bert_qa.onnx:BertQaOnnx", **_ORT),
-    ("bert-qa", "mxnet"): Entry("models.bert_qa.gluon:BertQaGluon", **_MXNET),
+    ("bert-qa", "mxnet"): Entry("models.bert_qa.gluon:BertQaGluon", **_MXNET, saves_weights=False),
 }
 
 #: How work is issued, per spec scenario: the fixed loop, LoadGen's scenarios (which need
@@ -119,7 +136,29 @@ FRAMEWORK_INFO = {
 }
 
 
+def workload_names() -> tuple[str, ...]:
+    """The registered workloads: the real ones in registry order, then those that measure
+    the harness itself (null)."""
+    names = dict.fromkeys(w for w, _ in REGISTRY)
+    return tuple(sorted(names, key=lambda w: workload_info(w).harness_overhead))
+
+
+def backend_names() -> tuple[str, ...]:
+    """The registered backends, in the order of ``FRAMEWORK_INFO`` (torch, mxnet,
+    onnxruntime); any without framework facts after them."""
+    names = dict.fromkeys(b for _, b in REGISTRY)
+    order = list(FRAMEWORK_INFO)
+    return tuple(sorted(names, key=lambda b: order.index(b) if b in order else len(order)))
+
+
 def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
+    """The implementation of ``workload`` on ``backend`` (refusing unknown names, a missing
+    pair, and a mode it does not run)."""
+    if all(w != workload for w, _ in REGISTRY):
+        choices = ", ".join(workload_names())
+        raise SpecError(f"unknown workload {workload!r}: choose from {choices}")
+    if all(b != backend for _, b in REGISTRY):
+        raise SpecError(f"unknown backend {backend!r}: choose from {', '.join(backend_names())}")
     entry = REGISTRY.get((workload, backend))
     if entry is None:
         have = sorted(b for (w, b) in REGISTRY if w == workload)

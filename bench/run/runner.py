@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.run import builds, envinfo, registry
+from bench.run import builds, capabilities, envinfo, registry
+from bench.run.capabilities import check_save_weights as check_save_weights
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
 from bench.run.info_registry import run_label
 from bench.run.processes import python_for, stop_group
@@ -77,8 +78,8 @@ def prepare(
     installed: Callable[[str], bool] | None = None,
     cores: int | None = None,
 ) -> RunSpec:
-    """Check what the spec alone cannot (registry, device, precision, checkpoint) and
-    resolve the device and an ``auto`` precision.
+    """Check what the spec alone cannot (the registry's names and capabilities, the device,
+    the precision, a checkpoint, a dataset) and resolve the device and an ``auto`` precision.
 
     ``gpus`` (default: the GPUs this process sees) and ``installed`` (whether a distribution
     is installed; default: this environment's metadata) are the machine's facts, given as
@@ -91,14 +92,9 @@ def prepare(
     device = resolve_device(spec.device, gpus)
     gpu = gpu_for(device, gpus)
     precision = resolve_precision(spec.precision, device, gpu, entry.precisions)
-    if precision not in entry.precisions:
-        raise SpecError(
-            f"{spec.workload} on {spec.backend} does not support {precision}: "
-            f"choose from {', '.join(sorted(entry.precisions))}"
-        )
+    resolved = spec.replace(precision=precision)
+    capabilities.check(resolved, entry, registry.workload_info(spec.workload))
     check_precision(precision, device, gpu)
-    if spec.cuda_graphs and spec.mode == "train" and precision == "fp16":
-        check_fp16_graph_training(spec, entry)
     limit = entry.max_compute_capability
     if gpu is not None and limit and gpu.compute_capability and gpu.compute_capability > limit:
         major, minor = gpu.compute_capability
@@ -117,110 +113,11 @@ def prepare(
             f"{spec.backend} on a GPU needs {entry.gpu_distribution}, which is not installed "
             "here (`make setup` installs it where nvidia-smi finds a GPU)"
         )
-    if spec.pretrained is not None:
-        directory = Path(spec.pretrained)
-        if not directory.is_dir():
-            raise SpecError(f"--pretrained directory {spec.pretrained} does not exist")
-        missing = registry.workload_info(spec.workload).missing_checkpoint(spec.backend, directory)
-        if missing is not None:
-            raise SpecError(
-                f"--pretrained {spec.pretrained} holds no {spec.workload} checkpoint for "
-                f"{spec.backend}: expected {missing}"
-            )
-    check_data(spec)
-    if spec.gpus is not None and entry.multi_device is None:
-        raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     if spec.endpoint is not None:
         registry.load(registry.ENDPOINT_PREFLIGHT)(spec)  # the served path's own checks
     else:
         python_for(entry.env)
-    return spec.replace(
-        device=device, precision=precision, gpus=resolve_ranks(spec, device, gpus, cores)
-    )
-
-
-def check_fp16_graph_training(spec: RunSpec, entry: registry.Entry) -> None:
-    """fp16 training in a CUDA graph only where the loss scaling never reads the host (a
-    resolved ``auto`` precision included)."""
-    if entry.fp16_train_host_read is not None:
-        raise SpecError(
-            f"fp16 training on {spec.backend} cannot be captured in a CUDA graph: "
-            f"{entry.fp16_train_host_read}; use bf16 or fp32, or drop --cuda-graphs"
-        )
-
-
-def check_save_weights(spec: RunSpec, save_weights: bool) -> None:
-    """Only a training run has trained weights to save."""
-    if save_weights and spec.mode != "train":
-        raise SpecError(
-            f"--save-weights saves the weights a training run trained: {run_label(spec)} is an "
-            f"{spec.mode} run (use --mode train)"
-        )
-
-
-def check_data(spec: RunSpec) -> None:
-    """A ``--data`` path in the workload's formats that holds what the run reads (split lists,
-    index, reviews; checked without decoding), and BERT's vocabulary: an empty or malformed
-    dataset is refused here, before a worker starts, like a missing one."""
-    if spec.data is None:
-        return
-    from data import checks  # numpy: only for runs on a dataset
-    from data.selection import DataError
-
-    path = Path(spec.data)
-    if not path.exists():
-        raise SpecError(f"--data {spec.data} does not exist")
-    if spec.workload == "ssd" and not (path.is_dir() or path.suffix == ".rec"):
-        raise SpecError(f"--data {spec.data}: SSD reads a VOC folder or a RecordIO .rec file")
-    if spec.workload == "ssd" and path.suffix == ".rec" and not path.with_suffix(".idx").exists():
-        raise SpecError(
-            f"--data {spec.data}: the RecordIO index {path.with_suffix('.idx')} is missing"
-        )
-    if spec.workload == "bert" and not path.is_dir():
-        raise SpecError(f"--data {spec.data}: BERT reads an aclImdb folder")
-    if spec.workload == "bert-qa":
-        _check_squad(spec, path)
-    mode = "train" if spec.mode == "train" else "infer"
-    try:
-        if spec.workload == "ssd":
-            checks.check_detection(path, mode)
-        elif spec.workload == "bert":
-            checks.check_reviews(path, mode)
-    except DataError as exc:  # said once: "--data PATH: what is wrong", not PATH twice
-        raise SpecError(f"--data {spec.data}: {str(exc).removeprefix(f'{path}: ')}") from None
-    if spec.workload in ("bert", "bert-qa"):
-        if spec.vocab:
-            vocab = Path(spec.vocab)
-            if not vocab.is_file():
-                raise SpecError(f"--vocab: vocabulary file {spec.vocab} does not exist")
-        elif spec.pretrained:
-            vocab = Path(spec.pretrained) / "vocab.txt"
-            if not vocab.is_file():
-                raise SpecError(
-                    f"vocabulary file {vocab} does not exist: BERT on a dataset reads the "
-                    "--pretrained directory's vocab.txt, or give --vocab FILE"
-                )
-        else:
-            raise SpecError(
-                "BERT on a dataset needs its WordPiece vocabulary: --vocab FILE, or vocab.txt "
-                "in the --pretrained directory"
-            )
-
-
-def _check_squad(spec: RunSpec, path: Path) -> None:
-    """bert-qa's SQuAD v1.1 files: training reads a folder's train-v1.1.json (and, to
-    accuracy, its dev-v1.1.json); an evaluation a folder's dev-v1.1.json or a JSON file."""
-    if path.is_file() and spec.mode == "infer":
-        return
-    needed = ["train-v1.1.json"] if spec.mode == "train" else []
-    if spec.mode == "infer" or spec.scenario == "to-accuracy":
-        needed.append("dev-v1.1.json")
-    missing = [name for name in needed if not (path / name).is_file()]
-    if missing:
-        raise SpecError(
-            f"--data {spec.data}: bert-qa needs a folder with {' and '.join(missing)} "
-            "(bench data download squad)"
-        )
+    return resolved.replace(device=device, gpus=resolve_ranks(spec, device, gpus, cores))
 
 
 def resolve_ranks(

@@ -259,8 +259,8 @@ def suite_specs(
                 continue
             if run.get("backend", backend) != backend or run["mode"] not in entry.modes:
                 continue
-            if overrides.get("compile", "off") != "off" and backend != "torch":
-                continue  # only the PyTorch path compiles: a suite given --compile runs it
+            if overrides.get("compile", "off") != "off" and not entry.compiles:
+                continue  # a suite given --compile runs the backends that compile
             fields = {**run, "backend": backend, **overrides}
             if backend == "onnxruntime" and ort_provider:
                 fields["ort_provider"] = ort_provider
@@ -270,7 +270,7 @@ def suite_specs(
                 counts = rank_ladder(gpu_count) if gpu else [1, 2]
                 specs += [RunSpec(**{**_window(fields, overrides), "gpus": n}) for n in counts]
                 continue
-            if workload == "null":
+            if registry.workload_info(workload).harness_overhead:
                 fields.update({k: run[k] for k in ("warmup", "iters", "batch")})
                 fields.update(precision="fp32", duration_s=None, compile="off", cuda_graphs=False)
             else:

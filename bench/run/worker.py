@@ -65,13 +65,12 @@ def execute(
     ``telemetry_interval_s`` of ``None`` turns sampling off. With ``out_dir`` the telemetry
     time series is written there; with ``checkpoint`` the record so far is written there at
     each stage. ``profile_steps`` steps run under the framework's profiler after the
-    measured window, and the record keeps the top kernels. ``save_weights`` (a training run
-    with ``out_dir``) saves the trained weights to ``out_dir/<run_id>.weights/`` in the
-    layout ``--pretrained`` reads (rank 0 of several) and names that folder in
-    ``record.execution.details["weights"]``.
+    measured window, and the record keeps the top kernels. ``save_weights`` (with
+    ``out_dir``; the runner checked that the run may save, in
+    :func:`bench.run.capabilities.check_save_weights`) saves the trained weights to
+    ``out_dir/<run_id>.weights/`` in the layout ``--pretrained`` reads (rank 0 of several)
+    and names that folder in ``record.execution.details["weights"]``.
     """
-    if save_weights and spec.mode != "train":
-        raise ValueError(f"save_weights needs a training run, not {spec.mode}")
     if save_weights and out_dir is None:
         raise ValueError("save_weights needs out_dir")
 

@@ -67,6 +67,14 @@ class WorkloadInfo:
     #: A workload that does no work: its runs measure the harness's own overhead, and a
     #: report shows them in an appendix rather than among the jobs a buyer compares.
     harness_overhead: bool = False
+    #: What a ``--data`` path must hold: an import string of a framework-free function
+    #: ``(path, mode, scenario) -> None`` that raises ``data.selection.DataError`` saying what
+    #: the path lacks for a run in that mode and scenario (its formats, split files, index),
+    #: without decoding samples. None: the workload reads no dataset.
+    data_check: str | None = None
+    #: Whether a run on a dataset tokenizes with a WordPiece vocabulary: ``--vocab``, or
+    #: ``vocab.txt`` in the ``--pretrained`` directory.
+    needs_vocab: bool = False
 
     def shape_value(self, spec: RunSpec) -> int | None:
         return int(getattr(spec, self.shape.field)) if self.shape is not None else None

@@ -9,7 +9,8 @@ from typing import Any
 
 from bench.run import runner
 from bench.run.info_registry import run_label
-from bench.run.spec import BACKENDS, PRECISIONS, RunSpec
+from bench.run.registry import backend_names
+from bench.run.spec import PRECISIONS, RunSpec
 from bench.serve import launcher
 
 #: Addresses that reach only this machine.
@@ -27,7 +28,7 @@ def add_parser(sub: Any, latency: Any) -> None:
         "SIGINT or SIGTERM. Benchmark it with bench run/sla --endpoint.",
     )
     p.add_argument("--workload", required=True, choices=("ssd", "bert", "null"))
-    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--backend", default="torch", choices=backend_names())
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length")

@@ -108,4 +108,6 @@ INFO = WorkloadInfo(
         "onnxruntime": _HF_CHECKPOINT,
         "mxnet": (("*.params",),),
     },
+    data_check="data.checks:check_reviews_run",
+    needs_vocab=True,
 )

@@ -41,4 +41,6 @@ INFO = WorkloadInfo(
     # as BERT: every backend does full fp32 (see models.bert.config.INFO)
     fp32_math=bert.INFO.fp32_math,
     checkpoint=bert.INFO.checkpoint,
+    data_check="data.squad:check_squad_run",
+    needs_vocab=True,
 )

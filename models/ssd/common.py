@@ -108,4 +108,5 @@ INFO = WorkloadInfo(
         "onnxruntime": ((TORCH_CHECKPOINT,),),
         "mxnet": (("ssd_512_resnet50_v1_voc*.params",),),
     },
+    data_check="data.checks:check_detection_run",
 )
