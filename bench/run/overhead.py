@@ -206,7 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.run.overhead", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--workload", default="bert", choices=["bert", "ssd"])
+    workloads = [
+        w
+        for w in registry.workload_names()
+        if (w, "torch") in registry.REGISTRY and not registry.workload_info(w).harness_overhead
+    ]
+    p.add_argument("--workload", default="bert", choices=workloads)
     p.add_argument("--mode", default="infer", choices=["infer", "train"])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=64)
