@@ -137,18 +137,17 @@ FRAMEWORK_INFO = {
 
 
 def workload_names() -> tuple[str, ...]:
-    """The registered workloads: the real ones in registry order, then those that measure
-    the harness itself (null)."""
-    names = dict.fromkeys(w for w, _ in REGISTRY)
-    return tuple(sorted(names, key=lambda w: workload_info(w).harness_overhead))
+    """The workloads the registry implements, in the order they were added, with ``null``
+    (no model: the harness's own overhead) last."""
+    names = dict.fromkeys(workload for workload, _ in REGISTRY)
+    return tuple(sorted(names, key=lambda workload: workload == "null"))
 
 
 def backend_names() -> tuple[str, ...]:
-    """The registered backends, in the order of ``FRAMEWORK_INFO`` (torch, mxnet,
-    onnxruntime); any without framework facts after them."""
-    names = dict.fromkeys(b for _, b in REGISTRY)
-    order = list(FRAMEWORK_INFO)
-    return tuple(sorted(names, key=lambda b: order.index(b) if b in order else len(order)))
+    """The backends the registry implements, in :data:`FRAMEWORK_INFO`'s order (torch, the
+    path that runs everywhere, first)."""
+    names = {backend for _, backend in REGISTRY}
+    return tuple(b for b in FRAMEWORK_INFO if b in names) + tuple(sorted(names - {*FRAMEWORK_INFO}))
 
 
 def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
