@@ -240,6 +240,8 @@ def _bar_for(
 
 @dataclass(frozen=True)
 class WarmUp:
+    """What :func:`warm_up` measured, by the clock."""
+
     #: The clock when the warm-up began (after the ``warmup_start`` mark).
     start: float
     #: From ``start`` to the end of the last warm-up step (``prepare`` included).
