@@ -1,5 +1,6 @@
-"""PyTorch datasets and loaders over the real formats: VOC folders or a detection RecordIO
-file for SSD, an ``aclImdb`` folder for BERT.
+"""PyTorch datasets over the real formats (VOC folders or a detection RecordIO file for SSD,
+an ``aclImdb`` folder for BERT) and their batches' layout; ``models.torch_data`` builds the
+loaders.
 
 **Detection.** :class:`DetectionDataset` reads an image and its label from a VOC folder
 (:class:`data.voc.VocDetection`) or a ``.rec`` (:class:`data.recordio.DetectionRecordFile`)
@@ -17,8 +18,8 @@ index)``: the same sample gets the same augmentation in the same epoch whatever 
 of worker processes, and a different one the next epoch (the sampler lives in the main
 process, so persistent workers see the epoch change too).
 
-**Text.** :class:`ImdbDataset` holds ``(text, label)`` pairs; the loader's collate function
-tokenizes each batch (:class:`data.bert_text.BertTextEncoder`) in the worker processes.
+**Text.** :class:`ImdbDataset` holds ``(text, label)`` pairs; :class:`TextTensors` is a
+tokenized batch (``models.torch_data.TextCollate`` tokenizes in the loader's workers).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
-from data.bert_text import BertTextEncoder
 from data.imdb import read_imdb
 from data.recordio import DetectionRecordFile
 from data.voc import DEFAULT_SPLITS, VocDetection
@@ -142,49 +142,6 @@ def collate_detection(
     )
 
 
-class _DetectionCollate:
-    """A picklable collate function with a fixed ``max_objects``."""
-
-    def __init__(self, max_objects: int | None) -> None:
-        self.max_objects = max_objects
-
-    def __call__(self, samples: Sequence[Sample]) -> DetectionTensors:
-        return collate_detection(samples, self.max_objects)
-
-
-def _check_workers(workers: int) -> None:
-    if workers < 0:
-        raise ValueError(f"workers must be 0 or more, not {workers}")
-
-
-def detection_loader(
-    dataset: DetectionDataset,
-    batch_size: int,
-    *,
-    shuffle: bool = True,
-    workers: int = 0,
-    pin_memory: bool = False,
-    persistent_workers: bool = True,
-    drop_last: bool = False,
-    seed: int = 0,
-    max_objects: int | None = None,
-) -> DataLoader[Sample]:
-    """A DataLoader of :class:`DetectionTensors` over ``dataset`` with ``workers`` worker
-    processes (kept across epochs when ``persistent_workers``); ``pin_memory`` pins the
-    batches for asynchronous copies to the GPU."""
-    _check_workers(workers)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=seed),
-        drop_last=drop_last,
-        collate_fn=_DetectionCollate(max_objects),
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers and workers > 0,
-    )
-
-
 class ImdbDataset(Dataset[tuple[str, int]]):
     """``(text, label)`` of an IMDB split (:func:`data.imdb.read_imdb`)."""
 
@@ -208,48 +165,3 @@ class TextTensors(NamedTuple):
     attention_mask: torch.Tensor
     valid_length: torch.Tensor
     labels: torch.Tensor
-
-
-class _TextCollate:
-    def __init__(self, encoder: BertTextEncoder) -> None:
-        self.encoder = encoder
-
-    def __call__(self, samples: Sequence[tuple[str, int]]) -> TextTensors:
-        batch = self.encoder.encode([t for t, _ in samples], [label for _, label in samples])
-        return TextTensors(
-            torch.from_numpy(batch.input_ids),
-            torch.from_numpy(batch.token_type_ids),
-            torch.from_numpy(batch.attention_mask),
-            torch.from_numpy(batch.valid_length),
-            torch.from_numpy(batch.labels),
-        )
-
-
-def text_loader(
-    dataset: Dataset[tuple[str, int]],
-    encoder: BertTextEncoder,
-    batch_size: int,
-    *,
-    shuffle: bool = True,
-    workers: int = 0,
-    pin_memory: bool = False,
-    persistent_workers: bool = True,
-    drop_last: bool = False,
-    seed: int = 0,
-) -> DataLoader[tuple[str, int]]:
-    """A DataLoader of :class:`TextTensors`, tokenizing each batch in the workers; shuffled
-    by a generator seeded with ``seed``."""
-    _check_workers(workers)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        drop_last=drop_last,
-        collate_fn=_TextCollate(encoder),
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers and workers > 0,
-    )

@@ -11,6 +11,7 @@ from bench.analysis.prices import load_catalogue
 from bench.analysis.pricing import Pricing
 from bench.run.accuracy import Evaluate, ToAccuracy
 from bench.run.record import Environment, InstanceFacts, Outcome, RunRecord, Throughput
+from bench.run.scenarios import RunContext
 from bench.run.spec import RunSpec, SpecError
 
 
@@ -58,7 +59,7 @@ def to_accuracy(**changes):
 def test_training_stops_at_the_evaluation_that_reaches_the_target():
     scenario = ToAccuracy(to_accuracy())
     learner = Learner()
-    m = scenario.run(learner, progress=False, clock=ticking())
+    m = scenario.run(RunContext(learner, progress=False, clock=ticking()))
     result = scenario.result
     # clock reads (1 tick each): start 0; data opened 1; warm-up (step 1) done 2; window
     # start 3; step 2 at 4, its evaluation 5; step 3 at 6; step 4 at 7, its evaluation 8
@@ -111,7 +112,7 @@ def test_the_clock_starts_before_the_data_is_opened_and_counts_every_update():
     clock = Clock()
     scenario = ToAccuracy(to_accuracy(warmup=2, eval_every=4, target_metric=0.3))
     learner = CompilingLearner(clock)
-    m = scenario.run(learner, progress=False, clock=clock)
+    m = scenario.run(RunContext(learner, progress=False, clock=clock))
     result = scenario.result
     # start 0; data opened (10 s, 1 update) at 11; warm-up (updates 2, 3) done at 12;
     # window start 13; update 4 at 14, its evaluation 15
@@ -125,7 +126,7 @@ def test_the_clock_starts_before_the_data_is_opened_and_counts_every_update():
 
 def test_a_target_out_of_reach_trains_to_the_bound_and_evaluates_at_the_end():
     scenario = ToAccuracy(to_accuracy(target_metric=1.0, iters=5, eval_every=2))
-    scenario.run(Learner(), progress=False, clock=ticking())
+    scenario.run(RunContext(Learner(), progress=False, clock=ticking()))
     result = scenario.result
     assert result["reached"] is False and result["time_to_target_s"] is None
     assert [e["step"] for e in result["evaluations"]] == [2, 4, 5]
@@ -140,7 +141,7 @@ def test_evaluate_times_one_pass():
         workload="ssd", scenario="evaluate", data="VOCdevkit", iters=1, warmup=0, eval_samples=10
     )
     scenario = Evaluate(spec)
-    m = scenario.run(Learner(), progress=False, clock=ticking())
+    m = scenario.run(RunContext(Learner(), progress=False, clock=ticking()))
     assert m.window_s == 1.0 and m.samples == 10 and m.latencies_s == [1.0]
     assert scenario.facts().result == {
         "metric": "accuracy",
@@ -150,7 +151,7 @@ def test_evaluate_times_one_pass():
         "weights": "random",  # no --pretrained: said in the record
     }
     trained = Evaluate(spec.replace(pretrained="ckpt"))
-    trained.run(Learner(), progress=False, clock=ticking())
+    trained.run(RunContext(Learner(), progress=False, clock=ticking()))
     assert trained.facts().result["weights"] == "ckpt"
 
 
@@ -185,7 +186,7 @@ def test_compare_prices_the_time_to_accuracy():
     record.outcome = Outcome(status="ok", message=None)
     record.throughput = Throughput(samples_per_s=100.0, iters_per_s=25.0)
     scenario = ToAccuracy(spec)
-    scenario.run(Learner(), progress=False, clock=ticking())
+    scenario.run(RunContext(Learner(), progress=False, clock=ticking()))
     record.scenario = scenario.facts()
     record.scenario.result["time_to_target_s"] = 3600.0
     c = compare([(Path("r.json"), record)], Pricing(load_catalogue()))

@@ -109,10 +109,26 @@ class Recorder:
             return len(self.runs)
 
 
+def serve(batcher: Batcher) -> threading.Thread:
+    """Serve ``batcher`` on a thread of its own, named ``batcher`` (as FakeClock expects),
+    once it is bound to that thread."""
+    ready = threading.Event()
+    thread = threading.Thread(target=batcher.serve, args=(ready.set,), name="batcher")
+    thread.daemon = True
+    thread.start()
+    assert ready.wait(WAIT_S)
+    return thread
+
+
+def ended(thread: threading.Thread) -> bool:
+    thread.join(WAIT_S)
+    return not thread.is_alive()
+
+
 @pytest.fixture
 def make() -> Iterator[Callable[..., tuple[Batcher, Recorder]]]:
-    """Builds started batchers around recorders; releases and stops them all at the end."""
-    made: list[tuple[Batcher, Recorder]] = []
+    """Builds served batchers around recorders; releases and stops them all at the end."""
+    made: list[tuple[Batcher, Recorder, threading.Thread | None]] = []
 
     def build(
         rec: Recorder | None = None, *, start: bool = True, **kwargs: object
@@ -120,17 +136,15 @@ def make() -> Iterator[Callable[..., tuple[Batcher, Recorder]]]:
         rec = rec or Recorder()
         kwargs.setdefault("timeout_s", 1000.0)
         batcher = Batcher(rec.run_batch, rec.complete, **kwargs)  # type: ignore[arg-type]
-        made.append((batcher, rec))
-        if start:
-            batcher.start()
+        made.append((batcher, rec, serve(batcher) if start else None))
         return batcher, rec
 
     yield build
-    for batcher, rec in made:
+    for batcher, rec, thread in made:
         if rec.hold is not None:
             rec.hold.set()
         batcher.stop(timeout_s=2)
-        assert not batcher.running
+        assert thread is None or ended(thread)
 
 
 def pairs(ids: range, offset: int = 1000) -> list[tuple[int, int]]:
@@ -240,14 +254,16 @@ def test_flush_forms_a_batch_now(make):
     assert batcher.stats.timeout_batches == 0
 
 
-def test_queries_issued_before_start_are_served_after(make):
+def test_queries_issued_before_serve_are_served_after(make):
     batcher, rec = make(max_batch=4, start=False, shapes="exact")
     batcher.issue(pairs(range(8)))
-    batcher.start()
+    thread = serve(batcher)
     rec.wait_completed(8)
     assert rec.runs == [[1000, 1001, 1002, 1003], [1004, 1005, 1006, 1007]]
-    with pytest.raises(RuntimeError):
-        batcher.start()
+    with pytest.raises(RuntimeError, match="serves once"):
+        batcher.serve()
+    batcher.stop()
+    assert ended(thread)
 
 
 def test_issue_returns_at_once_while_run_batch_is_blocked(make):
@@ -326,7 +342,8 @@ def test_pad_repeats_the_last_index():
 
 def test_stop_finishes_the_batch_in_flight_and_drains_the_queue(make):
     hold = threading.Event()
-    batcher, rec = make(Recorder(hold=hold), max_batch=4, shapes="exact")
+    batcher, rec = make(Recorder(hold=hold), max_batch=4, shapes="exact", start=False)
+    thread = serve(batcher)
     batcher.issue(pairs(range(18)))
     assert rec.entered.wait(WAIT_S)  # batch 1 in flight, 14 queued
 
@@ -335,7 +352,7 @@ def test_stop_finishes_the_batch_in_flight_and_drains_the_queue(make):
     hold.set()
     stopper.join(WAIT_S)
     assert not stopper.is_alive()
-    assert not batcher.running
+    assert ended(thread)
     assert sorted(rec.ids) == list(range(18))
     assert len(rec.ids) == 18  # exactly once
     stats = batcher.stats
@@ -357,12 +374,12 @@ def test_stop_timeout_completes_what_is_still_queued_as_failed(make):
             hold.set()  # stop() has failed the queue: let the batch in flight finish
 
     batcher = Batcher(rec.run_batch, complete, max_batch=2, timeout_s=1000.0)
-    batcher.start()
+    thread = serve(batcher)
     batcher.issue(pairs(range(7)))
     assert rec.entered.wait(WAIT_S)  # [0, 1] in flight, 5 queued
 
     batcher.stop(timeout_s=0.25)
-    assert not batcher.running
+    assert ended(thread)
     assert sorted(rec.ids) == list(range(7)) and len(rec.ids) == 7
     assert rec.runs == [[1000, 1001]]
     stats = batcher.stats
@@ -377,28 +394,26 @@ def test_stop_timeout_completes_what_is_still_queued_as_failed(make):
 
 def test_stop_gives_up_on_a_hung_run_batch_and_it_completes_later(make):
     hold = threading.Event()
-    batcher, rec = make(Recorder(hold=hold), max_batch=2)
+    batcher, rec = make(Recorder(hold=hold), max_batch=2, start=False)
+    thread = serve(batcher)
     batcher.issue(pairs(range(3)))
     assert rec.entered.wait(WAIT_S)
 
     started = time.monotonic()
     batcher.stop(timeout_s=0.05)
     assert time.monotonic() - started < WAIT_S  # returned although run_batch hangs
-    assert batcher.running  # a Python thread cannot be killed
+    assert thread.is_alive()  # a Python thread cannot be killed
     assert [q.id for q in rec.completed] == [2]  # the queued one, failed by stop()
     assert [e.where for e in batcher.stats.errors] == ["stop", "stop"]
     assert "still running" in batcher.stats.errors[1].message
 
-    hold.set()  # the model returns: its batch is completed and the thread ends
+    hold.set()  # the model returns: its batch is completed and serve() returns
     rec.wait_completed(3)
-    deadline = time.monotonic() + WAIT_S
-    while batcher.running and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert not batcher.running
+    assert ended(thread)
     assert sorted(rec.ids) == [0, 1, 2]
 
 
-def test_stop_before_start_and_issue_after_stop_complete_everything(make):
+def test_stop_before_serve_and_issue_after_stop_complete_everything(make):
     batcher, rec = make(max_batch=4, start=False)
     batcher.issue(pairs(range(3)))
     batcher.stop()
@@ -410,8 +425,9 @@ def test_stop_before_start_and_issue_after_stop_complete_everything(make):
     stats = batcher.stats
     assert [(e.where, e.queries) for e in stats.errors] == [("stop", 3), ("issue", 1)]
     assert stats.queries_issued == stats.queries_completed == stats.queries_failed == 4
-    with pytest.raises(RuntimeError):
-        batcher.start()
+    assert "before serve()" in stats.errors[0].message
+    with pytest.raises(RuntimeError, match="serves once"):
+        batcher.serve()
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -447,9 +463,10 @@ def test_complete_error_is_recorded_and_serving_goes_on(make):
         rec.complete(queries, t_done)
 
     batcher = Batcher(rec.run_batch, complete, max_batch=2, timeout_s=1000.0)
-    batcher.start()
+    thread = serve(batcher)
     batcher.issue(pairs(range(4)))
     batcher.stop(timeout_s=WAIT_S)
+    assert ended(thread)
     assert calls == [2, 2]
     assert rec.ids == [2, 3]
     assert [(e.where, e.queries) for e in batcher.stats.errors] == [("complete", 2)]
@@ -554,7 +571,8 @@ def test_concurrent_issuers_every_query_completed_exactly_once(make, seed):
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_stop_racing_with_issuers_still_completes_each_query_once(make, seed):
-    batcher, rec = make(max_batch=8, timeout_s=0.001)
+    batcher, rec = make(max_batch=8, timeout_s=0.001, start=False)
+    thread = serve(batcher)
     threads, per_thread = 4, 200
     issuers = _issuers(batcher, seed, threads, per_thread)
     for t in issuers:
@@ -564,7 +582,7 @@ def test_stop_racing_with_issuers_still_completes_each_query_once(make, seed):
     for t in issuers:
         t.join(WAIT_S)
     total = threads * per_thread
-    assert not batcher.running
+    assert ended(thread)
     assert sorted(rec.ids) == list(range(total))  # run, drained or failed: each once
     stats = batcher.stats
     assert stats.queries_issued == stats.queries_completed == total
@@ -583,12 +601,9 @@ def test_stop_from_a_callback_does_not_deadlock(make):
     batcher = Batcher(rec.run_batch, complete, max_batch=2, timeout_s=1000.0)
     box.append(batcher)
     batcher.issue(pairs(range(5)))
-    batcher.start()
+    thread = serve(batcher)
     rec.wait_completed(5)
-    deadline = time.monotonic() + WAIT_S
-    while batcher.running and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert not batcher.running
+    assert ended(thread)
     assert sorted(rec.ids) == list(range(5)) and len(rec.ids) == 5
     assert [(e.where, e.queries) for e in batcher.stats.errors] == [("stop", 3)]
 

@@ -1,4 +1,5 @@
-"""PyTorch loaders over the generated VOC, RecordIO and aclImdb samples."""
+"""PyTorch datasets, sampler and collation over the generated VOC, RecordIO and aclImdb
+samples, in DataLoaders as models.torch_data builds them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from data.bert_text import BertTextEncoder
 from data.loaders import (
@@ -14,14 +16,13 @@ from data.loaders import (
     EpochSampler,
     ImdbDataset,
     collate_detection,
-    detection_loader,
     open_detection_source,
-    text_loader,
 )
 from data.recordio import DetectionRecordFile
 from data.samples import SAMPLE_VOCAB, make_imdb, make_voc_record, write_vocab
 from data.ssd_augment import SsdTrainTransform, SsdValTransform
 from data.voc import VocDetection
+from models.torch_data import TextCollate
 
 SIZE = 64
 
@@ -39,7 +40,7 @@ def test_validation_batches_pad_with_minus_one(root: Path) -> None:
     source = open_detection_source(root / "VOCdevkit")
     assert isinstance(source, VocDetection)
     dataset = DetectionDataset(source, SsdValTransform(SIZE, SIZE))
-    batches = list(detection_loader(dataset, batch_size=3, shuffle=False))
+    batches = list(DataLoader(dataset, batch_size=3, collate_fn=collate_detection))
     assert [len(b.images) for b in batches] == [3, 2]
     first = batches[0]
     assert first.images.shape == (3, 3, SIZE, SIZE) and first.images.dtype == torch.float32
@@ -69,7 +70,14 @@ def test_a_record_file_loads_as_its_folder(root: Path) -> None:
 
 
 def _epochs(dataset: DetectionDataset, workers: int) -> list[list[np.ndarray]]:
-    loader = detection_loader(dataset, batch_size=2, workers=workers, seed=3)
+    loader = DataLoader(
+        dataset,
+        batch_size=2,
+        sampler=EpochSampler(len(dataset), shuffle=True, seed=3),
+        collate_fn=collate_detection,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     return [[b.boxes.numpy() for b in loader] for _ in range(2)]
 
 
@@ -90,7 +98,7 @@ def test_augmentation_depends_on_seed_epoch_and_index_not_on_workers(root: Path)
     assert sorted(i for _, i in first) == list(range(5))
 
 
-def test_fixed_object_rows(root: Path) -> None:
+def test_fixed_object_rows() -> None:
     samples = [
         (np.zeros((3, 2, 2), np.float32), np.array([[1, 2, 3, 4, 5]], np.float32)),
         (np.ones((3, 2, 2), np.float32), np.zeros((0, 6), np.float32)),
@@ -101,8 +109,6 @@ def test_fixed_object_rows(root: Path) -> None:
     assert batch.difficult.tolist() == [[0, -1, -1], [-1, -1, -1]]
     with pytest.raises(ValueError, match="more than max_objects=0"):
         collate_detection(samples, max_objects=0)
-    with pytest.raises(ValueError, match="workers must be 0 or more"):
-        detection_loader(DetectionDataset(VocDetection(root), SsdValTransform()), 2, workers=-1)
 
 
 def test_imdb_batches_are_tokenized(root: Path) -> None:
@@ -110,7 +116,8 @@ def test_imdb_batches_are_tokenized(root: Path) -> None:
     encoder = BertTextEncoder(root / "vocab.txt", seq_len=8)
     dataset = ImdbDataset(root, "test")
     assert [dataset[i][1] for i in range(len(dataset))] == [1, 0]
-    batches = list(text_loader(dataset, encoder, batch_size=2, shuffle=False, workers=1))
+    loader = DataLoader(dataset, batch_size=2, collate_fn=TextCollate(encoder), num_workers=1)
+    batches = list(loader)
     assert len(batches) == 1
     batch = batches[0]
     # "Cafe scenes: great!" and "Bad, bad, bad.": 5 and 6 word pieces
@@ -121,14 +128,16 @@ def test_imdb_batches_are_tokenized(root: Path) -> None:
     assert batch.valid_length.tolist() == [7, 8]
     assert batch.labels.tolist() == [1, 0]
     assert batch.attention_mask.dtype == torch.int64
-    shuffled = [b.labels.tolist() for b in text_loader(ImdbDataset(root), encoder, 4, seed=1)]
-    assert sorted(shuffled[0]) == [0, 0, 1, 1]
+    train = ImdbDataset(root)  # the train split by default
+    assert sorted(train[i][1] for i in range(len(train))) == [0, 0, 1, 1]
 
 
 @pytest.mark.gpu
 def test_pinned_batches_copy_to_the_gpu(root: Path) -> None:
     dataset = DetectionDataset(VocDetection(root), SsdValTransform(SIZE, SIZE))
-    loader = detection_loader(dataset, batch_size=2, shuffle=False, workers=1, pin_memory=True)
+    loader = DataLoader(
+        dataset, batch_size=2, collate_fn=collate_detection, num_workers=1, pin_memory=True
+    )
     batch = next(iter(loader))
     assert all(t.is_pinned() for t in batch)
     on_gpu = [t.to("cuda", non_blocking=True) for t in batch]

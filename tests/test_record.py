@@ -99,11 +99,25 @@ def test_unknown_keys_are_ignored_and_missing_optional_sections_default():
     assert record.validity.flags == [] and record.cost.available is False
 
 
+def test_whole_numbers_read_as_the_floats_they_were():
+    data = full_record().to_dict()
+    data["throughput"]["samples_per_s"] = 8
+    data["latencies_ms"] = [500, 500.0]
+    data["execution"]["one_off_s"] = {"setup_s": 2}
+    record = RunRecord.from_dict(data)
+    values = [record.samples_per_s, *record.latencies_ms, record.execution.one_off_s["setup_s"]]
+    assert values == [8.0, 500.0, 500.0, 2.0]
+    assert all(type(v) is float for v in values)
+    assert json.dumps(record.to_dict()["latencies_ms"]) == "[500.0, 500.0]"
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
         (lambda d: d.pop("run_id"), "missing"),
-        (lambda d: d["throughput"].update(samples_per_s="fast"), "expected float"),
+        (lambda d: d["throughput"].update(samples_per_s="fast"), "samples_per_s: expected float"),
+        (lambda d: d["throughput"].update(samples_per_s=True), "samples_per_s: expected float"),
+        (lambda d: d["environment"]["gpus"][0].pop("name"), "gpus.name: missing"),
         (lambda d: d["latency"].update(count=None), "null where a value is required"),
         (lambda d: d["spec"].update(batch=0), "batch must be between 1"),
         (lambda d: d["spec"].update(colour="red"), "unknown spec field"),

@@ -10,13 +10,20 @@ it, and the window (throughput) is the measured training steps only.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench.run.loop import Measurement, PhaseMarks
-from bench.run.scenarios import Mark, Scenario
+from bench.run.info_registry import run_label
+from bench.run.loop import (
+    Measurement,
+    PhaseMarks,
+    StepEnd,
+    WarmUp,
+    synchronized_window,
+    warm_up,
+)
+from bench.run.scenarios import RunContext, Scenario
+from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 
 
@@ -26,17 +33,9 @@ class Evaluate(Scenario):
     name = "evaluate"
     timing = "synchronized"
 
-    def run(
-        self,
-        workload: Workload,
-        *,
-        progress: bool = True,
-        on_mark: Mark | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        artifacts: Path | None = None,
-    ) -> Measurement:
-        mark = PhaseMarks(on_mark)
-        marks = mark.marks
+    def run(self, ctx: RunContext) -> Measurement:
+        workload, clock = ctx.workload, ctx.clock
+        mark = PhaseMarks(ctx.on_mark)
 
         workload.sync()
         mark("warmup_start")
@@ -51,7 +50,7 @@ class Evaluate(Scenario):
             latencies_s=[window],
             window_s=window,
             warmup_s=0.0,
-            marks=marks,
+            marks=mark.marks,
             samples=int(result["samples"]),
         )
 
@@ -75,74 +74,27 @@ class ToAccuracy(Scenario):
     name = "to-accuracy"
     timing = "synchronized"
 
-    def run(
-        self,
-        workload: Workload,
-        *,
-        progress: bool = True,
-        on_mark: Mark | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        artifacts: Path | None = None,
-    ) -> Measurement:
-        spec = self.spec
-        mark = PhaseMarks(on_mark)
-        marks = mark.marks
-        per_step = workload.samples_per_step
-        latencies: list[float] = []
-        evaluations: list[dict[str, Any]] = []
-        reached: dict[str, Any] | None = None
-
-        workload.sync()
-        mark("warmup_start")
-        start = clock()
-        steps = workload.open_data()
-        workload.sync()
-        t0 = clock()
-        open_s = train_s = t0 - start
-        eval_s = 0.0
-        # warm-up: training steps like the rest (they update the weights), in the clock,
+    def run(self, ctx: RunContext) -> Measurement:
+        spec, workload = self.spec, ctx.workload
+        mark = PhaseMarks(ctx.on_mark)
+        opened: list[int] = []  # updates open_data ran (a compiling step on real batches)
+        warm = warm_up(
+            workload.step,
+            workload.sync,
+            spec.warmup,
+            clock=ctx.clock,
+            mark=mark,
+            label=run_label(spec),
+            progress=ctx.progress,
+            prepare=lambda: opened.append(workload.open_data()),
+        )
+        # the warm-up's steps train like the rest (they update the weights), in the clock,
         # but not in the window, and no evaluation falls due before the window
-        for _ in range(spec.warmup):
-            workload.step()
-            workload.sync()
-            steps += 1
-        t1 = clock()
-        train_s += t1 - t0
-        warmup_s = t1 - start
-        mark("measure_start")
-        t0 = clock()  # the mark's own time is in the wall clock, not in training
-        next_eval = (steps // spec.eval_every + 1) * spec.eval_every
-        while True:
-            workload.step()
-            workload.sync()
-            t1 = clock()
-            steps += 1
-            latencies.append(t1 - t0)
-            train_s += t1 - t0
-            done = self._done(steps, train_s)
-            if steps >= next_eval or done:
-                next_eval = (steps // spec.eval_every + 1) * spec.eval_every
-                result = workload.evaluate(spec.eval_samples)
-                t2 = clock()
-                eval_s += t2 - t1
-                point = {
-                    "step": steps,
-                    "samples": steps * per_step,
-                    "train_s": train_s,
-                    "wall_s": t2 - start,
-                    "metric": result["metric"],
-                    "value": result["value"],
-                    "eval_samples": result["samples"],
-                }
-                evaluations.append(point)
-                t1 = t2
-                if result["value"] >= spec.target_metric:
-                    reached = point
-                    break
-            t0 = t1
-            if done:
-                break
-        mark("measure_end")
+        training = _Training(spec, workload, ctx.clock, warm, opened[0] + spec.warmup)
+        latencies, _ = synchronized_window(
+            workload.step, workload.sync, clock=ctx.clock, mark=mark, after=training.after_step
+        )
+        evaluations, reached = training.evaluations, training.reached
         self.result = {
             "metric": evaluations[-1]["metric"] if evaluations else None,
             "target": spec.target_metric,
@@ -152,14 +104,14 @@ class ToAccuracy(Scenario):
             "steps_to_target": reached["step"] if reached else None,
             "samples_to_target": reached["samples"] if reached else None,
             "best": max((e["value"] for e in evaluations), default=None),
-            "eval_s": eval_s,
+            "eval_s": training.eval_s,
             # in the clock before the warm-up: the loader opened, steps on real batches
-            "open_data_s": open_s,
-            "steps": steps,
+            "open_data_s": warm.prepare_s,
+            "steps": training.steps,
             "evaluations": evaluations,
         }
         return Measurement(
-            latencies_s=latencies, window_s=sum(latencies), warmup_s=warmup_s, marks=marks
+            latencies_s=latencies, window_s=sum(latencies), warmup_s=warm.seconds, marks=mark.marks
         )
 
     def missed_goal(self) -> str | None:
@@ -173,12 +125,6 @@ class ToAccuracy(Scenario):
             f"{result['steps']} steps ({len(result['evaluations'])} evaluations)"
         )
 
-    def _done(self, steps: int, train_s: float) -> bool:
-        spec = self.spec
-        if spec.iters is not None:
-            return steps >= spec.iters
-        return spec.duration_s is not None and train_s >= spec.duration_s
-
     def settings(self) -> dict[str, object]:
         spec = self.spec
         return {
@@ -188,3 +134,63 @@ class ToAccuracy(Scenario):
             "max_iters": spec.iters,
             "max_train_s": spec.duration_s,
         }
+
+
+class _Training:
+    """A to-accuracy window's account after each measured step: the updates and the
+    training time so far, and an evaluation every ``eval_every`` updates (outside the
+    steps' times, inside the wall clock from ``start``)."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        workload: Workload,
+        clock: Callable[[], float],
+        warm: WarmUp,
+        steps: int,
+    ) -> None:
+        self.spec, self.workload, self.clock = spec, workload, clock
+        self.start = warm.start
+        self.steps = steps
+        self.train_s = warm.seconds  # the data opened and the warm-up steps
+        self.eval_s = 0.0
+        self.next_eval = self._next_eval()
+        self.evaluations: list[dict[str, Any]] = []
+        self.reached: dict[str, Any] | None = None
+
+    def _next_eval(self) -> int:
+        every = self.spec.eval_every
+        return (self.steps // every + 1) * every
+
+    def _done(self) -> bool:
+        spec = self.spec
+        if spec.iters is not None:
+            return self.steps >= spec.iters
+        return spec.duration_s is not None and self.train_s >= spec.duration_s
+
+    def after_step(self, end: StepEnd) -> float | None:
+        """Count the step, evaluate when due; None ends the window (the target reached or
+        the spec's iterations or training time spent)."""
+        self.steps += 1
+        self.train_s += end.step_s
+        done = self._done()
+        if self.steps < self.next_eval and not done:
+            return end.now
+        self.next_eval = self._next_eval()
+        result = self.workload.evaluate(self.spec.eval_samples)
+        now = self.clock()
+        self.eval_s += now - end.now
+        point = {
+            "step": self.steps,
+            "samples": self.steps * self.workload.samples_per_step,
+            "train_s": self.train_s,
+            "wall_s": now - self.start,
+            "metric": result["metric"],
+            "value": result["value"],
+            "eval_samples": result["samples"],
+        }
+        self.evaluations.append(point)
+        if result["value"] >= self.spec.target_metric:
+            self.reached = point
+            return None
+        return None if done else now

@@ -2,8 +2,8 @@
 LoadGen itself.
 
 The caller (the LoadGen glue) hands queries to :meth:`Batcher.issue`, which only stamps and
-enqueues them and returns: LoadGen's issue thread must never stall. One batcher thread takes
-queries off the queue in arrival order and forms batches:
+enqueues them and returns: LoadGen's issue thread must never stall. The batcher thread (the one
+in :meth:`Batcher.serve`) takes queries off the queue in arrival order and forms batches:
 
 - a batch runs as soon as it holds ``max_batch`` queries, so a burst of thousands of queries
   (the Offline scenario) is cut into ``max_batch`` chunks back to back, with no waiting;
@@ -168,7 +168,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class Batcher:
-    """Forms batches of queries on its own thread; see the module documentation."""
+    """Forms batches of queries on the thread that serves it; see the module documentation."""
 
     def __init__(
         self,
@@ -201,9 +201,8 @@ class Batcher:
         self._late = 0  # queries issued after stop() finished (completed at once, failed)
         self._taken = 0  # queries ever taken off the queue (batched or failed by stop)
         self._flush_upto = 0  # queries received before the last flush(): run them now
-        self._thread: threading.Thread | None = None
-        #: Set when serve() runs the loop in a caller's thread and that loop has ended.
-        self._served: threading.Event | None = None
+        self._thread: threading.Thread | None = None  # the one running serve()
+        self._served = threading.Event()  # set when serve()'s loop has ended
         self._in_flight = False  # a batch is taken and not yet completed
         self._stopping = False  # stop() called: drain without waiting
         self._closed = False  # stop() has closed the queue: the thread ends, late queries fail
@@ -229,26 +228,18 @@ class Batcher:
         """What the result record keeps about the batching."""
         return {"max_batch": self.max_batch, "timeout_s": self.timeout_s, "shapes": self.shapes}
 
-    def start(self) -> None:
-        """Start the batcher thread. Queries issued before are served from now on."""
-        with self._cond:
-            if self._thread is not None or self._stopping:
-                raise RuntimeError("a Batcher can be started once, before stop()")
-            self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-            self._thread.start()
-
     def serve(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Run the batcher loop in the calling thread until ``stop()`` is called from another
-        (e.g. when LoadGen's test ends), instead of ``start()``'s own thread: for models
-        that should run on the thread that set them up (a CPU framework's OpenMP team is
-        per calling thread; a second team on a 2-core machine slows every batch).
-        ``on_ready`` is called once the batcher is bound to this thread, before its loop:
-        start the thread that issues and stops there, so that no stop() can come first."""
+        """Run the batcher loop in the calling thread (the batcher thread) until ``stop()``
+        is called from another (e.g. when LoadGen's test ends): models run on the thread
+        that set them up (a CPU framework's OpenMP team is per calling thread; a second team
+        on a 2-core machine slows every batch). Queries issued before are served from now
+        on. ``on_ready`` is called once the batcher is bound to this thread, before its
+        loop: start the thread that issues and stops there, so that no stop() can come
+        first."""
         with self._cond:
             if self._thread is not None or self._stopping:
-                raise RuntimeError("a Batcher can be started once, before stop()")
+                raise RuntimeError("a Batcher serves once, before stop()")
             self._thread = threading.current_thread()
-            self._served = threading.Event()
         try:
             if on_ready is not None:
                 on_ready()
@@ -293,11 +284,12 @@ class Batcher:
         """Let the batch in flight finish and drain the queue (queries issued meanwhile
         included; batches run without waiting for the timeout), for up to ``timeout_s``; then
         close the queue, complete what is still queued without running it (recorded as
-        failed), wait up to ``timeout_s`` more for the batch in flight, join the thread and
-        return. Idempotent; later ``issue`` calls complete their queries at once as failed.
+        failed), wait up to ``timeout_s`` more for the batch in flight and ``serve()``'s loop
+        to end, and return. Idempotent; later ``issue`` calls complete their queries at once
+        as failed.
 
-        If ``run_batch`` is still running after that, an error is recorded and the (daemon)
-        thread is left to complete its batch and end when ``run_batch`` returns: a Python
+        If ``run_batch`` is still running after that, an error is recorded and ``serve()``
+        is left to complete its batch and return when ``run_batch`` returns: a Python
         thread cannot be killed."""
         with self._stop_lock:
             if self._stopped:
@@ -321,7 +313,7 @@ class Batcher:
                 self._cond.notify_all()
             if leftover:
                 if thread is None:
-                    when = "at stop() before start()"
+                    when = "at stop() before serve()"
                 elif own:
                     when = "at stop() from a callback"
                 else:
@@ -329,26 +321,14 @@ class Batcher:
                 self._fail(
                     leftover, "stop", f"{len(leftover)} queries still queued {when}; not run"
                 )
-            if thread is not None and not own:
-                if self._served is not None:  # serve(): the loop runs in a caller's thread
-                    alive = not self._served.wait(timeout_s)
-                else:
-                    thread.join(timeout_s)
-                    alive = thread.is_alive()
-                if alive:
-                    self._record(
-                        "stop",
-                        f"run_batch still running {2 * timeout_s:g}s after stop(); its batch "
-                        "completes when it returns",
-                        0,
-                    )
+            if thread is not None and not own and not self._served.wait(timeout_s):
+                self._record(
+                    "stop",
+                    f"run_batch still running {2 * timeout_s:g}s after stop(); its batch "
+                    "completes when it returns",
+                    0,
+                )
             self._stopped = True
-
-    @property
-    def running(self) -> bool:
-        """True while the batcher thread is alive."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
 
     @property
     def stats(self) -> BatcherStats:

@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +32,7 @@ from bench.run.batcher import Batcher, Query
 from bench.run.loadgen_log import LoadgenLogError, LoadgenResult, read_detail
 from bench.run.loop import Measurement, PhaseMarks
 from bench.run.record import Latency, RunRecord, ScenarioFacts
-from bench.run.scenarios import Mark, Scenario
+from bench.run.scenarios import RunContext, Scenario
 from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import Workload
 
@@ -268,19 +267,11 @@ class LoadgenScenario(Scenario):
         """Before the test, after the warm-up: what the scenario needs to know of the SUT
         (``respond`` builds LoadGen's responses without sending them, as a probe's cost)."""
 
-    def run(
-        self,
-        workload: Workload,
-        *,
-        progress: bool = True,
-        on_mark: Mark | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        artifacts: Path | None = None,
-    ) -> Measurement:
+    def run(self, ctx: RunContext) -> Measurement:
         import mlperf_loadgen as lg
 
-        spec = self.spec
-        mark = PhaseMarks(on_mark)
+        spec, workload, clock = self.spec, ctx.workload, ctx.clock
+        mark = PhaseMarks(ctx.on_mark)
         marks = mark.marks
         count = spec.sample_count
         workload.stage_samples(count)
@@ -309,14 +300,14 @@ class LoadgenScenario(Scenario):
                 f"an {AUDIT_CONFIG} in the working directory would silently override "
                 "LoadGen's settings (LoadGen reads it there): move it away"
             )
-        if progress:
+        if ctx.progress:
             seconds, why = self.expected_time()
             _say(f"LoadGen {self.lg_scenario}: expect at least {_num(seconds)} s: {why}")
         with contextlib.ExitStack() as stack:
-            if artifacts is None:  # nowhere to keep them: read the logs, then drop them
+            if ctx.artifacts is None:  # nowhere to keep them: read the logs, then drop them
                 out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             else:
-                out = self.artifacts = artifacts
+                out = self.artifacts = ctx.artifacts
             out.mkdir(parents=True, exist_ok=True)
             window = self._loadgen_test(lg, sut, out, mark, clock)
             try:
@@ -331,7 +322,7 @@ class LoadgenScenario(Scenario):
             "loadgen": asdict(result),
             "sut": sut.breakdown(),
         }
-        if progress:
+        if ctx.progress:
             _say(verdict_line(result))
         queries = result.query_count or 0
         per_query = result.values.get("effective_samples_per_query") or 1

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol, TextIO
+from typing import Any, NamedTuple, NoReturn, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -105,9 +105,7 @@ def measure(
     """Run ``step`` ``warmup`` times, then measure ``iters`` steps or ``duration_s`` seconds.
 
     Each iteration ends with ``sync()`` before the clock is read, so asynchronous device
-    work is inside the iteration that queued it. Consecutive iterations share their
-    boundary timestamp: the latencies add up exactly to the measured window, and the
-    little time the loop itself takes between steps is charged to the run, not hidden.
+    work is inside the iteration that queued it (:func:`synchronized_window`).
     ``on_mark(phase, unix_time)`` is called at each phase boundary, after a device sync
     and outside the timed window (telemetry reads the energy counter there). With
     ``duration_s``, ``agree`` (several ranks) turns this rank's reading of the clock into
@@ -117,31 +115,24 @@ def measure(
         raise ValueError("give exactly one of iters and duration_s")
     stream = stream or sys.stderr
     mark = PhaseMarks(on_mark)
-    marks = mark.marks
-
-    warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
-    bar = _bar_for(progress, iters, duration_s, label, stream)
-    window = _Window(iters, duration_s, bar, agree)
-    latencies: list[float] = []
-    mark("measure_start")
-    start = clock()
-    t0 = start
-    while True:
-        step()
-        sync()
-        t1 = clock()
-        latencies.append(t1 - t0)
-        t0 = t1
-        if window.done(len(latencies), t1 - start):
-            break
-    mark("measure_end")
+    warm = warm_up(
+        step, sync, warmup, clock=clock, mark=mark, label=label, progress=progress, stream=stream
+    )
+    window = _Window(iters, duration_s, _bar_for(progress, iters, duration_s, label, stream), agree)
+    latencies, window_s = synchronized_window(
+        step,
+        sync,
+        clock=clock,
+        mark=mark,
+        after=lambda end: None if window.done(end.steps, end.elapsed_s) else end.now,
+    )
     window.bar.close()
     return Measurement(
         latencies_s=latencies,
-        window_s=t0 - start,
-        warmup_s=warmup_s,
-        marks=marks,
-        first_step_s=first_step_s,
+        window_s=window_s,
+        warmup_s=warm.seconds,
+        marks=mark.marks,
+        first_step_s=warm.first_step_s,
     )
 
 
@@ -176,9 +167,9 @@ def measure_pipelined(
         raise ValueError("give exactly one of iters and duration_s")
     stream = stream or sys.stderr
     mark = PhaseMarks(on_mark)
-    marks = mark.marks
-
-    warmup_s, first_step_s = _warm_up(step, sync, warmup, label, progress, stream, clock, mark)
+    warm = warm_up(
+        step, sync, warmup, clock=clock, mark=mark, label=label, progress=progress, stream=stream
+    )
     bar = _bar_for(progress, iters, duration_s, label, stream)
     window = _Window(iters, duration_s, bar, agree)
     markers: list[Any] = []
@@ -207,9 +198,9 @@ def measure_pipelined(
     return Measurement(
         latencies_s=latencies,
         window_s=end - start,
-        warmup_s=warmup_s,
-        marks=marks,
-        first_step_s=first_step_s,
+        warmup_s=warm.seconds,
+        marks=mark.marks,
+        first_step_s=warm.first_step_s,
         step_timer=timer.kind if timer is not None else None,
         steps=steps,
     )
@@ -247,32 +238,104 @@ def _bar_for(
     return _bar(progress, duration_s, f"{label} measure", "s", stream)
 
 
-def _warm_up(
+@dataclass(frozen=True)
+class WarmUp:
+    """What :func:`warm_up` measured, by the clock."""
+
+    #: The clock when the warm-up began (after the ``warmup_start`` mark).
+    start: float
+    #: From ``start`` to the end of the last warm-up step (``prepare`` included).
+    seconds: float
+    #: The first warm-up step alone (not timed after a ``prepare``).
+    first_step_s: float | None = None
+    #: ``prepare`` alone.
+    prepare_s: float | None = None
+
+
+def warm_up(
     step: Callable[[], Any],
     sync: Callable[[], None],
     warmup: int,
-    label: str,
-    progress: bool,
-    stream: TextIO,
+    *,
     clock: Callable[[], float],
     mark: Callable[[str], None],
-) -> tuple[float, float | None]:
-    """Synchronized warm-up steps; returns their time and the first step's alone."""
+    label: str = "",
+    progress: bool = True,
+    stream: TextIO | None = None,
+    prepare: Callable[[], Any] | None = None,
+) -> WarmUp:
+    """Synchronized warm-up steps after the ``warmup_start`` mark. ``prepare`` runs first,
+    inside the warm-up's clock (a to-accuracy run opening its data): it replaces the timing
+    of the first step alone, whose one-off costs it then holds."""
     sync()
     mark("warmup_start")
-    t_warm = clock()
-    first_step_s = None
-    bar = _bar(progress, warmup, f"{label} warm-up", "it", stream)
+    start = t0 = clock()
+    prepare_s = first_step_s = None
+    if prepare is not None:
+        prepare()
+        sync()
+        t0 = clock()
+        prepare_s = t0 - start
+    bar = _bar(progress, warmup, f"{label} warm-up", "it", stream or sys.stderr)
     for i in range(warmup):
         step()
         sync()
-        if i == 0:
-            first_step_s = clock() - t_warm
+        if i == 0 and prepare is None:
+            first_step_s = clock() - t0
         bar.update(1)
     bar.close()
     # one clock read per phase edge, as before the first step was timed on its own
-    warmup_s = first_step_s if warmup == 1 and first_step_s is not None else clock() - t_warm
-    return warmup_s, first_step_s
+    seconds = first_step_s if warmup == 1 and first_step_s is not None else clock() - start
+    return WarmUp(start, seconds, first_step_s, prepare_s)
+
+
+class StepEnd(NamedTuple):
+    """Where the window stands after one of its steps."""
+
+    #: Steps timed so far.
+    steps: int
+    #: This step's time.
+    step_s: float
+    #: The clock at the step's end, and that less the window's start.
+    now: float
+    elapsed_s: float
+
+
+#: After each step of a synchronized window: None ends the window, else the clock reading
+#: the next step is timed from: ``end.now``, or later where untimed work (an evaluation)
+#: ran after the step.
+AfterStep = Callable[[StepEnd], float | None]
+
+
+def synchronized_window(
+    step: Callable[[], Any],
+    sync: Callable[[], None],
+    *,
+    clock: Callable[[], float],
+    mark: Callable[[str], None],
+    after: AfterStep,
+) -> tuple[list[float], float]:
+    """Steps between the ``measure_start`` and ``measure_end`` marks, each ended by
+    ``sync()`` before the clock is read, until ``after`` ends the window; returns each
+    step's time and the window's (its start to the last step's end).
+
+    Consecutive steps share their boundary timestamp: the latencies add up exactly to the
+    window (less what ``after`` kept out of it), and the little time the loop itself takes
+    between steps is charged to the run, not hidden."""
+    latencies: list[float] = []
+    mark("measure_start")
+    start = t0 = clock()
+    while True:
+        step()
+        sync()
+        now = clock()
+        latencies.append(now - t0)
+        resume = after(StepEnd(len(latencies), now - t0, now, now - start))
+        if resume is None:
+            break
+        t0 = resume
+    mark("measure_end")
+    return latencies, now - start
 
 
 def _bar(

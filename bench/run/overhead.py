@@ -29,6 +29,7 @@ from typing import Any
 from bench.run import registry
 from bench.run.info_registry import run_label
 from bench.run.loop import StepTimer, measure, measure_pipelined
+from bench.run.scenarios import RunContext
 from bench.run.spec import RunSpec
 from bench.telemetry.devices import default_gpus, query_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
@@ -186,7 +187,7 @@ def sut_rounds(spec: RunSpec, rounds: int, duration_s: float) -> dict[str, Any]:
             sample_count=64,
             warmup=0,
         )
-        q = SingleStream(streamed).run(workload, progress=False)
+        q = SingleStream(streamed).run(RunContext(workload, progress=False))
         sut_s.append(q.window_s / q.iterations)
     workload.teardown()
     loop, sut = statistics.median(loop_s), statistics.median(sut_s)

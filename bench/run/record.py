@@ -10,12 +10,15 @@ runs timed synchronously. Every reader of results goes through :class:`RunRecord
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, Union
+
+import dacite
 
 from bench.run.info_registry import run_label
 from bench.run.spec import RunSpec, SpecError
@@ -400,51 +403,45 @@ def to_plain(value: Any) -> Any:
 T = TypeVar("T")
 
 
-def from_plain(cls: type[T], data: Any) -> T:
-    """Build dataclass ``cls`` from a mapping, converting nested values by the field types.
+def _json_float(value: Any) -> Any:
+    """A float field's value: JSON writes a whole float as an int (``3``), read back as the
+    float it was; a bool is no number here (dacite alone would take it)."""
+    if isinstance(value, bool):
+        raise dacite.WrongTypeError(field_type=float, value=value)
+    return float(value) if isinstance(value, int) else value
 
-    Missing fields take their defaults; unknown keys are ignored (a newer minor writer).
-    """
+
+#: Lists become the tuples a field declares (a GPU's compute capability).
+_READING = dacite.Config(cast=[tuple], type_hooks={float: _json_float})
+
+
+def from_plain(cls: type[T], data: Any) -> T:
+    """Build dataclass ``cls`` from a mapping, converting nested values by the field types
+    (dacite). Missing fields take their defaults; unknown keys are ignored (a newer minor
+    writer); a missing or mistyped value is a TypeError naming its field."""
     if not isinstance(data, dict):
         raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}")
-    return cls(**kwargs)
+    try:
+        return dacite.from_dict(cls, data, _READING)
+    except dacite.WrongTypeError as exc:
+        why = _mismatch(exc.field_type, exc.value)
+        raise TypeError(f"{cls.__name__}.{exc.field_path}: {why}") from None
+    except dacite.MissingValueError as exc:
+        raise TypeError(f"{cls.__name__}.{exc.field_path}: missing") from None
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise TypeError(f"{where}: null where a value is required")
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where) if len(inner) == 1 else value
-    if tp is Any:
-        return value
+def _mismatch(expected: Any, value: Any) -> str:
+    """What is wrong with ``value`` where a field declares ``expected``."""
     if value is None:
-        raise TypeError(f"{where}: null where a value is required")
-    if origin is list:
-        if not isinstance(value, list):
-            raise TypeError(f"{where}: expected a list")
-        return [_convert(args[0], v, where) for v in value]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: expected a list")
-        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping")
-        return {k: _convert(args[1], v, where) for k, v in value.items()}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return value if isinstance(value, tp) else from_plain(tp, value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-    return value
+        return "null where a value is required"
+    if typing.get_origin(expected) in (Union, types.UnionType):  # X | None: X
+        inner = [t for t in typing.get_args(expected) if t is not type(None)]
+        expected = inner[0] if len(inner) == 1 else expected
+    origin = typing.get_origin(expected) or expected
+    if (origin is dict or dataclasses.is_dataclass(origin)) and not isinstance(value, dict):
+        return "expected a mapping"
+    # (a string read where a list is declared reaches here as a string)
+    if origin in (list, tuple) and not isinstance(value, list | tuple):
+        return "expected a list"
+    name = expected.__name__ if expected is origin and isinstance(expected, type) else expected
+    return f"expected {name}, got {reprlib.repr(value)}"

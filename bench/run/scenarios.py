@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,21 @@ from bench.run.spec import RunSpec
 from bench.run.workload import Workload
 
 Mark = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a scenario's ``run`` is given besides its spec: the set-up workload and the
+    worker's hooks."""
+
+    workload: Workload
+    #: Progress bars (and LoadGen's expectations) on stderr.
+    progress: bool = True
+    #: ``on_mark(phase, unix_time)`` at each phase edge (telemetry reads its energy there).
+    on_mark: Mark | None = None
+    clock: Callable[[], float] = time.perf_counter
+    #: Where the scenario keeps its own files (LoadGen's logs); None: nowhere.
+    artifacts: Path | None = None
 
 
 class Scenario(ABC):
@@ -38,17 +54,8 @@ class Scenario(ABC):
         self.timing_reason: str | None = None
 
     @abstractmethod
-    def run(
-        self,
-        workload: Workload,
-        *,
-        progress: bool = True,
-        on_mark: Mark | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        artifacts: Path | None = None,
-    ) -> Measurement:
-        """Issue work to a set-up workload; ``on_mark(phase, unix_time)`` at phase edges.
-        Files the scenario keeps (LoadGen's logs) go into ``artifacts``."""
+    def run(self, ctx: RunContext) -> Measurement:
+        """Issue work to ``ctx.workload``, calling ``ctx.on_mark`` at the phase edges."""
 
     def fill_record(self, record: RunRecord) -> None:
         """After the measurement: the scenario's own figures where a reference tool measured
@@ -91,16 +98,8 @@ class FixedLoop(Scenario):
     def timing_name(self) -> str:
         return "synchronized" if self.timing_reason is not None else self.spec.timing
 
-    def run(
-        self,
-        workload: Workload,
-        *,
-        progress: bool = True,
-        on_mark: Mark | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-        artifacts: Path | None = None,
-    ) -> Measurement:
-        spec = self.spec
+    def run(self, ctx: RunContext) -> Measurement:
+        spec, workload = self.spec, ctx.workload
         if spec.timing == "pipelined":
             waits = workload.step_waits_for_device()
             if waits is not None:
@@ -108,14 +107,14 @@ class FixedLoop(Scenario):
             return measure_pipelined(
                 workload.step,
                 workload.sync,
-                workload.step_timer(clock),
+                workload.step_timer(ctx.clock),
                 warmup=spec.warmup,
                 iters=spec.iters,
                 duration_s=spec.duration_s,
                 label=run_label(spec),
-                progress=progress,
-                clock=clock,
-                on_mark=on_mark,
+                progress=ctx.progress,
+                clock=ctx.clock,
+                on_mark=ctx.on_mark,
                 agree=workload.agree_to_stop,
             )
         return measure(
@@ -125,9 +124,9 @@ class FixedLoop(Scenario):
             iters=spec.iters,
             duration_s=spec.duration_s,
             label=run_label(spec),
-            progress=progress,
-            clock=clock,
-            on_mark=on_mark,
+            progress=ctx.progress,
+            clock=ctx.clock,
+            on_mark=ctx.on_mark,
             agree=workload.agree_to_stop,
         )
 

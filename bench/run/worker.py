@@ -32,6 +32,7 @@ from bench.run.record import (
     Timing,
     WorkloadFacts,
 )
+from bench.run.scenarios import RunContext
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
 from bench.run.store import describe, weights_dir_name, write_json_atomic
@@ -137,13 +138,11 @@ def execute(
                 active.barrier()
 
         with telemetry or contextlib.nullcontext():
-            measurement = scenario.run(
-                workload,
-                progress=progress,
-                on_mark=on_mark,
-                clock=clock,
-                artifacts=out_dir / f"{record.run_id}.loadgen" if out_dir is not None else None,
+            artifacts = out_dir / f"{record.run_id}.loadgen" if out_dir is not None else None
+            context = RunContext(
+                workload, progress=progress, on_mark=on_mark, clock=clock, artifacts=artifacts
             )
+            measurement = scenario.run(context)
         record.scenario = scenario.facts()
         # one-off costs of set-up work a to-accuracy run ran in its clock (compile_s)
         record.execution.one_off_s.update(workload.one_off_s)

@@ -159,13 +159,13 @@ def test_pipelined_mxnet_training_is_recorded_as_what_it_was():
     """GluonCV's SSD loss reads a count on the host every step (asscalar): a pipelined SSD
     run is synchronized in fact and its record says so, and why; BERT's fp32 step only
     queues work and stays pipelined."""
-    from bench.run.scenarios import FixedLoop
+    from bench.run.scenarios import FixedLoop, RunContext
 
     ssd = SsdGluon(ssd_spec(mode="train", warmup=1, iters=1))
     assert ssd.spec.timing == "pipelined"
     ssd.setup()
     loop = FixedLoop(ssd.spec)
-    loop.run(ssd, progress=False)
+    loop.run(RunContext(ssd, progress=False))
     facts = loop.facts()
     assert facts.timing == "synchronized"
     assert facts.timing_reason is not None and "asscalar" in facts.timing_reason
@@ -173,5 +173,5 @@ def test_pipelined_mxnet_training_is_recorded_as_what_it_was():
     bert_wl = BertGluon(bert_spec(mode="train", warmup=1, iters=1), SMALL_SETTINGS)
     bert_wl.setup()
     loop = FixedLoop(bert_wl.spec)
-    loop.run(bert_wl, progress=False)
+    loop.run(RunContext(bert_wl, progress=False))
     assert (loop.facts().timing, loop.facts().timing_reason) == ("pipelined", None)
