@@ -23,9 +23,8 @@ from bench.datasets import cmd_data
 from bench.fleet import cli as fleet_cli
 from bench.run import loadgen, runner, sla, suites
 from bench.run.ec2 import instance_facts
-from bench.run.info_registry import run_label
 from bench.run.record import ResultError, RunRecord
-from bench.run.registry import backend_names, workload_names
+from bench.run.registry import backend_names, run_label, workload_names
 from bench.run.sla import DEFAULT_MAX_POINTS, DEFAULT_TOLERANCE
 from bench.run.spec import (
     ALL_GPUS,

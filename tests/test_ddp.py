@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from bench.run import runner
-from bench.run.info_registry import run_label
 from bench.run.record import RunRecord
+from bench.run.registry import run_label
 from bench.run.spec import RunSpec
 from bench.run.store import load_record
 

@@ -14,7 +14,6 @@ from bench.run.distributed import (
     torchrun_command,
     torchrun_failure,
 )
-from bench.run.info_registry import run_label
 from bench.run.record import (
     Environment,
     Flag,
@@ -24,6 +23,7 @@ from bench.run.record import (
     Timing,
     WorkloadFacts,
 )
+from bench.run.registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
 from bench.schema.telemetry import TelemetrySummary

@@ -36,7 +36,7 @@ def test_the_cli_and_workload_facts_load_no_framework():
         "from bench.cli import build_parser\n"
         "from bench.run import registry\n"
         "from bench.run.spec import RunSpec\n"
-        "from bench.run.info_registry import run_label\n"
+        "from bench.run.registry import run_label\n"
         "build_parser()\n"
         "for w in registry.WORKLOAD_INFO:\n"
         "    info = registry.workload_info(w)\n"

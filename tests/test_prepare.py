@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import registry
-from bench.run.info_registry import run_label
+from bench.run.registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import WorkloadInfo

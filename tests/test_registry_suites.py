@@ -4,7 +4,7 @@ import pytest
 
 from bench.run import registry
 from bench.run.runner import prepare
-from bench.run.scenarios import FixedLoop, Scenario
+from bench.run.scenarios import FixedLoop, Scenario, scenario_for
 from bench.run.spec import SCENARIOS, RunSpec, SpecError
 from bench.run.suites import suite_specs
 from bench.run.workload import Workload
@@ -28,10 +28,10 @@ def test_the_scenario_table_names_one_class_per_spec_scenario():
 
 def test_scenario_for_builds_the_specs_scenario():
     spec = RunSpec(workload="null", device="cpu")
-    scenario = registry.scenario_for(spec)
+    scenario = scenario_for(spec)
     assert type(scenario) is FixedLoop and scenario.spec is spec
     with pytest.raises(SpecError, match="unknown scenario 'nope': choose from loop, "):
-        registry.scenario_for(SimpleNamespace(scenario="nope"))  # a spec refuses it earlier
+        scenario_for(SimpleNamespace(scenario="nope"))  # a spec refuses it earlier
 
 
 def test_lookup_refuses_missing_implementations():

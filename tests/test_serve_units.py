@@ -12,8 +12,8 @@ import pytest
 
 from bench.cli import main
 from bench.run import envinfo
-from bench.run.info_registry import run_label
 from bench.run.record import Outcome, RunRecord, ScenarioFacts
+from bench.run.registry import run_label
 from bench.run.sla import SlaPoint, SlaResult
 from bench.run.spec import RunSpec, SpecError
 from bench.serve import compare, launcher, stats

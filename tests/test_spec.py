@@ -1,6 +1,6 @@
 import pytest
 
-from bench.run.info_registry import run_label
+from bench.run.registry import run_label
 from bench.run.spec import RunSpec, SpecError
 
 

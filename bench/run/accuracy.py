@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.run.info_registry import run_label
 from bench.run.loop import (
     Measurement,
     PhaseMarks,
@@ -22,6 +21,7 @@ from bench.run.loop import (
     synchronized_window,
     warm_up,
 )
+from bench.run.registry import run_label
 from bench.run.scenarios import RunContext, Scenario
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload

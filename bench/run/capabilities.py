@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.run import registry
-from bench.run.info_registry import run_label
-from bench.run.registry import Entry
+from bench.run.registry import Entry, run_label
 from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import WorkloadInfo
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import registry
-from bench.run.info_registry import run_label
 from bench.run.loop import StepTimer, measure, measure_pipelined
+from bench.run.registry import run_label
 from bench.run.scenarios import RunContext
 from bench.run.spec import RunSpec
 from bench.telemetry.devices import default_gpus, query_gpus, resolve_device

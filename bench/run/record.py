@@ -20,7 +20,7 @@ from typing import Any, TypeVar, Union
 
 import dacite
 
-from bench.run.info_registry import run_label
+from bench.run.registry import run_label
 from bench.run.spec import RunSpec, SpecError
 from bench.schema.gpu import GpuInfo
 from bench.schema.telemetry import (

@@ -5,22 +5,21 @@ framework facts.
 Entries are import strings. Implementations are resolved only inside the worker process
 that runs them, so a missing or conflicting framework never breaks the harness or another
 backend; workload facts come from framework-free modules. This module's loader is the only
-way ``bench`` reaches ``models`` (with :mod:`bench.run.info_registry`, its framework-free
-half, which the run records and labels build on).
+way ``bench`` reaches ``models``. It imports nothing above the spec and the workload
+interface, so the run records and labels build on it; scenarios load from its table in
+:func:`bench.run.scenarios.scenario_for`.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from bench.run.builds import ORT_GPU_ARCHS
-from bench.run.info_registry import WORKLOAD_INFO as WORKLOAD_INFO
-from bench.run.info_registry import load as load
-from bench.run.info_registry import workload_info as workload_info
-from bench.run.scenarios import Scenario
 from bench.run.spec import PRECISIONS, RunSpec, SpecError
-from bench.run.workload import Workload
+from bench.run.workload import Workload, WorkloadInfo
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.
@@ -34,6 +33,14 @@ SERVED = "models.served"
 #: served path sits above the runner, which reaches it only through these names).
 ENDPOINT_WORKLOAD = "bench.serve.endpoint:EndpointWorkload"
 ENDPOINT_PREFLIGHT = "bench.serve.endpoint:preflight"
+
+#: Each workload's declared facts, from modules that import no framework.
+WORKLOAD_INFO: dict[str, str] = {
+    "null": "models.null:INFO",
+    "ssd": "models.ssd.common:INFO",
+    "bert": "models.bert.config:INFO",
+    "bert-qa": "models.bert_qa.config:INFO",
+}
 
 
 @dataclass(frozen=True)
@@ -177,17 +184,6 @@ def workload_class(entry: Entry) -> type[Workload]:
     return cls
 
 
-def scenario_for(spec: RunSpec) -> Scenario:
-    """The spec's scenario, ready to run its workload."""
-    target = SCENARIOS.get(spec.scenario)
-    if target is None:
-        raise SpecError(f"unknown scenario {spec.scenario!r}: choose from {', '.join(SCENARIOS)}")
-    cls = load(target)
-    if not (isinstance(cls, type) and issubclass(cls, Scenario)):
-        raise TypeError(f"{target} is not a Scenario")
-    return cls(spec)
-
-
 def framework_info(backend: str, device: str) -> dict[str, Any]:
     """Versions and device facts only the backend's framework knows (CUDA runtime, cuDNN)."""
     target = FRAMEWORK_INFO.get(backend)
@@ -195,3 +191,30 @@ def framework_info(backend: str, device: str) -> dict[str, Any]:
         return {}
     info = load(target)(device)
     return dict(info)
+
+
+def load(target: str) -> Any:
+    """Import ``package.module:Attribute`` and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def workload_info(workload: str) -> WorkloadInfo:
+    """The facts workload ``workload`` declares (no framework is imported)."""
+    target = WORKLOAD_INFO.get(workload)
+    if target is None:
+        raise SpecError(f"unknown workload {workload!r}")
+    return _load_info(target)
+
+
+@functools.cache
+def _load_info(target: str) -> WorkloadInfo:
+    info = load(target)
+    if not isinstance(info, WorkloadInfo):
+        raise TypeError(f"{target} is not a WorkloadInfo")
+    return info
+
+
+def run_label(spec: RunSpec) -> str:
+    """A short name for file names and progress lines."""
+    return spec.label_for(workload_info(spec.workload).shape_text(spec, "tag"))

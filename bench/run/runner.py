@@ -23,9 +23,9 @@ from typing import Any, TextIO
 from bench.run import builds, capabilities, envinfo, registry
 from bench.run.capabilities import check_save_weights as check_save_weights
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
-from bench.run.info_registry import run_label
 from bench.run.processes import python_for, stop_group
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
+from bench.run.registry import run_label
 from bench.run.spec import ALL_GPUS, RunSpec, SpecError
 from bench.run.store import describe, load_record, weights_dir_name, write_record
 from bench.schema.gpu import GpuInfo

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench.run.info_registry import run_label
+from bench.run import registry
 from bench.run.loop import Measurement, measure, measure_pipelined
 from bench.run.record import RunRecord, ScenarioFacts
-from bench.run.spec import RunSpec
+from bench.run.registry import run_label
+from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import Workload
 
 Mark = Callable[[str, float], None]
@@ -133,3 +134,16 @@ class FixedLoop(Scenario):
     def settings(self) -> dict[str, object]:
         spec = self.spec
         return {"warmup": spec.warmup, "iters": spec.iters, "duration_s": spec.duration_s}
+
+
+def scenario_for(spec: RunSpec) -> Scenario:
+    """The spec's scenario, ready to run its workload."""
+    target = registry.SCENARIOS.get(spec.scenario)
+    if target is None:
+        raise SpecError(
+            f"unknown scenario {spec.scenario!r}: choose from {', '.join(registry.SCENARIOS)}"
+        )
+    cls = registry.load(target)
+    if not (isinstance(cls, type) and issubclass(cls, Scenario)):
+        raise TypeError(f"{target} is not a Scenario")
+    return cls(spec)

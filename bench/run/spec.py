@@ -344,7 +344,7 @@ class RunSpec:
 
     def label_for(self, shape_tag: str) -> str:
         """A short name for file names and progress lines, given the workload's tag for the
-        input size (:func:`bench.run.info_registry.run_label` looks it up).
+        input size (:func:`bench.run.registry.run_label` looks it up).
         """
         dev = self.device.replace(":", "")
         backend = self.backend

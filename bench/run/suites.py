@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.run import registry
-from bench.run.info_registry import run_label
+from bench.run.registry import run_label
 from bench.run.runner import prepare
 from bench.run.spec import RunSpec, SpecError
 from bench.schema.gpu import GpuInfo

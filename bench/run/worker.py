@@ -32,7 +32,7 @@ from bench.run.record import (
     Timing,
     WorkloadFacts,
 )
-from bench.run.scenarios import RunContext
+from bench.run.scenarios import RunContext, scenario_for
 from bench.run.spec import RunSpec
 from bench.run.stats import latency_summary, throughput
 from bench.run.store import describe, weights_dir_name, write_json_atomic
@@ -118,7 +118,7 @@ def execute(
             fp32_uses_tf32=info.uses_tf32(spec),
             epoch_samples=info.epoch_samples,
         )
-        scenario = registry.scenario_for(spec)
+        scenario = scenario_for(spec)
         record.scenario = scenario.facts()
         save()
         if telemetry_interval_s:

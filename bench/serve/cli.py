@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from bench.run import runner
-from bench.run.info_registry import run_label
-from bench.run.registry import backend_names
+from bench.run.registry import backend_names, run_label
 from bench.run.spec import PRECISIONS, RunSpec
 from bench.serve import launcher
 

@@ -8,7 +8,7 @@ them, saves the run (--benchmark-autosave) and compares with the last saved one.
 import pytest
 
 from bench.run import registry
-from bench.run.info_registry import run_label
+from bench.run.registry import run_label
 from bench.run.suites import suite_specs
 from bench.telemetry.devices import default_gpus, resolve_device
 
