@@ -119,6 +119,20 @@ FRAMEWORK_INFO = {
 }
 
 
+def workload_names() -> tuple[str, ...]:
+    """The workloads the registry implements, in the order they were added, with ``null``
+    (no model: the harness's own overhead) last."""
+    names = dict.fromkeys(workload for workload, _ in REGISTRY)
+    return tuple(sorted(names, key=lambda workload: workload == "null"))
+
+
+def backend_names() -> tuple[str, ...]:
+    """The backends the registry implements, in :data:`FRAMEWORK_INFO`'s order (torch, the
+    path that runs everywhere, first)."""
+    names = {backend for _, backend in REGISTRY}
+    return tuple(b for b in FRAMEWORK_INFO if b in names) + tuple(sorted(names - {*FRAMEWORK_INFO}))
+
+
 def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
     entry = REGISTRY.get((workload, backend))
     if entry is None:

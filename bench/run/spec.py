@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.schema.errors import SpecError as SpecError
@@ -55,6 +56,63 @@ MAX_BATCH = 65536
 MAX_SEQ_LEN = 512
 
 
+#: The commands that build a spec from their options (bench.commands.spec_flags): ``run``,
+#: its alias ``eval`` (the evaluate scenario) and ``sla`` (a search over server runs) each
+#: build one; ``suite`` takes some of the options as overrides of its runs' own values.
+ONE_RUN = frozenset({"run", "eval", "sla"})
+EVERY_RUN = ONE_RUN | {"suite"}
+_RUN, _RUN_EVAL, _RUN_SLA = (
+    frozenset({"run"}),
+    frozenset({"run", "eval"}),
+    frozenset({"run", "sla"}),
+)
+#: The window of a scenario other than the loop when the command line gives neither
+#: ``--duration`` nor ``--iters``: LoadGen's minimum duration, to-accuracy's training time
+#: (``bench sla`` and ``bench eval`` have their own).
+SCENARIO_DEFAULT_DURATION_S = 10.0
+
+_LOADGEN = "LoadGen scenarios"
+_ACCURACY = "accuracy (scenarios evaluate and to-accuracy)"
+_EXECUTION = "execution mode"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a spec field is given on the command line (read by
+    :mod:`bench.commands.spec_flags`, which turns it into an option of each command in
+    ``commands``).
+
+    The field's default is the option's default. ``defaults`` holds a command's own default
+    where it differs (``bench eval`` reads batches of 16) and, for a command that does not
+    offer the option, the value it fixes (``bench sla`` runs the server scenario).
+    """
+
+    help: str
+    #: The option; None: ``--`` and the field's name with dashes.
+    name: str | None = None
+    #: Allowed values, or the name of a list the registry keeps (``workloads``, ``backends``).
+    choices: tuple[str, ...] | str | None = None
+    #: The name of the parser that reads the text, where the field's type is not enough.
+    parse: str | None = None
+    metavar: str | None = None
+    #: The title of the help section the option is listed under (None: the command's own).
+    group: str | None = None
+    #: Options of one exclusive set (``window``: ``--iters`` or ``--duration``): given one,
+    #: the others are None.
+    exclusive: str | None = None
+    commands: frozenset[str] = ONE_RUN
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+
+
+#: The metadata key of a field's :class:`Flag`.
+FLAG = "flag"
+
+
+def _flag(help: str, **options: Any) -> dict[str, Flag]:
+    return {FLAG: Flag(help, **options)}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one benchmark run.
@@ -65,67 +123,257 @@ class RunSpec:
     scenario they are the test's minimum query count or minimum duration instead.
     """
 
-    workload: str
-    backend: str = "torch"
-    mode: str = "infer"
-    batch: int = 1
-    precision: str = "fp32"
-    device: str = "auto"
-    warmup: int = 5
-    iters: int | None = 20
-    duration_s: float | None = None
-    seq_len: int = 128
-    image_size: int = 512
-    include_h2d: bool = False
-    seed: int = 0
-    pretrained: str | None = None
-    scenario: str = "loop"
+    workload: str = field(metadata=_flag("the model", choices="workloads"))
+    backend: str = field(default="torch", metadata=_flag("the framework path", choices="backends"))
+    mode: str = field(
+        default="infer",
+        metadata=_flag("train: training steps; infer: inference", choices=MODES, commands=_RUN),
+    )
+    batch: int = field(
+        default=1,
+        metadata=_flag(
+            "samples per step, per GPU with several",
+            defaults={"eval": 16},
+        ),
+    )
+    precision: str = field(
+        default="fp32",
+        metadata=_flag(
+            "auto: bf16 where the GPU and backend have it (compute capability 8.0+), else "
+            "fp16; fp32 on the CPU",
+            choices=(*PRECISIONS, AUTO_PRECISION),
+            commands=EVERY_RUN,
+        ),
+    )
+    device: str = field(
+        default="auto", metadata=_flag("auto, cpu, cuda or cuda:N", commands=EVERY_RUN)
+    )
+    warmup: int = field(
+        default=5,
+        metadata=_flag("warm-up iterations", commands=EVERY_RUN, defaults={"eval": 0}),
+    )
+    iters: int | None = field(
+        default=20,
+        metadata=_flag(
+            "measured iterations",
+            exclusive="window",
+            commands=EVERY_RUN,
+            defaults={"eval": 1, "sla": None},
+        ),
+    )
+    duration_s: float | None = field(
+        default=None,
+        metadata=_flag(
+            "measure for this many seconds instead",
+            name="--duration",
+            exclusive="window",
+            commands=EVERY_RUN,
+            # an SLA search's runs: LoadGen's minimum duration (early stopping sets the
+            # query count)
+            defaults={"sla": 5.0},
+        ),
+    )
+    seq_len: int = field(default=128, metadata=_flag("BERT sequence length"))
+    image_size: int = field(default=512, metadata=_flag("SSD input side in pixels"))
+    include_h2d: bool = field(
+        default=False,
+        metadata=_flag(
+            "time the host-to-device copy of the batch in every step", commands=EVERY_RUN
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=_flag("seed of the synthetic batch and weights", commands=_RUN_SLA)
+    )
+    pretrained: str | None = field(
+        default=None, metadata=_flag("load weights from this local directory")
+    )
+    scenario: str = field(
+        default="loop",
+        metadata=_flag(
+            "loop: a fixed loop of steps; single-stream, multi-stream, server, offline: MLPerf "
+            "LoadGen issues and times the queries (inference only; --duration/--iters are "
+            "then the test's minimum duration/query count, default "
+            f"{SCENARIO_DEFAULT_DURATION_S:g} s); evaluate: the metric on --data's test split "
+            "(bench eval); to-accuracy: train until --target",
+            choices=SCENARIOS,
+            commands=_RUN,
+            defaults={"eval": "evaluate", "sla": "server"},
+        ),
+    )
     #: ONNX Runtime execution provider; ``auto``: TensorRT, CUDA, CPU by availability.
-    ort_provider: str = "auto"
+    ort_provider: str = field(
+        default="auto",
+        metadata=_flag(
+            "ONNX Runtime execution provider; auto: TensorRT, CUDA or CPU, the first available",
+            choices=ORT_PROVIDERS,
+            commands=EVERY_RUN,
+        ),
+    )
     # -- LoadGen scenarios (ignored by ``loop``) ---------------------------------------------
     #: server: the Poisson arrival rate; offline: LoadGen's expected QPS (sizes the test).
-    target_qps: float | None = None
+    target_qps: float | None = field(
+        default=None,
+        metadata=_flag(
+            "server: arrival rate; offline: hint",
+            group=_LOADGEN,
+            commands=_RUN,
+            defaults={"sla": 1.0},  # the search sets each of its runs' load
+        ),
+    )
     #: server: the latency constraint; single- and multi-stream: the expected latency.
-    latency_bound_ms: float | None = None
-    #: The latency percentile the bound applies to.
-    latency_percentile: float = 99.0
+    latency_bound_ms: float | None = field(
+        default=None,
+        metadata=_flag(
+            "latency constraint, e.g. 15ms (server; expected latency for the streams)",
+            name="--latency-bound",
+            parse="latency_ms",
+            group=_LOADGEN,
+            commands=_RUN_SLA,
+            required=frozenset({"sla"}),
+        ),
+    )
+    latency_percentile: float = field(
+        default=99.0,
+        metadata=_flag(
+            "the percentile the bound applies to",
+            name="--percentile",
+            group=_LOADGEN,
+            commands=_RUN_SLA,
+        ),
+    )
     #: Largest batch the batching SUT forms (None: ``batch``).
-    max_batch: int | None = None
-    #: How long the SUT waits for a batch to fill after its first query arrived.
-    batch_timeout_ms: float = 2.0
-    batch_shapes: str = AUTO_SHAPES
+    max_batch: int | None = field(
+        default=None,
+        metadata=_flag(
+            "largest batch the SUT forms (default --batch)", group=_LOADGEN, commands=_RUN_SLA
+        ),
+    )
+    batch_timeout_ms: float = field(
+        default=2.0,
+        metadata=_flag(
+            "milliseconds (or a time with its unit: 500us) the SUT waits for a batch to fill "
+            "after its first query",
+            name="--batch-timeout",
+            parse="latency_ms",
+            group=_LOADGEN,
+            commands=_RUN_SLA,
+        ),
+    )
+    batch_shapes: str = field(
+        default=AUTO_SHAPES,
+        metadata=_flag(
+            "fixed: pad every batch to --max-batch; bucketed: to the next power of two; "
+            "exact: no padding; auto: fixed only where a compiled or captured graph needs "
+            "static shapes, else bucketed",
+            choices=(AUTO_SHAPES, *BATCH_SHAPES),
+            group=_LOADGEN,
+            commands=_RUN_SLA,
+        ),
+    )
     #: Samples staged on the device for LoadGen's query sample library.
-    sample_count: int = 256
+    sample_count: int = field(
+        default=256,
+        metadata=_flag("samples staged for LoadGen", group=_LOADGEN, commands=_RUN_SLA),
+    )
     #: An Open Inference Protocol endpoint (``grpc://host:port/model`` or ``http://...``)
     #: serving the workload: LoadGen's queries go there instead of to an in-process model.
-    endpoint: str | None = None
+    endpoint: str | None = field(
+        default=None,
+        metadata=_flag(
+            "send the queries to an Open Inference Protocol (KServe v2) server instead of an "
+            "in-process model: grpc://host:port/model or http://host:port/model (bench serve "
+            "starts one); --max-batch/--batch-timeout then are the server's to apply",
+            metavar="URL",
+            group=_LOADGEN,
+            commands=_RUN_SLA,
+        ),
+    )
     # -- execution mode ----------------------------------------------------------------------
-    #: ``torch.compile`` mode (PyTorch only); ``off`` runs eagerly.
-    compile: str = "off"
-    #: Capture the whole step in a CUDA graph on static inputs and replay it (GPU only).
-    cuda_graphs: bool = False
+    compile: str = field(
+        default="off",
+        metadata=_flag(
+            "torch.compile mode of the PyTorch path (off: eager); a compile failure fails the run",
+            choices=COMPILE_MODES,
+            group=_EXECUTION,
+            commands=EVERY_RUN,
+        ),
+    )
+    cuda_graphs: bool = field(
+        default=False,
+        metadata=_flag(
+            "capture the whole step in a CUDA graph on static inputs and replay it (GPU)",
+            group=_EXECUTION,
+            commands=EVERY_RUN,
+        ),
+    )
     #: ``synchronized``, ``pipelined`` or ``auto`` (resolved here: stored specs never hold it).
-    timing: str = AUTO_TIMING
+    timing: str = field(
+        default=AUTO_TIMING,
+        metadata=_flag(
+            "synchronized: wait for the device after every step (latency); pipelined: queue "
+            "steps, time them with device events, synchronize once at the end (throughput); "
+            "auto: pipelined for training, synchronized for inference",
+            choices=(*TIMINGS, AUTO_TIMING),
+            group=_EXECUTION,
+            commands=EVERY_RUN,
+        ),
+    )
     # -- whole instances -----------------------------------------------------------------------
-    #: Data-parallel ranks (training) or inference replicas, one per GPU (``cuda:0`` ..
-    #: ``cuda:N-1``), or N CPU ranks on ``cpu``; ``all``: every GPU (resolved before the run).
-    #: None: one process on ``device``. ``batch`` is per rank.
-    gpus: int | str | None = None
+    #: ``all``: every GPU (resolved before the run); None: one process on ``device``.
+    gpus: int | str | None = field(
+        default=None,
+        metadata=_flag(
+            "data-parallel ranks (training) or replicas (inference), one per GPU, --batch "
+            "per GPU; with --device cpu, N CPU ranks (gloo)",
+            parse="gpu_count",
+            metavar="N|all",
+            commands=_RUN,
+        ),
+    )
     # -- real data ------------------------------------------------------------------------------
     #: None: seeded synthetic batches staged before timing; else a dataset path read by a loader
-    #: in the timed step (SSD: a VOC folder or a RecordIO ``.rec``; BERT: an ``aclImdb`` folder).
-    data: str | None = None
+    #: in the timed step.
+    data: str | None = field(
+        default=None,
+        metadata=_flag(
+            "synthetic, or a dataset the timed step reads through a loader: a VOC folder or "
+            "RecordIO .rec (ssd), aclImdb (bert), SQuAD's folder (bert-qa); synthetic batches "
+            "are seeded and staged before timing",
+            parse="dataset",
+            commands=_RUN_EVAL,
+            required=frozenset({"eval"}),
+        ),
+    )
     #: Loader worker processes with ``data`` (0: load in the training process).
-    loader_workers: int = 2
-    #: BERT with ``data``: the WordPiece vocabulary (default: ``vocab.txt`` in ``pretrained``).
-    vocab: str | None = None
+    loader_workers: int = field(
+        default=2, metadata=_flag("loader processes with --data", commands=_RUN_EVAL)
+    )
+    vocab: str | None = field(
+        default=None,
+        metadata=_flag(
+            "BERT with --data: vocab.txt (default: in --pretrained)", commands=_RUN_EVAL
+        ),
+    )
     # -- accuracy (scenarios evaluate and to-accuracy) -----------------------------------------
-    #: to-accuracy: the metric (VOC07 mAP for SSD, accuracy for BERT) that ends training.
-    target_metric: float | None = None
-    #: to-accuracy: training steps between evaluations.
-    eval_every: int = 100
-    #: Test samples an evaluation reads (None: the whole test split).
-    eval_samples: int | None = None
+    target_metric: float | None = field(
+        default=None,
+        metadata=_flag(
+            "to-accuracy: the metric to reach (e.g. 0.75 mAP)",
+            name="--target",
+            group=_ACCURACY,
+            commands=_RUN,
+        ),
+    )
+    eval_every: int = field(
+        default=100,
+        metadata=_flag("to-accuracy: steps between evaluations", group=_ACCURACY, commands=_RUN),
+    )
+    eval_samples: int | None = field(
+        default=None,
+        metadata=_flag(
+            "test samples per evaluation (default all)", group=_ACCURACY, commands=_RUN_EVAL
+        ),
+    )
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
