@@ -6,7 +6,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.schema.errors import SpecError as SpecError
 
@@ -43,6 +43,8 @@ COMPILE_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 TIMINGS = ("synchronized", "pipelined")
 AUTO_TIMING = "auto"
 
+_T = TypeVar("_T")
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 #: ``gpus``: every GPU the machine has (resolved before the run starts).
@@ -59,21 +61,24 @@ MAX_SEQ_LEN = 512
 #: The commands that build a spec from their options (bench.commands.spec_flags): ``run``,
 #: its alias ``eval`` (the evaluate scenario) and ``sla`` (a search over server runs) each
 #: build one; ``suite`` takes some of the options as overrides of its runs' own values.
-ONE_RUN = frozenset({"run", "eval", "sla"})
-EVERY_RUN = ONE_RUN | {"suite"}
+_ONE_RUN = frozenset({"run", "eval", "sla"})
+_EVERY = _ONE_RUN | {"suite"}
 _RUN, _RUN_EVAL, _RUN_SLA = (
     frozenset({"run"}),
     frozenset({"run", "eval"}),
     frozenset({"run", "sla"}),
 )
+_LOADGEN_TITLE, _ACCURACY_TITLE = (
+    "LoadGen scenarios",
+    "accuracy (scenarios evaluate and to-accuracy)",
+)
+_LOADGEN: dict[str, Any] = {"group": _LOADGEN_TITLE, "commands": _RUN_SLA}
+_EXECUTION: dict[str, Any] = {"group": "execution mode", "commands": _EVERY}
+_ACCURACY: dict[str, Any] = {"group": _ACCURACY_TITLE, "commands": _RUN}
 #: The window of a scenario other than the loop when the command line gives neither
 #: ``--duration`` nor ``--iters``: LoadGen's minimum duration, to-accuracy's training time
 #: (``bench sla`` and ``bench eval`` have their own).
 SCENARIO_DEFAULT_DURATION_S = 10.0
-
-_LOADGEN = "LoadGen scenarios"
-_ACCURACY = "accuracy (scenarios evaluate and to-accuracy)"
-_EXECUTION = "execution mode"
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class Flag:
     #: Options of one exclusive set (``window``: ``--iters`` or ``--duration``): given one,
     #: the others are None.
     exclusive: str | None = None
-    commands: frozenset[str] = ONE_RUN
+    commands: frozenset[str] = _ONE_RUN
     defaults: Mapping[str, Any] = field(default_factory=dict)
     required: frozenset[str] = frozenset()
 
@@ -109,8 +114,9 @@ class Flag:
 FLAG = "flag"
 
 
-def _flag(help: str, **options: Any) -> dict[str, Flag]:
-    return {FLAG: Flag(help, **options)}
+def _flag(default: _T, help: str, **options: Any) -> _T:
+    """A spec field with a default and its :class:`Flag`."""
+    return field(default=default, metadata={FLAG: Flag(help, **options)})
 
 
 @dataclass(frozen=True)
@@ -123,256 +129,160 @@ class RunSpec:
     scenario they are the test's minimum query count or minimum duration instead.
     """
 
-    workload: str = field(metadata=_flag("the model", choices="workloads"))
-    backend: str = field(default="torch", metadata=_flag("the framework path", choices="backends"))
-    mode: str = field(
-        default="infer",
-        metadata=_flag("train: training steps; infer: inference", choices=MODES, commands=_RUN),
+    workload: str = field(metadata={FLAG: Flag("the model", choices="workloads")})
+    backend: str = _flag("torch", "the framework path", choices="backends")
+    mode: str = _flag("infer", "train or infer", choices=MODES, commands=_RUN)
+    batch: int = _flag(1, "samples per step, per GPU with several", defaults={"eval": 16})
+    precision: str = _flag(
+        "fp32",
+        "auto: bf16 where the GPU and backend have it (compute capability 8.0+), else fp16; "
+        "fp32 on the CPU",
+        choices=(*PRECISIONS, AUTO_PRECISION),
+        commands=_EVERY,
     )
-    batch: int = field(
-        default=1,
-        metadata=_flag(
-            "samples per step, per GPU with several",
-            defaults={"eval": 16},
-        ),
+    device: str = _flag("auto", "auto, cpu, cuda or cuda:N", commands=_EVERY)
+    warmup: int = _flag(5, "warm-up iterations", commands=_EVERY, defaults={"eval": 0})
+    iters: int | None = _flag(
+        20,
+        "measured iterations",
+        exclusive="window",
+        commands=_EVERY,
+        defaults={"eval": 1, "sla": None},
     )
-    precision: str = field(
-        default="fp32",
-        metadata=_flag(
-            "auto: bf16 where the GPU and backend have it (compute capability 8.0+), else "
-            "fp16; fp32 on the CPU",
-            choices=(*PRECISIONS, AUTO_PRECISION),
-            commands=EVERY_RUN,
-        ),
+    duration_s: float | None = _flag(
+        None,
+        "measure for this many seconds instead",
+        name="--duration",
+        exclusive="window",
+        commands=_EVERY,
+        defaults={"sla": 5.0},  # an SLA search's runs: LoadGen's early stopping sets the count
     )
-    device: str = field(
-        default="auto", metadata=_flag("auto, cpu, cuda or cuda:N", commands=EVERY_RUN)
+    seq_len: int = _flag(128, "BERT sequence length")
+    image_size: int = _flag(512, "SSD input side in pixels")
+    include_h2d: bool = _flag(
+        False, "time the host-to-device copy of the batch in every step", commands=_EVERY
     )
-    warmup: int = field(
-        default=5,
-        metadata=_flag("warm-up iterations", commands=EVERY_RUN, defaults={"eval": 0}),
+    seed: int = _flag(0, "seed of the synthetic batch and weights", commands=_RUN_SLA)
+    pretrained: str | None = _flag(None, "load weights from this local directory")
+    scenario: str = _flag(
+        "loop",
+        "loop: a fixed loop of steps; single-stream, multi-stream, server, offline: MLPerf "
+        "LoadGen issues and times the queries (inference only; --duration/--iters are then the "
+        f"test's minimum duration/query count, default {SCENARIO_DEFAULT_DURATION_S:g} s); "
+        "evaluate: the metric on --data's test split (bench eval); to-accuracy: train until "
+        "--target",
+        choices=SCENARIOS,
+        commands=_RUN,
+        defaults={"eval": "evaluate", "sla": "server"},
     )
-    iters: int | None = field(
-        default=20,
-        metadata=_flag(
-            "measured iterations",
-            exclusive="window",
-            commands=EVERY_RUN,
-            defaults={"eval": 1, "sla": None},
-        ),
-    )
-    duration_s: float | None = field(
-        default=None,
-        metadata=_flag(
-            "measure for this many seconds instead",
-            name="--duration",
-            exclusive="window",
-            commands=EVERY_RUN,
-            # an SLA search's runs: LoadGen's minimum duration (early stopping sets the
-            # query count)
-            defaults={"sla": 5.0},
-        ),
-    )
-    seq_len: int = field(default=128, metadata=_flag("BERT sequence length"))
-    image_size: int = field(default=512, metadata=_flag("SSD input side in pixels"))
-    include_h2d: bool = field(
-        default=False,
-        metadata=_flag(
-            "time the host-to-device copy of the batch in every step", commands=EVERY_RUN
-        ),
-    )
-    seed: int = field(
-        default=0, metadata=_flag("seed of the synthetic batch and weights", commands=_RUN_SLA)
-    )
-    pretrained: str | None = field(
-        default=None, metadata=_flag("load weights from this local directory")
-    )
-    scenario: str = field(
-        default="loop",
-        metadata=_flag(
-            "loop: a fixed loop of steps; single-stream, multi-stream, server, offline: MLPerf "
-            "LoadGen issues and times the queries (inference only; --duration/--iters are "
-            "then the test's minimum duration/query count, default "
-            f"{SCENARIO_DEFAULT_DURATION_S:g} s); evaluate: the metric on --data's test split "
-            "(bench eval); to-accuracy: train until --target",
-            choices=SCENARIOS,
-            commands=_RUN,
-            defaults={"eval": "evaluate", "sla": "server"},
-        ),
-    )
-    #: ONNX Runtime execution provider; ``auto``: TensorRT, CUDA, CPU by availability.
-    ort_provider: str = field(
-        default="auto",
-        metadata=_flag(
-            "ONNX Runtime execution provider; auto: TensorRT, CUDA or CPU, the first available",
-            choices=ORT_PROVIDERS,
-            commands=EVERY_RUN,
-        ),
+    ort_provider: str = _flag(
+        "auto",
+        "ONNX Runtime execution provider; auto: TensorRT, CUDA or CPU, the first available",
+        choices=ORT_PROVIDERS,
+        commands=_EVERY,
     )
     # -- LoadGen scenarios (ignored by ``loop``) ---------------------------------------------
-    #: server: the Poisson arrival rate; offline: LoadGen's expected QPS (sizes the test).
-    target_qps: float | None = field(
-        default=None,
-        metadata=_flag(
-            "server: arrival rate; offline: hint",
-            group=_LOADGEN,
-            commands=_RUN,
-            defaults={"sla": 1.0},  # the search sets each of its runs' load
-        ),
+    #: offline: LoadGen's expected QPS (sizes the test); ``bench sla`` sets each run's.
+    target_qps: float | None = _flag(
+        None,
+        "server: arrival rate; offline: hint",
+        group=_LOADGEN_TITLE,
+        commands=_RUN,
+        defaults={"sla": 1.0},
     )
-    #: server: the latency constraint; single- and multi-stream: the expected latency.
-    latency_bound_ms: float | None = field(
-        default=None,
-        metadata=_flag(
-            "latency constraint, e.g. 15ms (server; expected latency for the streams)",
-            name="--latency-bound",
-            parse="latency_ms",
-            group=_LOADGEN,
-            commands=_RUN_SLA,
-            required=frozenset({"sla"}),
-        ),
+    latency_bound_ms: float | None = _flag(
+        None,
+        "latency constraint, e.g. 15ms (server; expected latency for the streams)",
+        name="--latency-bound",
+        parse="latency_ms",
+        **_LOADGEN,
+        required=frozenset({"sla"}),
     )
-    latency_percentile: float = field(
-        default=99.0,
-        metadata=_flag(
-            "the percentile the bound applies to",
-            name="--percentile",
-            group=_LOADGEN,
-            commands=_RUN_SLA,
-        ),
+    latency_percentile: float = _flag(
+        99.0, "the percentile the bound applies to", name="--percentile", **_LOADGEN
     )
-    #: Largest batch the batching SUT forms (None: ``batch``).
-    max_batch: int | None = field(
-        default=None,
-        metadata=_flag(
-            "largest batch the SUT forms (default --batch)", group=_LOADGEN, commands=_RUN_SLA
-        ),
+    max_batch: int | None = _flag(None, "largest batch the SUT forms (default --batch)", **_LOADGEN)
+    batch_timeout_ms: float = _flag(
+        2.0,
+        "milliseconds (or a time with its unit: 500us) the SUT waits for a batch to fill after "
+        "its first query",
+        name="--batch-timeout",
+        parse="latency_ms",
+        **_LOADGEN,
     )
-    batch_timeout_ms: float = field(
-        default=2.0,
-        metadata=_flag(
-            "milliseconds (or a time with its unit: 500us) the SUT waits for a batch to fill "
-            "after its first query",
-            name="--batch-timeout",
-            parse="latency_ms",
-            group=_LOADGEN,
-            commands=_RUN_SLA,
-        ),
+    batch_shapes: str = _flag(
+        AUTO_SHAPES,
+        "fixed: pad every batch to --max-batch; bucketed: to the next power of two; exact: no "
+        "padding; auto: fixed only where a compiled or captured graph needs static shapes, "
+        "else bucketed",
+        choices=(AUTO_SHAPES, *BATCH_SHAPES),
+        **_LOADGEN,
     )
-    batch_shapes: str = field(
-        default=AUTO_SHAPES,
-        metadata=_flag(
-            "fixed: pad every batch to --max-batch; bucketed: to the next power of two; "
-            "exact: no padding; auto: fixed only where a compiled or captured graph needs "
-            "static shapes, else bucketed",
-            choices=(AUTO_SHAPES, *BATCH_SHAPES),
-            group=_LOADGEN,
-            commands=_RUN_SLA,
-        ),
-    )
-    #: Samples staged on the device for LoadGen's query sample library.
-    sample_count: int = field(
-        default=256,
-        metadata=_flag("samples staged for LoadGen", group=_LOADGEN, commands=_RUN_SLA),
-    )
-    #: An Open Inference Protocol endpoint (``grpc://host:port/model`` or ``http://...``)
-    #: serving the workload: LoadGen's queries go there instead of to an in-process model.
-    endpoint: str | None = field(
-        default=None,
-        metadata=_flag(
-            "send the queries to an Open Inference Protocol (KServe v2) server instead of an "
-            "in-process model: grpc://host:port/model or http://host:port/model (bench serve "
-            "starts one); --max-batch/--batch-timeout then are the server's to apply",
-            metavar="URL",
-            group=_LOADGEN,
-            commands=_RUN_SLA,
-        ),
+    #: Staged on the device for LoadGen's query sample library.
+    sample_count: int = _flag(256, "samples staged for LoadGen", **_LOADGEN)
+    endpoint: str | None = _flag(
+        None,
+        "send the queries to an Open Inference Protocol (KServe v2) server instead of an "
+        "in-process model: grpc://host:port/model or http://host:port/model (bench serve "
+        "starts one); --max-batch/--batch-timeout then are the server's to apply",
+        metavar="URL",
+        **_LOADGEN,
     )
     # -- execution mode ----------------------------------------------------------------------
-    compile: str = field(
-        default="off",
-        metadata=_flag(
-            "torch.compile mode of the PyTorch path (off: eager); a compile failure fails the run",
-            choices=COMPILE_MODES,
-            group=_EXECUTION,
-            commands=EVERY_RUN,
-        ),
+    compile: str = _flag(
+        "off",
+        "torch.compile mode of the PyTorch path (off: eager); a compile failure fails the run",
+        choices=COMPILE_MODES,
+        **_EXECUTION,
     )
-    cuda_graphs: bool = field(
-        default=False,
-        metadata=_flag(
-            "capture the whole step in a CUDA graph on static inputs and replay it (GPU)",
-            group=_EXECUTION,
-            commands=EVERY_RUN,
-        ),
+    cuda_graphs: bool = _flag(
+        False,
+        "capture the whole step in a CUDA graph on static inputs and replay it (GPU)",
+        **_EXECUTION,
     )
-    #: ``synchronized``, ``pipelined`` or ``auto`` (resolved here: stored specs never hold it).
-    timing: str = field(
-        default=AUTO_TIMING,
-        metadata=_flag(
-            "synchronized: wait for the device after every step (latency); pipelined: queue "
-            "steps, time them with device events, synchronize once at the end (throughput); "
-            "auto: pipelined for training, synchronized for inference",
-            choices=(*TIMINGS, AUTO_TIMING),
-            group=_EXECUTION,
-            commands=EVERY_RUN,
-        ),
+    #: ``auto`` is resolved on creation: stored specs never hold it.
+    timing: str = _flag(
+        AUTO_TIMING,
+        "synchronized: wait for the device after every step (latency); pipelined: queue "
+        "steps, time them with device events, synchronize once at the end (throughput); "
+        "auto: pipelined for training, synchronized for inference",
+        choices=(*TIMINGS, AUTO_TIMING),
+        **_EXECUTION,
     )
     # -- whole instances -----------------------------------------------------------------------
-    #: ``all``: every GPU (resolved before the run); None: one process on ``device``.
-    gpus: int | str | None = field(
-        default=None,
-        metadata=_flag(
-            "data-parallel ranks (training) or replicas (inference), one per GPU, --batch "
-            "per GPU; with --device cpu, N CPU ranks (gloo)",
-            parse="gpu_count",
-            metavar="N|all",
-            commands=_RUN,
-        ),
+    #: ``all`` is resolved before the run; None: one process on ``device``.
+    gpus: int | str | None = _flag(
+        None,
+        "data-parallel ranks (training) or replicas (inference), one per GPU, --batch per "
+        "GPU; with --device cpu, N CPU ranks (gloo)",
+        parse="gpu_count",
+        metavar="N|all",
+        commands=_RUN,
     )
     # -- real data ------------------------------------------------------------------------------
-    #: None: seeded synthetic batches staged before timing; else a dataset path read by a loader
-    #: in the timed step.
-    data: str | None = field(
-        default=None,
-        metadata=_flag(
-            "synthetic, or a dataset the timed step reads through a loader: a VOC folder or "
-            "RecordIO .rec (ssd), aclImdb (bert), SQuAD's folder (bert-qa); synthetic batches "
-            "are seeded and staged before timing",
-            parse="dataset",
-            commands=_RUN_EVAL,
-            required=frozenset({"eval"}),
-        ),
+    #: None: synthetic.
+    data: str | None = _flag(
+        None,
+        "synthetic, or a dataset the timed step reads through a loader: a VOC folder or "
+        "RecordIO .rec (ssd), aclImdb (bert), SQuAD's folder (bert-qa); synthetic batches are "
+        "seeded and staged before timing",
+        parse="dataset",
+        commands=_RUN_EVAL,
+        required=frozenset({"eval"}),
     )
-    #: Loader worker processes with ``data`` (0: load in the training process).
-    loader_workers: int = field(
-        default=2, metadata=_flag("loader processes with --data", commands=_RUN_EVAL)
-    )
-    vocab: str | None = field(
-        default=None,
-        metadata=_flag(
-            "BERT with --data: vocab.txt (default: in --pretrained)", commands=_RUN_EVAL
-        ),
+    #: 0: load in the training process.
+    loader_workers: int = _flag(2, "loader processes with --data", commands=_RUN_EVAL)
+    vocab: str | None = _flag(
+        None, "BERT with --data: vocab.txt (default: in --pretrained)", commands=_RUN_EVAL
     )
     # -- accuracy (scenarios evaluate and to-accuracy) -----------------------------------------
-    target_metric: float | None = field(
-        default=None,
-        metadata=_flag(
-            "to-accuracy: the metric to reach (e.g. 0.75 mAP)",
-            name="--target",
-            group=_ACCURACY,
-            commands=_RUN,
-        ),
+    target_metric: float | None = _flag(
+        None, "to-accuracy: the metric to reach (e.g. 0.75 mAP)", name="--target", **_ACCURACY
     )
-    eval_every: int = field(
-        default=100,
-        metadata=_flag("to-accuracy: steps between evaluations", group=_ACCURACY, commands=_RUN),
-    )
-    eval_samples: int | None = field(
-        default=None,
-        metadata=_flag(
-            "test samples per evaluation (default all)", group=_ACCURACY, commands=_RUN_EVAL
-        ),
+    eval_every: int = _flag(100, "to-accuracy: steps between evaluations", **_ACCURACY)
+    #: None: the whole test split.
+    eval_samples: int | None = _flag(
+        None, "test samples per evaluation (default all)", group=_ACCURACY_TITLE, commands=_RUN_EVAL
     )
 
     def __post_init__(self) -> None:
