@@ -63,15 +63,12 @@ MAX_SEQ_LEN = 512
 #: build one; ``suite`` takes some of the options as overrides of its runs' own values.
 _ONE_RUN = frozenset({"run", "eval", "sla"})
 _EVERY = _ONE_RUN | {"suite"}
-_RUN, _RUN_EVAL, _RUN_SLA = (
-    frozenset({"run"}),
-    frozenset({"run", "eval"}),
-    frozenset({"run", "sla"}),
-)
-_LOADGEN_TITLE, _ACCURACY_TITLE = (
-    "LoadGen scenarios",
-    "accuracy (scenarios evaluate and to-accuracy)",
-)
+_RUN = frozenset({"run"})
+_RUN_EVAL = frozenset({"run", "eval"})
+_RUN_SLA = frozenset({"run", "sla"})
+#: Help sections, and the commands their options belong to.
+_LOADGEN_TITLE = "LoadGen scenarios"
+_ACCURACY_TITLE = "accuracy (scenarios evaluate and to-accuracy)"
 _LOADGEN: dict[str, Any] = {"group": _LOADGEN_TITLE, "commands": _RUN_SLA}
 _EXECUTION: dict[str, Any] = {"group": "execution mode", "commands": _EVERY}
 _ACCURACY: dict[str, Any] = {"group": _ACCURACY_TITLE, "commands": _RUN}
