@@ -1,4 +1,5 @@
-"""``bench data``: fetch, pack and inspect the workshop's real datasets.
+"""The workshop's real datasets: fetch, pack and inspect them (``bench data``, whose options
+are in :mod:`bench.commands.data`).
 
 - ``bench data download {voc,imdb,bert-vocab} [--cache DIR]``: the public archives (Pascal
   VOC 2007 trainval and test and 2012 trainval; the aclImdb archive; BERT-base uncased's
@@ -25,7 +26,6 @@ datasets import the ``data`` readers when they run.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import sys
@@ -35,13 +35,12 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "data"
 #: ``data.voc.DEFAULT_SPLITS`` (not imported: loading the CLI imports no numpy).
 VOC_TRAIN_SPLITS = "2007/trainval+2012/trainval"
@@ -283,107 +282,30 @@ def unpack(path: Path, dest: Path) -> None:
     stamp.touch()
 
 
-# --- the commands ---------------------------------------------------------------------------
+# --- what the commands do (bench.commands.data gives them their options) --------------------
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
-    """Register ``bench data`` and its actions."""
-    p = sub.add_parser(
-        "data",
-        help="fetch, pack and inspect the real datasets (Pascal VOC, IMDB, BERT vocabulary)",
-        description="Fetch the workshop's datasets into a cache, pack VOC into RecordIO, check "
-        "an IMDB folder, and show what a dataset path holds.",
-    )
-    actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    d = actions.add_parser(
-        "download",
-        help="fetch and unpack a dataset (resumable, checksummed)",
-        description="Download a dataset's public archives into the cache (resuming an "
-        "interrupted download), check their size and digest, and unpack them. "
-        + " ".join(f"{k}: {s.about}." for k, s in SOURCES.items()),
-    )
-    d.add_argument("dataset", choices=sorted(SOURCES))
-    d.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="default: results/cache/data")
-    d.add_argument("--no-unpack", action="store_true", help="keep the archives packed")
-    d.add_argument("--timeout", type=float, default=TIMEOUT_S, help="network timeout, seconds")
-    p = actions.add_parser(
-        "prepare",
-        help="pack VOC into RecordIO, or check an IMDB folder",
-        description="voc: pack the images of VOC splits and their boxes into FILE.rec and "
-        "FILE.idx (MXNet RecordIO, as GluonCV and SageMaker read it). imdb: check the aclImdb "
-        "layout and count the reviews.",
-    )
-    p.add_argument("dataset", choices=("voc", "imdb"))
-    p.add_argument("--from", dest="source", type=Path, required=True, help="the dataset folder")
-    p.add_argument("--out", type=Path, help="voc: the .rec file to write")
-    p.add_argument(
-        "--splits",
-        default=VOC_TRAIN_SPLITS,
-        help=f"voc: YEAR/SPLIT joined by + (default {VOC_TRAIN_SPLITS})",
-    )
-    p.add_argument(
-        "--header-width",
-        type=int,
-        choices=(2, 4),
-        default=4,
-        help="voc: label header A: 4 stores the image width and height (default), 2 does not",
-    )
-    p.add_argument(
-        "--object-width",
-        type=int,
-        choices=(5, 6),
-        default=6,
-        help="voc: values per object B: 6 adds the difficult flag (default), 5 does not",
-    )
-    p = actions.add_parser(
-        "info",
-        help="what a dataset path holds",
-        description="Describe a VOCdevkit folder, a detection .rec file, an aclImdb folder or "
-        "a vocab.txt: format, images or reviews, classes.",
-    )
-    p.add_argument("path", type=Path)
-    p = actions.add_parser(
-        "verify",
-        help="read every file of a dataset; list the bad ones",
-        description="Read every file of a VOCdevkit folder (each annotation parsed, each image "
-        "decoded), a detection .rec file (each record read and its image decoded) or an "
-        "aclImdb folder (each review read), and print one line per bad file. Exit 0 when all "
-        "are good, 1 when some are bad, 2 when the path is no dataset.",
-    )
-    p.add_argument("path", type=Path)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    try:
-        if args.data_command == "download":
-            return _download(args)
-        if args.data_command == "prepare":
-            return _prepare_voc(args) if args.dataset == "voc" else _prepare_imdb(args)
-        if args.data_command == "verify":
-            return _verify(args.path, progress=not args.no_progress)
-        return _info(args.path)
-    except DataError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _download(args: argparse.Namespace) -> int:
-    source = SOURCES[args.dataset]
-    cache: Path = args.cache
+def download(
+    dataset: str, cache: Path, timeout: float = TIMEOUT_S, unpack_archives: bool = True
+) -> Path:
+    """Fetch (resuming), verify and unpack ``dataset``'s archives into ``cache``; the path
+    to point the readers at."""
+    source = SOURCES[dataset]
     for archive in source.archives:
-        path = fetch(archive, cache, args.timeout)
+        path = fetch(archive, cache, timeout)
         _say(f"{archive.name}: {archive.size:,} bytes, {archive.digest.split(':')[0]} verified")
-        if archive.unpack and not args.no_unpack:
+        if archive.unpack and unpack_archives:
             try:
                 unpack(path, cache)
             except (tarfile.TarError, OSError) as exc:
                 raise DataError(f"cannot unpack {path}: {exc}") from None
-    print(cache / source.result)
-    return EXIT_OK
+    return cache / source.result
 
 
-def _prepare_voc(args: argparse.Namespace) -> int:
+def prepare_voc(
+    source: Path, out: Path | None, splits: str, header_width: int, object_width: int
+) -> list[str]:
+    """Pack VOC ``splits`` into RecordIO ``out`` (and its index); what was written."""
     from data.recordio import (
         DetectionLayout,
         RecordIOError,
@@ -393,12 +315,11 @@ def _prepare_voc(args: argparse.Namespace) -> int:
     )
     from data.voc import VocDetection, VocError
 
-    out: Path | None = args.out
     if out is None or out.suffix != ".rec":
         raise DataError("prepare voc needs --out FILE.rec")
     try:
-        voc = VocDetection(args.source, args.splits)
-        layout = DetectionLayout(args.header_width, args.object_width)
+        voc = VocDetection(source, splits)
+        layout = DetectionLayout(header_width, object_width)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(f"{out.stem}.partial.rec")
         try:
@@ -412,62 +333,58 @@ def _prepare_voc(args: argparse.Namespace) -> int:
     except (VocError, RecordIOError, ET.ParseError, OSError) as exc:
         raise DataError(str(exc)) from None
     skipped = len(voc) - count
-    print(f"{out}: {count:,} images ({args.splits}), index {idx_path_for(out).name}")
-    print(f"label layout: A={layout.header_width} B={layout.object_width}, normalised corners")
+    lines = [
+        f"{out}: {count:,} images ({splits}), index {idx_path_for(out).name}",
+        f"label layout: A={layout.header_width} B={layout.object_width}, normalised corners",
+    ]
     if skipped:
-        print(f"skipped {skipped} image(s) without a usable object")
-    return EXIT_OK
+        lines.append(f"skipped {skipped} image(s) without a usable object")
+    return lines
 
 
-def _prepare_imdb(args: argparse.Namespace) -> int:
+def prepare_imdb(source: Path) -> list[str]:
+    """Check an aclImdb folder; its reviews counted."""
     from data.imdb import ImdbError, count_reviews, find_root
 
     try:
-        root = find_root(args.source)
+        root = find_root(source)
         counts = count_reviews(root)
     except (ImdbError, OSError) as exc:
         raise DataError(str(exc)) from None
-    print(f"{root}: aclImdb layout")
-    for split, labels in counts.items():
-        print(f"{split}: {labels['pos']:,} positive, {labels['neg']:,} negative")
-    return EXIT_OK
+    return [f"{root}: aclImdb layout"] + [
+        f"{split}: {labels['pos']:,} positive, {labels['neg']:,} negative"
+        for split, labels in counts.items()
+    ]
 
 
-def _verify(path: Path, progress: bool) -> int:
+def verify_files(path: Path) -> Iterator[object | None]:
+    """Read every file of the dataset at ``path``: for each, None when good, else what is
+    wrong with it."""
+    if not path.exists():
+        raise DataError(f"no such file or folder: {path}")
+    return _findings(path)
+
+
+def _findings(path: Path) -> Iterator[object | None]:
     from data.checks import verify
     from data.selection import DataError as ReaderError
 
-    if not path.exists():
-        raise DataError(f"no such file or folder: {path}")
-    checked, bad = 0, 0
-    bar = tqdm(desc=f"verify {path.name}", unit="file", disable=not progress or None)
     try:
         for _, finding in verify(path):
-            checked += 1
-            bar.update()
-            if finding is not None:
-                bad += 1
-                bar.write(str(finding), file=sys.stdout)
+            yield finding
     except ReaderError as exc:
         raise DataError(str(exc)) from None
-    finally:
-        bar.close()
-    unit = "records" if path.suffix == ".rec" else "files"
-    print(f"{path}: {checked:,} {unit} checked, {bad:,} bad")
-    return EXIT_FAILED if bad else EXIT_OK
 
 
-def _info(path: Path) -> int:
+def describe(path: Path) -> list[str]:
+    """What a dataset path holds (format, images or reviews, classes)."""
     if not path.exists():
         raise DataError(f"no such file or folder: {path}")
     if path.is_file() and path.suffix == ".rec":
-        lines = _rec_info(path)
-    elif path.is_file():
-        lines = _vocab_info(path)
-    else:
-        lines = _folder_info(path)
-    print("\n".join(lines))
-    return EXIT_OK
+        return _rec_info(path)
+    if path.is_file():
+        return _vocab_info(path)
+    return _folder_info(path)
 
 
 def _class_name(class_id: int) -> str:

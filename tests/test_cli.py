@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run.options import RunOptions
 from bench.run.record import SCHEMA_VERSION
 from bench.run.runner import _crash_message, _run_worker, collect
 from bench.run.spec import RunSpec
@@ -202,16 +203,19 @@ _DYING_WORKER = """
 import sys
 from bench.run import registry, worker
 registry.REGISTRY[("null", "torch")] = registry.Entry("tests.fakes:DyingWorkload")
-worker.main(["run", sys.argv[1], sys.argv[2], "--no-progress", "--out-dir", sys.argv[3]])
+worker.main(["run", *sys.argv[1:]])
 """
 
 
 def test_a_worker_killed_mid_run_leaves_a_record_of_what_it_had_collected(tmp_path):
     spec = RunSpec(workload="null", device="cpu", warmup=1, iters=10)
+    options = RunOptions(out_dir=tmp_path, progress=False)
     spec_file, result_file = tmp_path / "spec.json", tmp_path / "result.json"
+    options_file = tmp_path / "options.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
+    options_file.write_text(json.dumps(options.to_dict()))
     code, tail = _run_worker(
-        [sys.executable, "-c", _DYING_WORKER, str(spec_file), str(result_file), str(tmp_path)],
+        [sys.executable, "-c", _DYING_WORKER, *map(str, (spec_file, options_file, result_file))],
         timeout_s=60,
     )
     assert code == -9

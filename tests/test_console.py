@@ -12,6 +12,7 @@ from bench.analysis.compare import compare, render
 from bench.analysis.pricing import build_pricing
 from bench.analysis.table import render as show
 from bench.analysis.table import short_device
+from bench.commands.run_options import run_options
 from bench.run.store import load_records
 
 REF = Path(__file__).resolve().parent.parent / "results" / "reference"
@@ -35,7 +36,7 @@ def test_progress_bars_only_on_a_terminal(monkeypatch, tty, no_progress, shown):
     monkeypatch.setattr(cli.sys, "stderr", _Stream(tty))
     argv = ["run", "--workload", "null", "--device", "cpu"]
     args = cli.build_parser().parse_args(argv + (["--no-progress"] if no_progress else []))
-    assert cli._run_options(args).progress is shown
+    assert run_options(args).progress is shown
 
 
 def _table_lines(text: str) -> list[str]:

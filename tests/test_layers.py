@@ -16,7 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "models", "data")
 #: Layers a module under models/ or data/ must not import: analysis prices and compares
 #: finished runs, the CLI and fleets sit on top of everything.
-ABOVE_THE_MODELS = ("bench.analysis", "bench.cli", "bench.fleet", "bench.datasets")
+ABOVE_THE_MODELS = (
+    "bench.analysis",
+    "bench.cli",
+    "bench.commands",
+    "bench.fleet",
+    "bench.datasets",
+)
 
 Graph = dict[str, dict[str, int]]
 

@@ -16,13 +16,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from bench.run import builds, capabilities, envinfo, registry
-from bench.run.capabilities import check_save_weights as check_save_weights
+from bench.run.capabilities import check_save_weights
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
+from bench.run.options import DEFAULT_OUT as DEFAULT_OUT
+from bench.run.options import RunOptions as RunOptions
 from bench.run.processes import python_for, stop_group
 from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.registry import run_label
@@ -37,9 +38,6 @@ from bench.telemetry.devices import (
     resolve_device,
     resolve_precision,
 )
-from bench.telemetry.sampling import DEFAULT_INTERVAL_S
-
-DEFAULT_OUT = Path("results/runs")
 
 
 class RecordNotSaved(Exception):
@@ -50,25 +48,6 @@ class RecordNotSaved(Exception):
         super().__init__(f"the record of the run could not be written to {path}: {describe(error)}")
         self.record = record
         self.path = path
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How runs are carried out, apart from what they measure (the spec)."""
-
-    out_dir: Path = DEFAULT_OUT
-    progress: bool = True
-    #: Kill a worker after this many seconds (None: no limit).
-    timeout_s: float | None = None
-    #: Seconds between telemetry samples; None turns sampling off.
-    telemetry_interval_s: float | None = DEFAULT_INTERVAL_S
-    #: EC2 instance type to record instead of asking the metadata service.
-    instance: str | None = None
-    #: Steps run under the framework's profiler after the window (0: none).
-    profile_steps: int = 0
-    #: After a training run, save the weights as ``<run_id>.weights/`` in ``out_dir``, in
-    #: the layout ``--pretrained`` reads.
-    save_weights: bool = False
 
 
 def prepare(
@@ -168,7 +147,7 @@ def backend_available(backend: str) -> bool:
     return bool(envs)
 
 
-def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, Path]:
+def run(spec: RunSpec, options: RunOptions) -> tuple[RunRecord, Path]:
     """Run a prepared spec in a worker process; store and return its record and path.
 
     The worker writes the telemetry time series to ``<run_id>.telemetry.csv`` in
@@ -181,21 +160,14 @@ def run(spec: RunSpec, options: RunOptions = RunOptions()) -> tuple[RunRecord, P
     python = python_for(registry.SERVE_ENV if spec.endpoint is not None else entry.env)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         spec_file, result_file = Path(tmp, "spec.json"), Path(tmp, "result.json")
+        options_file = Path(tmp, "options.json")
         spec_file.write_text(json.dumps(spec.to_dict()))
-        cmd = [str(python), "-m", "bench.run.worker", "run", str(spec_file), str(result_file)]
-        cmd += ["--out-dir", str(out_dir.resolve())]
-        if not options.progress:
-            cmd.append("--no-progress")
-        cmd += ["--telemetry-interval", str(options.telemetry_interval_s or 0)]
-        if instance:
-            cmd += ["--instance", instance]
-        if options.profile_steps:
-            cmd += ["--profile-steps", str(options.profile_steps)]
-        if options.save_weights:
-            cmd.append("--save-weights")
+        options_file.write_text(json.dumps(options.to_dict()))
+        worker_args = ["run", str(spec_file), str(options_file), str(result_file)]
+        cmd = [str(python), "-m", "bench.run.worker", *worker_args]
         ranks = spec.ranks if entry.multi_device == "torchrun" and spec.gpus else 0
         if ranks:
-            cmd = torchrun_command(python, ranks, cmd[3:])
+            cmd = torchrun_command(python, ranks, worker_args)
         result_files = [rank_result_path(result_file, r) for r in range(ranks)] or [result_file]
         try:
             code, tail = _run_worker(cmd, options.timeout_s, rank_threads(ranks))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from bench.schema.errors import SpecError as SpecError
 
@@ -40,6 +41,8 @@ COMPILE_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 TIMINGS = ("synchronized", "pipelined")
 AUTO_TIMING = "auto"
 
+_T = TypeVar("_T")
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 #: ``gpus``: every GPU the machine has (resolved before the run starts).
@@ -53,6 +56,64 @@ MAX_BATCH = 65536
 MAX_SEQ_LEN = 512
 
 
+#: The commands that build a spec from their options (bench.commands.spec_flags): ``run``,
+#: its alias ``eval`` (the evaluate scenario) and ``sla`` (a search over server runs) each
+#: build one; ``suite`` takes some of the options as overrides of its runs' own values.
+_ONE_RUN = frozenset({"run", "eval", "sla"})
+_EVERY = _ONE_RUN | {"suite"}
+_RUN = frozenset({"run"})
+_RUN_EVAL = frozenset({"run", "eval"})
+_RUN_SLA = frozenset({"run", "sla"})
+#: Help sections, and the commands their options belong to.
+_LOADGEN_TITLE = "LoadGen scenarios"
+_ACCURACY_TITLE = "accuracy (scenarios evaluate and to-accuracy)"
+_LOADGEN: dict[str, Any] = {"group": _LOADGEN_TITLE, "commands": _RUN_SLA}
+_EXECUTION: dict[str, Any] = {"group": "execution mode", "commands": _EVERY}
+_ACCURACY: dict[str, Any] = {"group": _ACCURACY_TITLE, "commands": _RUN}
+#: The window of a scenario other than the loop when the command line gives neither
+#: ``--duration`` nor ``--iters``: LoadGen's minimum duration, to-accuracy's training time
+#: (``bench sla`` and ``bench eval`` have their own).
+SCENARIO_DEFAULT_DURATION_S = 10.0
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a spec field is given on the command line (read by
+    :mod:`bench.commands.spec_flags`, which turns it into an option of each command in
+    ``commands``).
+
+    The field's default is the option's default. ``defaults`` holds a command's own default
+    where it differs (``bench eval`` reads batches of 16) and, for a command that does not
+    offer the option, the value it fixes (``bench sla`` runs the server scenario).
+    """
+
+    help: str
+    #: The option; None: ``--`` and the field's name with dashes.
+    name: str | None = None
+    #: Allowed values, or the name of a list the registry keeps (``workloads``, ``backends``).
+    choices: tuple[str, ...] | str | None = None
+    #: The name of the parser that reads the text, where the field's type is not enough.
+    parse: str | None = None
+    metavar: str | None = None
+    #: The title of the help section the option is listed under (None: the command's own).
+    group: str | None = None
+    #: Options of one exclusive set (``window``: ``--iters`` or ``--duration``): given one,
+    #: the others are None.
+    exclusive: str | None = None
+    commands: frozenset[str] = _ONE_RUN
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+
+
+#: The metadata key of a field's :class:`Flag`.
+FLAG = "flag"
+
+
+def _flag(default: _T, help: str, **options: Any) -> _T:
+    """A spec field with a default and its :class:`Flag`."""
+    return field(default=default, metadata={FLAG: Flag(help, **options)})
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one benchmark run.
@@ -63,67 +124,161 @@ class RunSpec:
     scenario they are the test's minimum query count or minimum duration instead.
     """
 
-    workload: str
-    backend: str = "torch"
-    mode: str = "infer"
-    batch: int = 1
-    precision: str = "fp32"
-    device: str = "auto"
-    warmup: int = 5
-    iters: int | None = 20
-    duration_s: float | None = None
-    seq_len: int = 128
-    image_size: int = 512
-    include_h2d: bool = False
-    seed: int = 0
-    pretrained: str | None = None
-    scenario: str = "loop"
-    #: ONNX Runtime execution provider; ``auto``: TensorRT, CUDA, CPU by availability.
-    ort_provider: str = "auto"
+    workload: str = field(metadata={FLAG: Flag("the model", choices="workloads")})
+    backend: str = _flag("torch", "the framework path", choices="backends")
+    mode: str = _flag("infer", "train or infer", choices=MODES, commands=_RUN)
+    batch: int = _flag(1, "samples per step, per GPU with several", defaults={"eval": 16})
+    precision: str = _flag(
+        "fp32",
+        "auto: bf16 where the GPU and backend have it (compute capability 8.0+), else fp16; "
+        "fp32 on the CPU",
+        choices=(*PRECISIONS, AUTO_PRECISION),
+        commands=_EVERY,
+    )
+    device: str = _flag("auto", "auto, cpu, cuda or cuda:N", commands=_EVERY)
+    warmup: int = _flag(5, "warm-up iterations", commands=_EVERY, defaults={"eval": 0})
+    iters: int | None = _flag(
+        20,
+        "measured iterations",
+        exclusive="window",
+        commands=_EVERY,
+        defaults={"eval": 1, "sla": None},
+    )
+    duration_s: float | None = _flag(
+        None,
+        "measure for this many seconds instead",
+        name="--duration",
+        exclusive="window",
+        commands=_EVERY,
+        defaults={"sla": 5.0},  # an SLA search's runs: LoadGen's early stopping sets the count
+    )
+    seq_len: int = _flag(128, "BERT sequence length")
+    image_size: int = _flag(512, "SSD input side in pixels")
+    include_h2d: bool = _flag(
+        False, "time the host-to-device copy of the batch in every step", commands=_EVERY
+    )
+    seed: int = _flag(0, "seed of the synthetic batch and weights", commands=_RUN_SLA)
+    pretrained: str | None = _flag(None, "load weights from this local directory")
+    scenario: str = _flag(
+        "loop",
+        "loop: a fixed loop of steps; single-stream, multi-stream, server, offline: MLPerf "
+        "LoadGen issues and times the queries (inference only; --duration/--iters are then the "
+        f"test's minimum duration/query count, default {SCENARIO_DEFAULT_DURATION_S:g} s); "
+        "evaluate: the metric on --data's test split (bench eval); to-accuracy: train until "
+        "--target",
+        choices=SCENARIOS,
+        commands=_RUN,
+        defaults={"eval": "evaluate", "sla": "server"},
+    )
+    ort_provider: str = _flag(
+        "auto",
+        "ONNX Runtime execution provider; auto: TensorRT, CUDA or CPU, the first available",
+        choices=ORT_PROVIDERS,
+        commands=_EVERY,
+    )
     # -- LoadGen scenarios (ignored by ``loop``) ---------------------------------------------
-    #: server: the Poisson arrival rate; offline: LoadGen's expected QPS (sizes the test).
-    target_qps: float | None = None
-    #: server: the latency constraint; single- and multi-stream: the expected latency.
-    latency_bound_ms: float | None = None
-    #: The latency percentile the bound applies to.
-    latency_percentile: float = 99.0
-    #: Largest batch the batching SUT forms (None: ``batch``).
-    max_batch: int | None = None
-    #: How long the SUT waits for a batch to fill after its first query arrived.
-    batch_timeout_ms: float = 2.0
-    batch_shapes: str = AUTO_SHAPES
-    #: Samples staged on the device for LoadGen's query sample library.
-    sample_count: int = 256
-    #: An Open Inference Protocol endpoint (``grpc://host:port/model`` or ``http://...``)
-    #: serving the workload: LoadGen's queries go there instead of to an in-process model.
-    endpoint: str | None = None
+    #: offline: LoadGen's expected QPS (sizes the test); ``bench sla`` sets each run's.
+    target_qps: float | None = _flag(
+        None,
+        "server: arrival rate; offline: hint",
+        group=_LOADGEN_TITLE,
+        commands=_RUN,
+        defaults={"sla": 1.0},
+    )
+    latency_bound_ms: float | None = _flag(
+        None,
+        "latency constraint, e.g. 15ms (server; expected latency for the streams)",
+        name="--latency-bound",
+        parse="latency_ms",
+        **_LOADGEN,
+        required=frozenset({"sla"}),
+    )
+    latency_percentile: float = _flag(
+        99.0, "the percentile the bound applies to", name="--percentile", **_LOADGEN
+    )
+    max_batch: int | None = _flag(None, "largest batch the SUT forms (default --batch)", **_LOADGEN)
+    batch_timeout_ms: float = _flag(
+        2.0,
+        "milliseconds (or a time with its unit: 500us) the SUT waits for a batch to fill after "
+        "its first query",
+        name="--batch-timeout",
+        parse="latency_ms",
+        **_LOADGEN,
+    )
+    batch_shapes: str = _flag(
+        AUTO_SHAPES,
+        "fixed: pad every batch to --max-batch; bucketed: to the next power of two; exact: no "
+        "padding; auto: fixed only where a compiled or captured graph needs static shapes, "
+        "else bucketed",
+        choices=(AUTO_SHAPES, *BATCH_SHAPES),
+        **_LOADGEN,
+    )
+    #: Staged on the device for LoadGen's query sample library.
+    sample_count: int = _flag(256, "samples staged for LoadGen", **_LOADGEN)
+    endpoint: str | None = _flag(
+        None,
+        "send the queries to an Open Inference Protocol (KServe v2) server instead of an "
+        "in-process model: grpc://host:port/model or http://host:port/model (bench serve "
+        "starts one); --max-batch/--batch-timeout then are the server's to apply",
+        metavar="URL",
+        **_LOADGEN,
+    )
     # -- execution mode ----------------------------------------------------------------------
-    #: ``torch.compile`` mode (PyTorch only); ``off`` runs eagerly.
-    compile: str = "off"
-    #: Capture the whole step in a CUDA graph on static inputs and replay it (GPU only).
-    cuda_graphs: bool = False
-    #: ``synchronized``, ``pipelined`` or ``auto`` (resolved here: stored specs never hold it).
-    timing: str = AUTO_TIMING
+    compile: str = _flag(
+        "off",
+        "torch.compile mode of the PyTorch path (off: eager); a compile failure fails the run",
+        choices=COMPILE_MODES,
+        **_EXECUTION,
+    )
+    cuda_graphs: bool = _flag(
+        False,
+        "capture the whole step in a CUDA graph on static inputs and replay it (GPU)",
+        **_EXECUTION,
+    )
+    #: ``auto`` is resolved on creation: stored specs never hold it.
+    timing: str = _flag(
+        AUTO_TIMING,
+        "synchronized: wait for the device after every step (latency); pipelined: queue "
+        "steps, time them with device events, synchronize once at the end (throughput); "
+        "auto: pipelined for training, synchronized for inference",
+        choices=(*TIMINGS, AUTO_TIMING),
+        **_EXECUTION,
+    )
     # -- whole instances -----------------------------------------------------------------------
-    #: Data-parallel ranks (training) or inference replicas, one per GPU (``cuda:0`` ..
-    #: ``cuda:N-1``), or N CPU ranks on ``cpu``; ``all``: every GPU (resolved before the run).
-    #: None: one process on ``device``. ``batch`` is per rank.
-    gpus: int | str | None = None
+    #: ``all`` is resolved before the run; None: one process on ``device``.
+    gpus: int | str | None = _flag(
+        None,
+        "data-parallel ranks (training) or replicas (inference), one per GPU, --batch per "
+        "GPU; with --device cpu, N CPU ranks (gloo)",
+        parse="gpu_count",
+        metavar="N|all",
+        commands=_RUN,
+    )
     # -- real data ------------------------------------------------------------------------------
-    #: None: seeded synthetic batches staged before timing; else a dataset path read by a loader
-    #: in the timed step (SSD: a VOC folder or a RecordIO ``.rec``; BERT: an ``aclImdb`` folder).
-    data: str | None = None
-    #: Loader worker processes with ``data`` (0: load in the training process).
-    loader_workers: int = 2
-    #: BERT with ``data``: the WordPiece vocabulary (default: ``vocab.txt`` in ``pretrained``).
-    vocab: str | None = None
+    #: None: synthetic.
+    data: str | None = _flag(
+        None,
+        "synthetic, or a dataset the timed step reads through a loader: a VOC folder or "
+        "RecordIO .rec (ssd), aclImdb (bert), SQuAD's folder (bert-qa); synthetic batches are "
+        "seeded and staged before timing",
+        parse="dataset",
+        commands=_RUN_EVAL,
+        required=frozenset({"eval"}),
+    )
+    #: 0: load in the training process.
+    loader_workers: int = _flag(2, "loader processes with --data", commands=_RUN_EVAL)
+    vocab: str | None = _flag(
+        None, "BERT with --data: vocab.txt (default: in --pretrained)", commands=_RUN_EVAL
+    )
     # -- accuracy (scenarios evaluate and to-accuracy) -----------------------------------------
-    #: to-accuracy: the metric (VOC07 mAP for SSD, accuracy for BERT) that ends training.
-    target_metric: float | None = None
-    #: to-accuracy: training steps between evaluations.
-    eval_every: int = 100
-    #: Test samples an evaluation reads (None: the whole test split).
-    eval_samples: int | None = None
+    target_metric: float | None = _flag(
+        None, "to-accuracy: the metric to reach (e.g. 0.75 mAP)", name="--target", **_ACCURACY
+    )
+    eval_every: int = _flag(100, "to-accuracy: steps between evaluations", **_ACCURACY)
+    #: None: the whole test split.
+    eval_samples: int | None = _flag(
+        None, "test samples per evaluation (default all)", group=_ACCURACY_TITLE, commands=_RUN_EVAL
+    )
 
     def __post_init__(self) -> None:
         # the workload and backend names, and what each can do, are the registry's to check

@@ -1,15 +1,15 @@
 """The worker process: runs one spec in the Python environment its backend needs.
 
 Started by :mod:`bench.run.runner` as
-``python -m bench.run.worker run SPEC.json RESULT.json --out-dir DIR``. It writes the record
+``python -m bench.run.worker run SPEC.json OPTIONS.json RESULT.json``, the spec and the run
+options (:class:`bench.run.options.RunOptions`) as JSON. It writes the record
 to RESULT.json as it goes (after the environment is known, after set-up, and at the end),
 so that the parent can build a crash record from what the worker had already collected.
-The telemetry time series goes straight to ``DIR/<run_id>.telemetry.csv``.
+The telemetry time series goes straight to ``<out_dir>/<run_id>.telemetry.csv``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -24,6 +24,7 @@ from typing import Any
 from bench.run import envinfo, registry
 from bench.run.distributed import rank_device, rank_env, rank_result_path
 from bench.run.loop import Measurement
+from bench.run.options import RunOptions
 from bench.run.record import (
     DataFacts,
     Execution,
@@ -274,48 +275,34 @@ def fill_mfu(record: RunRecord) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run.worker")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one spec and write its record")
-    run.add_argument("spec", type=Path)
-    run.add_argument("result", type=Path)
-    run.add_argument("--out-dir", type=Path, help="where the telemetry time series goes")
-    run.add_argument("--no-progress", action="store_true")
-    run.add_argument(
-        "--telemetry-interval",
-        type=float,
-        default=DEFAULT_INTERVAL_S,
-        help="seconds between telemetry samples; 0 turns sampling off",
-    )
-    run.add_argument("--instance", help="EC2 instance type to record instead of asking IMDS")
-    run.add_argument(
-        "--profile-steps", type=int, default=0, help="steps to profile after the window"
-    )
-    run.add_argument(
-        "--save-weights",
-        action="store_true",
-        help="after a training run, save its weights to <run id>.weights/ in --out-dir",
-    )
-    info = sub.add_parser("info", help="print a backend's framework facts as JSON")
-    info.add_argument("backend")
-    info.add_argument("device")
-    args = parser.parse_args(argv)
+USAGE = (
+    "usage: python -m bench.run.worker run SPEC.json OPTIONS.json RESULT.json\n"
+    "       python -m bench.run.worker info BACKEND DEVICE"
+)
 
-    if args.command == "info":
-        json.dump(registry.framework_info(args.backend, args.device), sys.stdout)
-        return 0
-    spec = RunSpec.from_dict(json.loads(args.spec.read_text()))
-    execute(
-        spec,
-        progress=not args.no_progress,
-        telemetry_interval_s=args.telemetry_interval or None,
-        instance=args.instance,
-        out_dir=args.out_dir,
-        checkpoint=args.result,
-        profile_steps=args.profile_steps,
-        save_weights=args.save_weights,
-    )
+
+def main(argv: list[str] | None = None) -> int:
+    """``run``: run the spec with the run options (both as the parent wrote them) and write
+    its record; ``info``: print a backend's framework facts as JSON."""
+    match sys.argv[1:] if argv is None else argv:
+        case ["info", backend, device]:
+            json.dump(registry.framework_info(backend, device), sys.stdout)
+        case ["run", spec_file, options_file, result_file]:
+            spec = RunSpec.from_dict(json.loads(Path(spec_file).read_text()))
+            options = RunOptions.from_dict(json.loads(Path(options_file).read_text()))
+            execute(
+                spec,
+                progress=options.progress,
+                telemetry_interval_s=options.telemetry_interval_s,
+                instance=options.instance,
+                out_dir=options.out_dir,
+                checkpoint=Path(result_file),
+                profile_steps=options.profile_steps,
+                save_weights=options.save_weights,
+            )
+        case _:
+            print(USAGE, file=sys.stderr)
+            return 2
     return 0
 
 
