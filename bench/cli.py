@@ -26,9 +26,9 @@ from bench.commands.spec_flags import latency_ms
 from bench.datasets import DataError
 from bench.fleet import cli as fleet_cli
 from bench.run import runner
-from bench.run.record import ResultError, RunRecord
-from bench.run.spec import SpecError
 from bench.run.store import OutputError, describe
+from bench.schema.record import ResultError, RunRecord
+from bench.schema.spec import SpecError
 from bench.serve import cli as serve_cli
 
 #: What argparse takes for a negative number (a value, not an option) when an option is

@@ -30,8 +30,8 @@ import numpy as np
 from mxnet import gluon
 
 from bench.run.loop import StepTimer
-from bench.run.spec import ALL_GPUS, RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import ALL_GPUS, RunSpec
 from models.evaluation import EvalLoaders
 
 if TYPE_CHECKING:

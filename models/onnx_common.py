@@ -35,8 +35,8 @@ import torch
 
 from bench.run.envinfo import PROJECT_ROOT
 from bench.run.loop import HostTimer, StepTimer
-from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 from models.onnx_providers import (
     PROVIDERS,
     LibraryProbe,

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 from data.synthetic import detection_batch, text_batch
 from models.bert import config as bert
 from models.ssd import common as ssd

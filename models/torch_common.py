@@ -21,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.run import builds
 from bench.run.loop import StepTimer
-from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 from models import torch_exec, torch_syncs
 from models.evaluation import EvalLoaders
 from models.torch_ddp import Ranks

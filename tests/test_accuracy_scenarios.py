@@ -10,9 +10,10 @@ from bench.analysis.compare import accuracy_lines, compare
 from bench.analysis.prices import load_catalogue
 from bench.analysis.pricing import Pricing
 from bench.run.accuracy import Evaluate, ToAccuracy
-from bench.run.record import Environment, InstanceFacts, Outcome, RunRecord, Throughput
 from bench.run.scenarios import RunContext
-from bench.run.spec import RunSpec, SpecError
+from bench.run.store import new_record
+from bench.schema.record import Environment, InstanceFacts, Outcome, Throughput
+from bench.schema.spec import RunSpec, SpecError
 
 
 class Learner:
@@ -176,7 +177,7 @@ def test_bad_accuracy_specs(changes, message):
 
 def test_compare_prices_the_time_to_accuracy():
     spec = to_accuracy(device="cuda:0", precision="bf16")
-    record = RunRecord.new(
+    record = new_record(
         spec,
         Environment(
             framework={"device_name": "NVIDIA A10G"},

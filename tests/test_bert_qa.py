@@ -12,7 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertForQuestionAnswering
 
 from bench.run import registry
-from bench.run.spec import RunSpec
+from bench.run.store import new_record
+from bench.schema.spec import RunSpec
 from data import squad
 from data.squad_sample import write_squad_sample, write_squad_vocab
 from models.bert import config as bert
@@ -168,7 +169,6 @@ def test_a_squad_run_records_that_it_reads_without_loader_workers(sample):
     --loader-workers says (it does not apply)."""
     from bench.run.envinfo import collect
     from bench.run.loop import Measurement
-    from bench.run.record import RunRecord
     from bench.run.worker import fill_data
 
     root, vocab = sample
@@ -177,7 +177,7 @@ def test_a_squad_run_records_that_it_reads_without_loader_workers(sample):
     wl.setup()
     wl.open_data()
     wl.step()
-    record = RunRecord.new(run, collect([]))
+    record = new_record(run, collect([]))
     fill_data(record, wl, Measurement(latencies_s=[0.1], window_s=0.1, warmup_s=0.0))
     wl.teardown()
     assert record.data is not None and record.data.loader_workers == 0

@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertForSequenceClassification
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models import torch_common
 from models.bert import config as bert
 from models.bert.torch import BertTorch, base_config

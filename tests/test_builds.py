@@ -23,7 +23,7 @@ from bench.run.builds import (
     torch_remedy,
 )
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
+from bench.schema.spec import RunSpec, SpecError
 from bench.telemetry.devices import parse_gpu_query
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bench.run.options import RunOptions
-from bench.run.record import SCHEMA_VERSION
 from bench.run.runner import _crash_message, _run_worker, collect
-from bench.run.spec import RunSpec
 from bench.run.store import load_record
+from bench.schema.record import SCHEMA_VERSION
+from bench.schema.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

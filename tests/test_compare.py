@@ -11,9 +11,9 @@ import pytest
 from bench.analysis.compare import CompareError, Threshold, compare, group_title, render
 from bench.analysis.prices import load_catalogue, local_price
 from bench.analysis.pricing import Pricing
-from bench.run.record import Environment, InstanceFacts, Latency, Outcome, RunRecord, Throughput
-from bench.run.spec import RunSpec
-from bench.run.store import write_record
+from bench.run.store import new_record, write_record
+from bench.schema.record import Environment, InstanceFacts, Latency, Outcome, Throughput
+from bench.schema.spec import RunSpec
 from bench.schema.telemetry import TelemetrySummary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def run(
         cpu_model="EPYC",
         instance=InstanceFacts(instance_type=instance),
     )
-    r = RunRecord.new(spec, env)
+    r = new_record(spec, env)
     r.outcome = Outcome(status="ok", message=None)
     r.throughput = Throughput(samples_per_s=sps, iters_per_s=sps / batch)
     r.latency = latency(p99)

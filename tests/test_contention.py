@@ -14,9 +14,10 @@ import pytest
 
 from bench.cli import main
 from bench.run import runner
-from bench.run.record import Environment, RunRecord
-from bench.run.spec import RunSpec, SpecError
+from bench.run.store import new_record
 from bench.run.validity import validity_flags
+from bench.schema.record import Environment
+from bench.schema.spec import RunSpec, SpecError
 from bench.schema.telemetry import BusyProcess, TelemetrySummary
 from bench.telemetry import session
 from bench.telemetry.contention import CpuWatch, Own, ProcessUse, busy_others
@@ -57,7 +58,7 @@ def test_busy_others_keeps_only_other_busy_processes_on_the_run_cores():
 
 
 def test_the_flag_names_the_busy_processes():
-    r = RunRecord.new(RunSpec(workload="null", device="cpu"), Environment())
+    r = new_record(RunSpec(workload="null", device="cpu"), Environment())
     r.telemetry = TelemetrySummary(
         other_cpu_processes=[
             BusyProcess(pid=203, name="python3", cpu_pct=75.5),

@@ -1,13 +1,14 @@
 import pytest
 
 from bench.analysis.cost import cost_metrics, gpus_used, run_cost
-from bench.run.record import Environment, RunRecord, Throughput
-from bench.run.spec import RunSpec
+from bench.run.store import new_record
+from bench.schema.record import Environment, RunRecord, Throughput
+from bench.schema.spec import RunSpec
 from bench.schema.telemetry import TelemetrySummary
 
 
 def _record(mode: str, workload: str = "ssd", device: str = "cpu") -> RunRecord:
-    record = RunRecord.new(RunSpec(workload=workload, mode=mode, device=device), Environment())
+    record = new_record(RunSpec(workload=workload, mode=mode, device=device), Environment())
     record.throughput = Throughput(samples_per_s=100.0, iters_per_s=100.0)
     record.telemetry = TelemetrySummary(energy_per_sample_j=1.8)
     return record

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.run.record import Environment, RunRecord
 from bench.run.runner import collect
-from bench.run.spec import RunSpec
+from bench.run.store import new_record
+from bench.schema.record import Environment
+from bench.schema.spec import RunSpec
 from data.checks import check_record_file
 from data.recordio import DetectionRecordFile, RecordIOError, read_index
 from data.samples import make_imdb, make_voc, make_voc_record, write_vocab
@@ -174,11 +175,11 @@ def test_a_loader_worker_error_names_the_file(tmp_path):
 # -- error records say where the data came from ----------------------------------------------
 def test_a_failed_data_run_records_its_data_source(tmp_path):
     spec = RunSpec(workload="ssd", device="cpu", data=str(tmp_path), loader_workers=3)
-    assert RunRecord.new(spec, Environment()).data.source == str(tmp_path)
+    assert new_record(spec, Environment()).data.source == str(tmp_path)
     crashed = collect(tmp_path / "no-result.json", spec, -9, "Killed")
     assert crashed.outcome.status == "error"
     assert crashed.data.source == str(tmp_path) and crashed.data.loader_workers == 3
-    synthetic = RunRecord.new(RunSpec(workload="ssd", device="cpu"), Environment())
+    synthetic = new_record(RunSpec(workload="ssd", device="cpu"), Environment())
     assert synthetic.data.source == "synthetic"
 
 

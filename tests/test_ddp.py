@@ -12,10 +12,10 @@ import psutil
 import pytest
 
 from bench.run import runner
-from bench.run.record import RunRecord
 from bench.run.registry import run_label
-from bench.run.spec import RunSpec
 from bench.run.store import load_record
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = dict(progress=False, telemetry_interval_s=None)

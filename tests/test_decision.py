@@ -16,7 +16,8 @@ from bench.analysis.report import assemble, decision_rows
 from bench.analysis.table import render
 from bench.analysis.units import plain, ratio, tick, usd
 from bench.run import registry
-from bench.run.record import (
+from bench.run.store import new_record
+from bench.schema.record import (
     Environment,
     Execution,
     Flag,
@@ -27,7 +28,7 @@ from bench.run.record import (
     ScenarioFacts,
     Throughput,
 )
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 
 
 def _price(name: str, gpus: int, usd_per_hour: float) -> InstancePrice:
@@ -59,7 +60,7 @@ def record(
     workload = str(spec_kw.pop("workload", "bert"))
     spec = RunSpec(workload=workload, mode=mode, backend=backend, **spec_kw)  # type: ignore[arg-type]
     env = Environment(framework={"device_name": hardware}, instance=InstanceFacts(instance))
-    r = RunRecord.new(spec, env)
+    r = new_record(spec, env)
     r.outcome = Outcome(status="ok", message=None)
     r.throughput = Throughput(samples_per_s=sps, iters_per_s=sps / spec.batch)
     r.latency = Latency(200, 5.0, 5.0, 6.0, 7.0, 8.0, 4.0, 9.0, 1.0, 1.0, 0.01)

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.run.spec import SpecError
 from bench.schema.gpu import GpuInfo
+from bench.schema.spec import SpecError
 from bench.telemetry.devices import (
     check_precision,
     gpu_for,

@@ -14,18 +14,18 @@ from bench.run.distributed import (
     torchrun_command,
     torchrun_failure,
 )
-from bench.run.record import (
+from bench.run.registry import run_label
+from bench.run.runner import prepare
+from bench.run.store import new_record
+from bench.schema.record import (
     Environment,
     Flag,
     Outcome,
-    RunRecord,
     Throughput,
     Timing,
     WorkloadFacts,
 )
-from bench.run.registry import run_label
-from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
+from bench.schema.spec import RunSpec, SpecError
 from bench.schema.telemetry import TelemetrySummary
 from bench.telemetry.devices import parse_gpu_query
 from bench.telemetry.topology import parse_topology
@@ -162,7 +162,7 @@ def test_torchrun_failure_names_the_rank_that_failed_first():
 
 def rank_record(rank, samples, window, latencies_ms, energy=None, util=None, flags=()):
     spec = RunSpec(workload="bert", mode="train", batch=4, gpus=2, device=f"cuda:{rank}")
-    record = RunRecord.new(spec, Environment(framework={"device_name": "NVIDIA H100 80GB HBM3"}))
+    record = new_record(spec, Environment(framework={"device_name": "NVIDIA H100 80GB HBM3"}))
     record.outcome = Outcome(status="ok", message=None)
     record.workload = WorkloadFacts("x", "step", 4, 1e9, "test", 3, False)
     record.timing = Timing(2, 0.1, len(latencies_ms), samples, window)

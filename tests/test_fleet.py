@@ -24,8 +24,8 @@ from bench.cli import main
 from bench.fleet import collect, plan
 from bench.fleet.plan import FleetError, FleetOptions, InstanceTask, plan_fleet
 from bench.fleet.run import Unavailable, fleet_ok, run_fleet
-from bench.run.record import InstanceFacts
 from bench.run.store import load_record, write_record
+from bench.schema.record import InstanceFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference" / "nvidia-h200"

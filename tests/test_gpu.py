@@ -10,9 +10,9 @@ import torch
 from torch.nn.utils import parameters_to_vector
 
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec
 from bench.run.store import load_record
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from bench.telemetry.devices import default_gpus
 from models.bert import torch as bert_torch
 from models.bert.config import BertSettings, BertShape

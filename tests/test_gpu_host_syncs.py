@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.samples import make_imdb, make_voc_record, write_vocab
 from models.bert import torch as bert_torch
 from models.bert.config import BertSettings, BertShape

@@ -14,8 +14,8 @@ from transformers import BertForSequenceClassification
 
 from bench.run import registry
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from data.samples import make_imdb, make_voc_record, write_vocab
 from models.bert import config as bert
 from models.bert.torch import BertTorch, attention_mask_form, base_config

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 from data.synthetic import detection_batch, text_batch
 from models.bert import config as bert
 from models.bert.onnx import NAMES, BertOnnx

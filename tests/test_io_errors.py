@@ -18,7 +18,7 @@ import pytest
 from bench.analysis.units import plain
 from bench.cli import main
 from bench.run import store
-from bench.run.store import OutputError, check_writable, write_json_atomic
+from bench.run.store import OutputError, check_writable, new_record, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_REF = ROOT / "results" / "reference" / "cpu-amd-epyc-2core"
@@ -119,10 +119,10 @@ def test_a_run_on_a_full_disk_prints_its_figures_exits_1_and_leaves_no_files(
 
 def test_a_time_series_the_disk_refuses_is_left_out_with_the_reason(tmp_path, monkeypatch):
     from bench.run import worker
-    from bench.run.record import Environment, RunRecord
-    from bench.run.spec import RunSpec
+    from bench.schema.record import Environment
+    from bench.schema.spec import RunSpec
 
-    record = RunRecord.new(RunSpec(workload="null", device="cpu"), Environment())
+    record = new_record(RunSpec(workload="null", device="cpu"), Environment())
     csv_path = tmp_path / f"{record.run_id}.telemetry.csv"
 
     def full_disk(rows: object, path: Path) -> None:

@@ -35,7 +35,7 @@ def test_the_cli_and_workload_facts_load_no_framework():
         "import json, sys\n"
         "from bench.cli import build_parser\n"
         "from bench.run import registry\n"
-        "from bench.run.spec import RunSpec\n"
+        "from bench.schema.spec import RunSpec\n"
         "from bench.run.registry import run_label\n"
         "build_parser()\n"
         "for w in registry.WORKLOAD_INFO:\n"

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from bench.run import registry
-from bench.run.record import RunRecord
 from bench.run.registry import Entry
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
 from bench.run.worker import execute
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec, SpecError
 from tests.fakes import SERVICE_S
 
 ROOT = Path(__file__).resolve().parent.parent

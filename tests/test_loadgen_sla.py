@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from bench.run import sla
-from bench.run.record import Outcome, RunRecord, ScenarioFacts
-from bench.run.spec import RunSpec, SpecError
+from bench.run.store import new_record
+from bench.schema.record import Outcome, RunRecord, ScenarioFacts
+from bench.schema.spec import RunSpec, SpecError
 
 SPEC = RunSpec(
     workload="null",
@@ -35,7 +36,7 @@ class SimulatedServer:
         qps = float(spec.target_qps or 0)
         valid = (qps <= self.capacity) != (len(self.loads) in self.flip)
         self.loads.append(qps)
-        record = RunRecord.new(spec, RunRecord.new(SPEC, _env()).environment)
+        record = new_record(spec, new_record(SPEC, _env()).environment)
         record.outcome = Outcome(status="ok", message=None)
         values = {
             "effective_scenario": "Server",
@@ -54,7 +55,7 @@ class SimulatedServer:
 
 
 def _env():  # type: ignore[no-untyped-def]
-    from bench.run.record import Environment
+    from bench.schema.record import Environment
 
     return Environment()
 
@@ -164,7 +165,7 @@ def test_rendering_uses_plain_numbers_and_wraps_reasons():
 
 
 def test_the_search_starts_at_half_the_probed_capacity():
-    from bench.run.record import Latency
+    from bench.schema.record import Latency
 
     probe = sla.probe_spec(SPEC.replace(max_batch=8))
     assert (probe.scenario, probe.batch, probe.iters) == ("loop", 8, sla.PROBE_ITERS)

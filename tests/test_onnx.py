@@ -10,8 +10,8 @@ import torch
 from onnx import numpy_helper
 
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec, SpecError
 from models.bert import config as bert
 from models.bert.onnx import BertOnnx
 from models.onnx_common import VerificationError, cache_path

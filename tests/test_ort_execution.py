@@ -16,7 +16,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.run.loop import HostTimer
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models import onnx_common
 from models.bert import config as bert
 from models.bert.onnx import BertOnnx

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models import onnx_common
 from models.bert import config as bert
 from models.bert.onnx import BertOnnx

@@ -1,7 +1,7 @@
 """`make overhead` on the null workload: every loop runs, rounds interleave, ratios come out."""
 
 from bench.run.overhead import interleaved_rounds
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 
 
 def test_interleaved_rounds_on_the_null_workload():

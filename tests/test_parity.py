@@ -26,7 +26,7 @@ from models.ssd.torch_net import (
 PROBE = """
 import json
 import mxnet as mx
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models.bert.gluon import BertGluon
 from models.ssd.gluon import SsdGluon, parameter_counts
 

@@ -8,8 +8,8 @@ import pytest
 from bench.run import registry
 from bench.run.registry import run_label
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import WorkloadInfo
+from bench.schema.spec import RunSpec, SpecError
 from bench.telemetry.devices import parse_gpu_query, resolve_precision
 from data.selection import DataError
 

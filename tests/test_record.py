@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.run.record import (
+from bench.run.store import load_record, new_record, write_record
+from bench.schema.gpu import GpuInfo
+from bench.schema.record import (
     SCHEMA_VERSION,
     Environment,
     Latency,
@@ -15,9 +17,7 @@ from bench.run.record import (
     Throughput,
     Timing,
 )
-from bench.run.spec import RunSpec
-from bench.run.store import load_record, write_record
-from bench.schema.gpu import GpuInfo
+from bench.schema.spec import RunSpec
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 V1_FILE = next((REFERENCE / "nvidia-h200").glob("*bert_torch_infer_b32_s128_bf16*.json"))
@@ -25,7 +25,7 @@ V1_FILE = next((REFERENCE / "nvidia-h200").glob("*bert_torch_infer_b32_s128_bf16
 
 def full_record() -> RunRecord:
     gpu = GpuInfo(0, "NVIDIA H200", "GPU-1", "00000000:00:06.0", 143771, "580.1", (9, 0))
-    record = RunRecord.new(
+    record = new_record(
         RunSpec(workload="bert", batch=4, device="cuda:0", iters=2),
         Environment(gpus=[gpu], gpu_count=1, framework={"device_name": "NVIDIA H200"}),
     )

@@ -5,9 +5,9 @@ import pytest
 from bench.run import registry
 from bench.run.runner import prepare
 from bench.run.scenarios import FixedLoop, Scenario, scenario_for
-from bench.run.spec import SCENARIOS, RunSpec, SpecError
 from bench.run.suites import suite_specs
 from bench.run.workload import Workload
+from bench.schema.spec import SCENARIOS, RunSpec, SpecError
 
 
 def test_every_registry_entry_names_a_workload_class():

@@ -14,9 +14,9 @@ from bench import cli
 from bench.run import registry, runner
 from bench.run.capabilities import check_save_weights
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec, SpecError
 from bench.run.worker import execute
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec, SpecError
 from data.samples import make_imdb, write_vocab
 from models.ssd.torch import PRETRAINED_FILE, SsdTorch
 from tests.test_torch_data import SmallBertTorch

@@ -12,10 +12,11 @@ import pytest
 
 from bench.cli import main
 from bench.run import envinfo
-from bench.run.record import Outcome, RunRecord, ScenarioFacts
 from bench.run.registry import run_label
 from bench.run.sla import SlaPoint, SlaResult
-from bench.run.spec import RunSpec, SpecError
+from bench.run.store import new_record
+from bench.schema.record import Outcome, RunRecord, ScenarioFacts
+from bench.schema.spec import RunSpec, SpecError
 from bench.serve import compare, launcher, stats
 from bench.serve.endpoint import Endpoint, check_connect
 from bench.serve.server import stub_library_path
@@ -224,7 +225,7 @@ def test_the_null_sleeper_echoes_its_input() -> None:
 
 
 def _best(spec: RunSpec, sut: dict[str, object], latencies_ms: list[float]) -> RunRecord:
-    record = RunRecord.new(spec, envinfo.collect([]))
+    record = new_record(spec, envinfo.collect([]))
     record.outcome = Outcome(status="ok", message=None)
     mean_ns = sum(latencies_ms) / len(latencies_ms) * 1e6
     values = {  # LoadGen's own keys, as a LoadGen run keeps them: p90 30 ms

@@ -9,7 +9,9 @@ from bench.analysis.compare import compare, render
 from bench.analysis.prices import load_catalogue
 from bench.analysis.pricing import Pricing
 from bench.analysis.report import build
-from bench.run.record import (
+from bench.run.store import new_record
+from bench.run.validity import validity_flags
+from bench.schema.record import (
     Environment,
     InstanceFacts,
     Outcome,
@@ -17,8 +19,7 @@ from bench.run.record import (
     ScenarioFacts,
     Throughput,
 )
-from bench.run.spec import RunSpec
-from bench.run.validity import validity_flags
+from bench.schema.spec import RunSpec
 
 CAT = load_catalogue()
 
@@ -49,7 +50,7 @@ def offline(instance: str, gpu: str, sps: float, valid: bool = True) -> RunRecor
 def _record(spec, instance, gpu, sps, valid, p99) -> RunRecord:
     """A record as a LoadGen run writes it: LoadGen's own keys in ``scenario.result``."""
     env = Environment(framework={"device_name": gpu}, instance=InstanceFacts(instance))
-    r = RunRecord.new(spec, env)
+    r = new_record(spec, env)
     r.outcome = Outcome(status="ok", message=None)
     r.throughput = Throughput(samples_per_s=sps, iters_per_s=sps)
     values = {

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.run.registry import run_label
-from bench.run.spec import RunSpec, SpecError
+from bench.schema.spec import RunSpec, SpecError
 
 
 def test_defaults_are_valid_and_round_trip():

@@ -13,7 +13,7 @@ from bench.cli import build_parser
 from bench.commands.spec_flags import given_flags, spec_fields
 from bench.run import registry, worker
 from bench.run.options import RunOptions
-from bench.run.spec import FLAG, RunSpec
+from bench.schema.spec import FLAG, RunSpec
 
 #: `bench run`'s options as the users know them: the option and its default.
 RUN_OPTIONS = {

@@ -239,7 +239,7 @@ def test_download_squad_offline_exits_2(
 
 def test_runs_on_squad_check_its_files_before_starting(sample, tmp_path: Path):
     from bench.run.runner import prepare
-    from bench.run.spec import RunSpec, SpecError
+    from bench.schema.spec import RunSpec, SpecError
 
     root, vocab = sample  # dev-v1.1.json only
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.synthetic import detection_batch
 from models import torch_common
 from models.ssd import common as ssd_common

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from bench.run.record import Throughput
 from bench.run.stats import latency_summary, min_samples_for, percentile, throughput
+from bench.schema.record import Throughput
 
 TEN_MS = [x / 1000 for x in range(1, 11)]  # 1..10 ms, given in seconds
 

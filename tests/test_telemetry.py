@@ -1,9 +1,10 @@
 import pytest
 
 from bench.analysis.table import HEADERS, row
-from bench.run.record import Environment, Latency, RunRecord, Throughput, Timing
-from bench.run.spec import RunSpec
+from bench.run.store import new_record
 from bench.run.validity import validity_flags
+from bench.schema.record import Environment, Latency, Throughput, Timing
+from bench.schema.spec import RunSpec
 from bench.schema.telemetry import HostSummary, Mfu, TelemetrySummary
 from bench.telemetry.devices import parse_gpu_query
 from bench.telemetry.sampling import GpuSample, HostSample, parse_smi_line, throttle_names
@@ -176,7 +177,7 @@ def test_gpu_run_without_a_matching_gpu_says_why():
 
 
 def record(telemetry=None, window_s=5.0, cv=0.01, count=200, unreliable=()):
-    r = RunRecord.new(RunSpec(workload="null", device="cpu"), Environment())
+    r = new_record(RunSpec(workload="null", device="cpu"), Environment())
     r.telemetry = TelemetrySummary(**(telemetry or {}))
     r.timing = Timing(
         warmup_iters=0,

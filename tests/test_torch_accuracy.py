@@ -16,8 +16,8 @@ import torch
 from bench.metrics import Voc07MApMetric, accuracy
 from bench.run import registry
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from data.loaders import DetectionTensors, ImdbDataset
 from data.samples import make_imdb, make_voc_record, write_vocab
 from models.ssd.torch import SsdTorch

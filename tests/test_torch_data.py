@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from bench.run import registry, runner
-from bench.run.record import RunRecord
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 from data.loaders import EpochSampler
 from data.samples import make_imdb, make_voc_record, write_vocab
 from data.voc import VocDetection

@@ -16,7 +16,7 @@ from torch.profiler import DeviceType
 from transformers import BertConfig, BertForSequenceClassification
 
 from bench.run.loop import HostTimer
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models import torch_exec
 from models.bert import config as bert
 from models.bert import torch as bert_torch

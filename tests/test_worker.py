@@ -6,10 +6,10 @@ import json
 import pytest
 
 from bench.run import registry
-from bench.run.record import RunRecord
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 from tests.fakes import CountingWorkload
 
 

@@ -13,8 +13,8 @@ import torch
 
 from bench.run import registry
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from models.torch_common import TorchWorkload
 
 #: Rank 1's host waits this long after each of its steps (rank 0's does not): each rank's

@@ -30,8 +30,8 @@ from bench.analysis.serving import title as serving_title
 from bench.analysis.table import GAP_MARK, latency_gap
 from bench.analysis.units import plain
 from bench.run import registry
-from bench.run.record import RunRecord
-from bench.run.spec import ACCURACY_SCENARIOS, RunSpec
+from bench.schema.record import RunRecord
+from bench.schema.spec import ACCURACY_SCENARIOS, RunSpec
 
 #: What makes two runs measure the same work. Backend, precision and hardware are what a
 #: comparison varies, so they are not part of it.
@@ -388,7 +388,7 @@ def table_rows(rows: Sequence[Row]) -> list[list[str]]:
     return out
 
 
-#: One-off costs shown under a group, in this order (``bench.run.record.Execution``).
+#: One-off costs shown under a group, in this order (``bench.schema.record.Execution``).
 ONE_OFF_NAMES = {
     "compile_s": "compile",
     "capture_s": "graph capture",

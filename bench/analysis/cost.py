@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from bench.run import registry
-from bench.run.record import RunRecord
+from bench.schema.record import RunRecord
 
 PRICE_BASES = ("instance", "used")
 

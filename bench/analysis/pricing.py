@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.analysis import prices
 from bench.analysis.cost import gpus_used
 from bench.analysis.prices import InstancePrice, PriceError, lookup, price_for_run
-from bench.run.record import RunRecord
+from bench.schema.record import RunRecord
 
 
 class PricingError(ValueError):

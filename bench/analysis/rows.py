@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.analysis.pricing import RunPrice
-from bench.run.record import RunRecord
-from bench.run.spec import RunSpec
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 
 
 @dataclass

@@ -11,8 +11,8 @@ from tabulate import tabulate
 
 from bench.analysis.units import plain
 from bench.run import registry
-from bench.run.record import RunRecord
 from bench.run.validity import FLAG_CODES, MFU_MAX, short_codes
+from bench.schema.record import RunRecord
 
 HEADERS = (
     "workload",

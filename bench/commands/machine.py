@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.commands.exits import EXIT_OK
 from bench.run import runner
-from bench.run.spec import SpecError
+from bench.schema.spec import SpecError
 from bench.telemetry.devices import default_gpus
 
 

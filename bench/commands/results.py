@@ -12,9 +12,9 @@ from bench.analysis.compare import Threshold, compare, gate_verdict, render
 from bench.analysis.cost import PRICE_BASES
 from bench.analysis.pricing import DEFAULT_BASIS, Pricing, build_pricing
 from bench.commands.exits import EXIT_FAILED_RUN, EXIT_OK
-from bench.run.record import ResultError, RunRecord
-from bench.run.spec import SpecError
 from bench.run.store import check_writable, load_records
+from bench.schema.record import ResultError, RunRecord
+from bench.schema.spec import SpecError
 
 
 def _add_wide(p: argparse.ArgumentParser) -> None:

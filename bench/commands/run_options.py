@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bench.run.ec2 import instance_facts
 from bench.run.options import DEFAULT_OUT, RunOptions
-from bench.run.spec import SpecError
 from bench.run.store import check_writable
+from bench.schema.spec import SpecError
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 
 

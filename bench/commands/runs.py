@@ -12,10 +12,10 @@ from bench.commands.run_options import add_run_options, add_save_weights, run_op
 from bench.commands.spec_flags import add_spec_flags, given_flags, spec_fields
 from bench.run import loadgen, registry, runner, sla, suites
 from bench.run.options import RunOptions
-from bench.run.record import RunRecord
 from bench.run.registry import run_label
-from bench.run.spec import RunSpec, SpecError
 from bench.schema.gpu import GpuInfo
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec, SpecError
 from bench.telemetry.devices import default_gpus, resolve_device
 
 

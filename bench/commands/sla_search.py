@@ -14,9 +14,9 @@ from bench.commands.run_options import add_run_options, run_options
 from bench.commands.spec_flags import add_spec_flags, spec_fields
 from bench.run import runner, sla
 from bench.run.options import RunOptions
-from bench.run.record import RunRecord
 from bench.run.registry import run_label
-from bench.run.spec import RunSpec, SpecError
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec, SpecError
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -1,5 +1,5 @@
 """The options of the commands that start runs, generated from :class:`RunSpec`'s field
-metadata (:class:`bench.run.spec.Flag`), and the spec fields read back from parsed options.
+metadata (:class:`bench.schema.spec.Flag`), and the spec fields read back from parsed options.
 
 A field's default is its option's default, so each default is declared once, in the spec;
 a command's own defaults and fixed values are in the same metadata.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.run import registry
-from bench.run.spec import (
+from bench.schema.spec import (
     ALL_GPUS,
     FLAG,
     SCENARIO_DEFAULT_DURATION_S,

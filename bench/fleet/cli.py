@@ -11,9 +11,9 @@ from typing import Any
 from bench.analysis.pricing import DEFAULT_BASIS, build_pricing
 from bench.fleet import collect, plan
 from bench.fleet.run import fleet_ok, run_fleet
-from bench.run.record import ResultError
-from bench.run.spec import AUTO_PRECISION, PRECISIONS
 from bench.run.suites import SUITES
+from bench.schema.record import ResultError
+from bench.schema.spec import AUTO_PRECISION, PRECISIONS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: The project (the SkyPilot workdir): where pyproject.toml and the Makefile are.

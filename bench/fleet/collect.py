@@ -16,8 +16,8 @@ from bench.analysis.compare import compare
 from bench.analysis.pricing import Pricing
 from bench.fleet.plan import FleetPlan
 from bench.run.ec2 import validate_instance_type
-from bench.run.record import ResultError, RunRecord
 from bench.run.store import load_records, write_json_atomic
+from bench.schema.record import ResultError, RunRecord
 
 #: The manifest beside the instance directories: what was launched and how each ended.
 MANIFEST = "fleet.json"

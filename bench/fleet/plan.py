@@ -13,8 +13,8 @@ from tabulate import tabulate
 
 from bench.analysis.prices import InstancePrice, lookup
 from bench.run.ec2 import validate_instance_type
-from bench.run.spec import AUTO_PRECISION, PRECISIONS, SpecError
 from bench.run.suites import SUITES
+from bench.schema.spec import AUTO_PRECISION, PRECISIONS, SpecError
 
 
 class FleetError(SpecError):

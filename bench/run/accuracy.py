@@ -23,8 +23,8 @@ from bench.run.loop import (
 )
 from bench.run.registry import run_label
 from bench.run.scenarios import RunContext, Scenario
-from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 
 
 class Evaluate(Scenario):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bench.run import registry
 from bench.run.registry import Entry, run_label
-from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import WorkloadInfo
+from bench.schema.spec import RunSpec, SpecError
 
 
 def check(spec: RunSpec, entry: Entry, info: WorkloadInfo) -> None:

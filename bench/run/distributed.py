@@ -19,16 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run.record import (
+from bench.run.stats import latency_summary, throughput
+from bench.run.validity import validity_flags
+from bench.schema.record import (
     Flag,
     Outcome,
     RankFacts,
     RunRecord,
     Timing,
 )
-from bench.run.spec import RunSpec
-from bench.run.stats import latency_summary, throughput
-from bench.run.validity import validity_flags
+from bench.schema.spec import RunSpec
 from bench.schema.telemetry import Mfu, TelemetrySummary
 from bench.telemetry.peaks import model_flops_utilization
 

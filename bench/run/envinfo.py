@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.run.ec2 import instance_facts
-from bench.run.record import Environment, InstanceFacts, ProjectFacts, from_plain
 from bench.schema.gpu import GpuInfo
+from bench.schema.record import Environment, InstanceFacts, ProjectFacts, from_plain
 from bench.telemetry.sampling import load_nvml
 from bench.telemetry.topology import interconnect
 

@@ -31,10 +31,10 @@ from typing import Any, ClassVar, Protocol
 from bench.run.batcher import Batcher, Query
 from bench.run.loadgen_log import LoadgenLogError, LoadgenResult, read_detail
 from bench.run.loop import Measurement, PhaseMarks
-from bench.run.record import Latency, RunRecord, ScenarioFacts
 from bench.run.scenarios import RunContext, Scenario
-from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import Workload
+from bench.schema.record import Latency, RunRecord, ScenarioFacts
+from bench.schema.spec import RunSpec, SpecError
 
 #: LoadGen reads this file from the working directory and lets it override the settings.
 AUDIT_CONFIG = "audit.config"

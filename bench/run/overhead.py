@@ -30,7 +30,7 @@ from bench.run import registry
 from bench.run.loop import StepTimer, measure, measure_pipelined
 from bench.run.registry import run_label
 from bench.run.scenarios import RunContext
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from bench.telemetry.devices import default_gpus, query_gpus, resolve_device
 from bench.telemetry.sampling import DEFAULT_INTERVAL_S
 from bench.telemetry.session import Telemetry

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.run.builds import ORT_GPU_ARCHS
-from bench.run.spec import PRECISIONS, RunSpec, SpecError
 from bench.run.workload import Workload, WorkloadInfo
+from bench.schema.spec import PRECISIONS, RunSpec, SpecError
 
 #: Python environments, by name, as directories under the project root. ``main`` is the one
 #: the ``bench`` command runs in; others hold backends whose dependencies conflict with it.

@@ -25,11 +25,11 @@ from bench.run.distributed import merge, rank_result_path, torchrun_command, tor
 from bench.run.options import DEFAULT_OUT as DEFAULT_OUT
 from bench.run.options import RunOptions as RunOptions
 from bench.run.processes import python_for, stop_group
-from bench.run.record import Outcome, ResultError, RunRecord, to_plain
 from bench.run.registry import run_label
-from bench.run.spec import ALL_GPUS, RunSpec, SpecError
-from bench.run.store import describe, load_record, weights_dir_name, write_record
+from bench.run.store import describe, load_record, new_record, weights_dir_name, write_record
 from bench.schema.gpu import GpuInfo
+from bench.schema.record import Outcome, ResultError, RunRecord, to_plain
+from bench.schema.spec import ALL_GPUS, RunSpec, SpecError
 from bench.telemetry.contention import usable_cores
 from bench.telemetry.devices import (
     check_precision,
@@ -216,7 +216,7 @@ def collect(
         except ResultError:
             record = None
     if record is None:
-        record = RunRecord.new(spec, envinfo.collect(default_gpus(), instance=instance))
+        record = new_record(spec, envinfo.collect(default_gpus(), instance=instance))
     if record.outcome.status == "running":
         record.outcome = Outcome(status="error", message=_crash_message(code, tail))
     return record

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 from bench.run import registry
 from bench.run.loop import Measurement, measure, measure_pipelined
-from bench.run.record import RunRecord, ScenarioFacts
 from bench.run.registry import run_label
-from bench.run.spec import RunSpec, SpecError
 from bench.run.workload import Workload
+from bench.schema.record import RunRecord, ScenarioFacts
+from bench.schema.spec import RunSpec, SpecError
 
 Mark = Callable[[str, float], None]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from bench.run.loadgen import early_stopping_min_queries
 from bench.run.loadgen_log import from_scenario_result
-from bench.run.record import RunRecord
-from bench.run.spec import RunSpec, SpecError
 from bench.run.store import write_json_atomic
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec, SpecError
 
 #: Relative width of the final bracket: (lowest invalid - highest valid) / lowest invalid.
 DEFAULT_TOLERANCE = 0.05

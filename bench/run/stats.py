@@ -6,7 +6,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from bench.run.record import Latency, Throughput
+from bench.schema.record import Latency, Throughput
 
 PERCENTILES = (50, 90, 95, 99)
 

@@ -9,9 +9,16 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from bench.run.record import ResultError, RunRecord
+from bench.run.registry import run_label
+from bench.schema.record import Environment, ResultError, RunRecord
+from bench.schema.spec import RunSpec
 
 RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
+
+
+def new_record(spec: RunSpec, environment: Environment) -> RunRecord:
+    """The record of a run about to start, its id made of the time, its label and a nonce."""
+    return RunRecord.new(spec, environment, run_label(spec))
 
 
 def weights_dir_name(run_id: str) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 from bench.run import registry
 from bench.run.registry import run_label
 from bench.run.runner import prepare
-from bench.run.spec import RunSpec, SpecError
 from bench.schema.gpu import GpuInfo
+from bench.schema.spec import RunSpec, SpecError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run.record import Flag, RunRecord
+from bench.schema.record import Flag, RunRecord
 
 #: Latency coefficient of variation above which a run is flagged as noisy.
 CV_THRESHOLD = 0.05

@@ -25,7 +25,12 @@ from bench.run import envinfo, registry
 from bench.run.distributed import rank_device, rank_env, rank_result_path
 from bench.run.loop import Measurement
 from bench.run.options import RunOptions
-from bench.run.record import (
+from bench.run.scenarios import RunContext, scenario_for
+from bench.run.stats import latency_summary, throughput
+from bench.run.store import describe, new_record, weights_dir_name, write_json_atomic
+from bench.run.validity import validity_flags
+from bench.run.workload import Workload
+from bench.schema.record import (
     DataFacts,
     Execution,
     Outcome,
@@ -33,12 +38,7 @@ from bench.run.record import (
     Timing,
     WorkloadFacts,
 )
-from bench.run.scenarios import RunContext, scenario_for
-from bench.run.spec import RunSpec
-from bench.run.stats import latency_summary, throughput
-from bench.run.store import describe, weights_dir_name, write_json_atomic
-from bench.run.validity import validity_flags
-from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 from bench.schema.telemetry import Mfu, TelemetrySummary
 from bench.telemetry.devices import query_gpus, visible_gpus
 from bench.telemetry.peaks import model_flops_utilization
@@ -90,7 +90,7 @@ def execute(
 
     all_gpus = query_gpus()
     visible = visible_gpus(all_gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    record = RunRecord.new(spec, envinfo.collect(visible, instance=instance))
+    record = new_record(spec, envinfo.collect(visible, instance=instance))
     save()
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
     info = registry.workload_info(spec.workload)

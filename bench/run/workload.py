@@ -2,7 +2,7 @@
 workload declares without importing one.
 
 The worker only calls these methods; it never imports a framework itself. A workload is
-constructed from a validated, resolved :class:`bench.run.spec.RunSpec` (``device`` is
+constructed from a validated, resolved :class:`bench.schema.spec.RunSpec` (``device`` is
 ``cpu`` or ``cuda:N``), then ``setup()`` builds the model and stages the synthetic batch on
 the device, and ``step()`` runs one iteration. ``step()`` may return before the device has
 finished: the scenario calls ``sync()`` before it reads the clock.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run.loop import HostTimer, StepTimer
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 
 #: fp32 math modes: ``tf32`` when fp32 matrix work runs on TF32 tensor cores (Ampere and
 #: newer), ``fp32`` when it runs in full fp32.
@@ -112,7 +112,7 @@ class Workload(ABC):
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
         #: One-off costs of set-up in seconds (``compile_s``, ``capture_s``,
-        #: ``engine_build_s``), filled by ``setup()``; see ``bench.run.record.Execution``.
+        #: ``engine_build_s``), filled by ``setup()``; see ``bench.schema.record.Execution``.
         self.one_off_s: dict[str, float] = {}
         #: With ``spec.data``: host seconds each step waited for its batch, in step order.
         self.data_wait_s: list[float] = []

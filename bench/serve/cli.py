@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.run import runner
 from bench.run.registry import backend_names, run_label
-from bench.run.spec import PRECISIONS, RunSpec
+from bench.schema.spec import PRECISIONS, RunSpec
 from bench.serve import launcher
 
 #: Addresses that reach only this machine.
@@ -64,7 +64,7 @@ def add_parser(sub: Any, latency: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bench.run.spec import SpecError
+    from bench.schema.spec import SpecError
 
     if args.host not in LOOPBACK_HOSTS and not args.allow_remote:
         raise SpecError(

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.run.loadgen_log import from_scenario_result
-from bench.run.record import RunRecord
 from bench.run.sla import SlaResult
 from bench.run.store import load_record
+from bench.schema.record import RunRecord
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from typing import Any
 from bench.run import envinfo, registry
 from bench.run.batcher import BatcherError, Query
 from bench.run.loadgen import Complete, LoadgenError
-from bench.run.spec import RunSpec, SpecError, parse_endpoint
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec, SpecError, parse_endpoint
 from bench.serve import stats as server_stats
 
 #: Requests in flight at once, at most (the Offline scenario issues every query at once).

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.run import envinfo, registry
 from bench.run.processes import stop_group
-from bench.run.spec import RunSpec, SpecError
+from bench.schema.spec import RunSpec, SpecError
 from bench.serve.endpoint import project_env, serve_python
 from bench.serve.server import ServeConfig
 

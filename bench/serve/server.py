@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import registry
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 
 #: Triton's endpoints that stay behind PyTriton's access token: the statistics endpoint is
 #: opened (read-only; the endpoint SUT reads it around the window), the model repository,

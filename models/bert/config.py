@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.run.spec import RunSpec
 from bench.run.workload import ShapeLabels, WorkloadInfo
+from bench.schema.spec import RunSpec
 
 
 @dataclass(frozen=True)

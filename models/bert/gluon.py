@@ -19,7 +19,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from bench.metrics import Accuracy
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.selection import copy_vocab, vocab_path
 from data.synthetic import TextBatch, text_batch
 from models import gluon_data

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import BertForSequenceClassification
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
 from models.bert.torch import base_config, load_pretrained, seeded_text

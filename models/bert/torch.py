@@ -12,7 +12,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from bench.metrics import Accuracy
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.synthetic import TextBatch, text_batch
 from models.bert import config as bert
 from models.samples import check_query, check_stage

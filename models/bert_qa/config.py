@@ -3,8 +3,8 @@ framework or numpy (the harness reads them): the span head, the settings, FLOPs.
 
 from __future__ import annotations
 
-from bench.run.spec import RunSpec
 from bench.run.workload import WorkloadInfo
+from bench.schema.spec import RunSpec
 from models.bert import config as bert
 
 #: BERT-base uncased with a span head: two units per token (start and end logits).

@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.synthetic import TextBatch
 from models.bert import config as bert
 from models.bert.gluon import BertGluon, bert_encoder

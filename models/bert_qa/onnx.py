@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import BertForQuestionAnswering
 
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.synthetic import TextBatch
 from models.bert import config as bert
 from models.bert.onnx import BertOnnx

@@ -3,8 +3,8 @@ the workshop's hyperparameters, GluonCV's anchor and NMS settings, and FLOPs."""
 
 from __future__ import annotations
 
-from bench.run.spec import RunSpec
 from bench.run.workload import ShapeLabels, WorkloadInfo
+from bench.schema.spec import RunSpec
 
 NUM_CLASSES = 20
 #: The workshop's SSD settings (SageMaker object detection lab).

@@ -22,7 +22,7 @@ from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
 from mxnet import autograd, gluon
 
 from bench.metrics import Voc07MApMetric
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.synthetic import detection_batch
 from models import gluon_data
 from models.mxnet_common import KVSTORE, MxnetWorkload, kvstore_details, quiet_undecided_type

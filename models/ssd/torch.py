@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bench.metrics import Voc07MApMetric
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data.loaders import DetectionTensors
 from data.synthetic import detection_batch
 from data.voc import VOC_CLASSES

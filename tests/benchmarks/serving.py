@@ -21,10 +21,10 @@ from typing import Any
 
 from bench.run import registry, sla
 from bench.run.overhead import sut_rounds
-from bench.run.record import RunRecord
 from bench.run.registry import Entry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 from tests.fakes import SERVICE_S
 
 

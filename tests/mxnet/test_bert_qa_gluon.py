@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.run import envinfo, registry
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from data import squad
 from data.squad_sample import write_squad_sample, write_squad_vocab
 from models.bert import config as bert

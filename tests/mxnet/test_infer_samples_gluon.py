@@ -13,8 +13,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from bench.run.spec import RunSpec
 from bench.run.workload import Workload
+from bench.schema.spec import RunSpec
 from data.synthetic import detection_batch, text_batch
 from models.bert import config as bert
 from models.bert.gluon import BertGluon

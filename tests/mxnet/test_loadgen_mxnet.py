@@ -1,7 +1,7 @@
 """The MXNet path under MLPerf LoadGen: a server run over the batching SUT, on the CPU."""
 
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 
 
 def test_bert_server_on_mxnet_is_valid_at_a_low_load():

@@ -18,9 +18,9 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 import models.ssd.gluon as ssd_gluon
 from bench import metrics
 from bench.run import registry
-from bench.run.record import RunRecord
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 from data.samples import make_imdb, make_voc, make_voc_record, write_vocab
 from models.bert import config as bert
 from models.bert.gluon import BertGluon

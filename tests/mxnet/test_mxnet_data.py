@@ -16,9 +16,9 @@ import pytest
 from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
 
 from bench.run import registry
-from bench.run.record import RunRecord
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.record import RunRecord
+from bench.schema.spec import RunSpec
 from data.samples import make_imdb, make_voc, make_voc_record, write_vocab
 from data.selection import voc_splits, vocab_path
 from models import gluon_data

@@ -13,7 +13,7 @@ import mxnet as mx
 import pytest
 
 import models.mxnet_common as mxnet_common
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models.bert import config as bert
 from models.bert.gluon import BertGluon
 from models.mxnet_common import (

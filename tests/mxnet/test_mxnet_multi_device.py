@@ -18,8 +18,8 @@ import pytest
 
 import models.mxnet_common as mxnet_common
 import models.ssd.gluon as ssd_gluon
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from data.synthetic import DetectionBatch, detection_batch
 from models.bert import config as bert
 from models.bert.gluon import BertGluon

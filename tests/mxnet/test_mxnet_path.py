@@ -7,8 +7,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from models.bert import config as bert
 from models.bert.gluon import BertGluon, uncased_vocab
 from models.ssd.gluon import SsdGluon, parameter_counts

@@ -13,8 +13,8 @@ import pytest
 from mxnet import gluon
 
 from bench.run import registry
-from bench.run.spec import RunSpec
 from bench.run.worker import execute
+from bench.schema.spec import RunSpec
 from data.samples import make_imdb, write_vocab
 from models.bert import config as bert
 from models.bert.gluon import PARAMS_FILE, BertGluon

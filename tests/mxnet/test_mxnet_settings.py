@@ -15,7 +15,7 @@ import pytest
 
 import models.mxnet_common as mxnet_common
 from bench.run import registry
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from models.bert import config as bert
 from models.bert.gluon import BertGluon
 from models.mxnet_common import (

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.run.spec import RunSpec, SpecError
+from bench.schema.spec import RunSpec, SpecError
 from bench.serve import launcher
 from bench.serve.server import ServeConfig
 

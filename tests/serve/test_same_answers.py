@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.run import registry
-from bench.run.spec import RunSpec
+from bench.schema.spec import RunSpec
 from bench.serve import launcher
 from bench.serve.endpoint import Client, Endpoint
 from models import served

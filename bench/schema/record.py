@@ -20,9 +20,8 @@ from typing import Any, TypeVar, Union
 
 import dacite
 
-from bench.run.registry import run_label
-from bench.run.spec import RunSpec, SpecError
 from bench.schema.gpu import GpuInfo
+from bench.schema.spec import RunSpec, SpecError
 from bench.schema.telemetry import (
     Mfu,
     TelemetrySummary,
@@ -282,12 +281,13 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def new(cls, spec: RunSpec, environment: Environment) -> RunRecord:
-        """A record for a run about to start; its outcome says it did not finish until the
-        runner sets it."""
+    def new(cls, spec: RunSpec, environment: Environment, label: str) -> RunRecord:
+        """A record for a run about to start, named by the run's ``label`` (the registry's
+        ``run_label``, :func:`bench.run.store.new_record`); its outcome says it did not
+        finish until the runner sets it."""
         now = datetime.now(UTC)
         return cls(
-            run_id=f"{now:%Y%m%dT%H%M%SZ}_{run_label(spec)}_{uuid.uuid4().hex[:6]}",
+            run_id=f"{now:%Y%m%dT%H%M%SZ}_{label}_{uuid.uuid4().hex[:6]}",
             created_utc=now.isoformat(timespec="seconds"),
             spec=spec,
             environment=environment,
