@@ -76,7 +76,7 @@ class BertQaTorch(BertTorch):
         _, features = read_features(spec.data, "train", vocab, spec.seq_len)
         if int(features.input_ids.max(initial=0)) >= model_vocab_size:
             raise ValueError(f"{vocab} has ids beyond the model's {model_vocab_size} embeddings")
-        self.batches = FeatureStream(features, spec.batch, spec.seed)  # type: ignore[assignment]
+        self.batches = FeatureStream(features, spec.batch, spec.seed)
 
     def seeded(self, spec: RunSpec, count: int) -> dict[str, np.ndarray]:
         host = seeded_qa(spec, self.settings.shape, count)
