@@ -7,9 +7,10 @@ keeps. :class:`BatchStream` and :class:`EvalData` are the two loaders' bookkeepi
 framework modules (:mod:`models.torch_data`, :mod:`models.gluon_data`) fill them in with what
 differs: their DataLoader, datasets and transforms, the batches' arrays and how the loader's
 worker processes stop. What both record about a loader (:func:`loader_facts`,
-:func:`eval_facts`) and a dataset (:func:`detection_input`, :func:`imdb_facts`,
-:func:`read_reviews`) is written here once, so that the two paths' records say the same
-things in the same words.
+:func:`eval_facts`) and a dataset (:func:`imdb_facts`; a detection dataset's are
+:meth:`data.selection.DetectionInput.facts`) is written here once, so that the two paths'
+records say the same things in the same words; which files and splits they read is
+:mod:`data.selection`'s.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from bench.run.spec import RunSpec
 from bench.run.workload import Workload
-from data.imdb import ImdbError, Review, read_imdb
-from data.selection import EVAL_LAST_BATCH, IMDB_SPLITS, DataError, voc_splits
-from data.voc import VocError, find_devkit
+from data.selection import EVAL_LAST_BATCH
 
 #: What a training or inference loader does with an epoch's short last batch: it starts the
 #: next epoch (GluonCV's ``last_batch="rollover"``), so that every batch is full and shapes
@@ -187,58 +184,7 @@ def eval_facts(
     }
 
 
-# -- the datasets -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DetectionInput:
-    """What a detection run reads from its ``--data``: a ``.rec`` file whole (``splits``
-    None), or a VOCdevkit folder's splits (:func:`data.selection.voc_splits`)."""
-
-    #: The ``.rec`` file, or the VOCdevkit folder.
-    path: Path
-    splits: tuple[tuple[str, str], ...] | None = None
-
-    @property
-    def splits_text(self) -> str | None:
-        """The splits as ``VOC2007/trainval+VOC2012/trainval`` (None for a ``.rec``)."""
-        if self.splits is None:
-            return None
-        return "+".join(f"{folder}/{name}" for folder, name in self.splits)
-
-    def facts(self, dataset: str) -> dict[str, Any]:
-        """``format``, the ``dataset`` class that reads it and, for VOC, the splits read."""
-        if self.splits_text is None:
-            return {"format": "recordio", "dataset": dataset}
-        return {"format": "voc", "dataset": dataset, "splits": self.splits_text}
-
-
-def detection_input(path: str, mode: str) -> DetectionInput:
-    """What a detection run in ``mode`` reads from ``path``: a ``.rec`` file, or the splits of
-    :func:`voc_splits` of a VOCdevkit folder."""
-    source = Path(path)
-    if source.suffix == ".rec":
-        return DetectionInput(source)
-    if not source.is_dir():
-        raise DataError(f"{path}: neither a VOCdevkit folder nor a .rec file")
-    try:
-        devkit = find_devkit(source)
-    except VocError as exc:
-        raise DataError(str(exc)) from None
-    return DetectionInput(devkit, voc_splits(devkit, mode))
-
-
-def read_reviews(path: str, mode: str) -> tuple[str, list[Review]]:
-    """The aclImdb split a run in ``mode`` reads (:data:`IMDB_SPLITS`) and its reviews, in
-    :func:`data.imdb.read_imdb`'s order; refuses a split without any."""
-    split = IMDB_SPLITS[mode]
-    try:
-        reviews = read_imdb(path, split)
-    except ImdbError as exc:
-        raise DataError(str(exc)) from None
-    if not reviews:
-        raise DataError(f"{path}: no reviews in {split}")
-    return split, reviews
-
-
+# -- the datasets' facts -----------------------------------------------------------------------
 def imdb_facts(
     split: str, vocab_size: int, pipeline: Mapping[str, str], samples: int | None = None
 ) -> dict[str, Any]:

@@ -14,9 +14,10 @@ Evaluations read the test split through :class:`EvalData`: the same datasets and
 (SSD's ``SSDDefaultValTransform``), in order, the last short batch kept, as GluonCV's
 validation loaders do, so that every test sample is scored once.
 
-What the PyTorch path (:mod:`models.torch_data`) does alike is in :mod:`models.data_base`:
-the stream and evaluation bookkeeping, the facts recorded, which files and splits a run
-reads. What is here is Gluon's: its loaders, datasets, transforms and NDArray batches.
+What the PyTorch path (:mod:`models.torch_data`) does alike is in :mod:`models.data_base`
+(the stream and evaluation bookkeeping, the facts recorded) and :mod:`data.selection` (which
+files and splits a run reads). What is here is Gluon's: its loaders, datasets, transforms
+and NDArray batches.
 """
 
 from __future__ import annotations
@@ -33,20 +34,11 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from data import selection
 from data.imdb import Review
 from data.recordio import idx_path_for
 from data.selection import EVAL_LAST_BATCH, DataError
 from models import data_base
-from models.data_base import (
-    LAST_BATCH,
-    check_workers,
-    detection_input,
-    eval_facts,
-    eval_samples,
-    imdb_facts,
-    loader_facts,
-    read_reviews,
-)
 
 LOADER = "mxnet.gluon.data.DataLoader"
 
@@ -123,8 +115,8 @@ def make_eval_data(
 ) -> EvalData:
     """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (already transformed):
     no shuffle, the last batch kept."""
-    check_workers(workers)
-    samples = eval_samples(len(dataset), max_samples)
+    data_base.check_workers(workers)
+    samples = data_base.eval_samples(len(dataset), max_samples)
     loader = gluon.data.DataLoader(
         dataset.take(samples),
         batch_size=batch_size,
@@ -133,7 +125,7 @@ def make_eval_data(
         last_batch=EVAL_LAST_BATCH,
         num_workers=workers,
     )
-    facts = eval_facts(facts, samples, len(dataset), LOADER, batch_size, workers, False)
+    facts = data_base.eval_facts(facts, samples, len(dataset), LOADER, batch_size, workers, False)
     return EvalData(loader, facts, max_samples)
 
 
@@ -147,31 +139,31 @@ def make_stream(
 ) -> BatchStream:
     """A :class:`BatchStream` over a ``gluon.data.DataLoader`` of full batches only
     (:data:`models.data_base.LAST_BATCH`)."""
-    check_workers(workers)
+    data_base.check_workers(workers)
     loader = gluon.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         batchify_fn=batchify_fn,
-        last_batch=LAST_BATCH,
+        last_batch=data_base.LAST_BATCH,
         num_workers=workers,
     )
     return BatchStream(
-        loader, {**facts, **loader_facts(LOADER, batch_size, shuffle, workers, False)}
+        loader, {**facts, **data_base.loader_facts(LOADER, batch_size, shuffle, workers, False)}
     )
 
 
 # -- detection ----------------------------------------------------------------------------------
 def detection_dataset(path: str, mode: str) -> tuple[gluon.data.Dataset, dict[str, Any]]:
     """GluonCV's dataset for a ``.rec`` (its ``.idx`` beside it) or a VOC folder (see
-    :func:`models.data_base.detection_input`), and its facts (``format``, ``samples``, the
+    :func:`data.selection.detection_input`), and its facts (``format``, ``samples``, the
     class and, for VOC, the splits read). Refuses a missing or empty one."""
     from gluoncv.data import RecordFileDetection, VOCDetection
 
     source = Path(path)
     if not source.exists():
         raise DataError(f"no dataset at {source}")
-    found = detection_input(path, mode)
+    found = selection.detection_input(path, mode)
     if found.splits is None:
         if not idx_path_for(source).is_file():
             raise DataError(f"no index file {idx_path_for(source)} beside {source}")
@@ -340,11 +332,11 @@ def imdb_stream(
     """BERT's loader over an aclImdb split (train for training, test for inference) and the
     vocabulary; batches of (token ids, token types, valid lengths, labels), float32 as the
     classifier takes them."""
-    split, reviews = read_reviews(path, mode)
+    split, reviews = selection.read_reviews(path, mode)
     vocab = bert_vocab(vocab_file)
     dataset, batchify = text_data(reviews, vocab, seq_len)
     pipeline = {"tokenizer": "gluonnlp BERTTokenizer(lower=True)", **text_pipeline(seq_len)}
-    facts = imdb_facts(split, len(vocab), pipeline, len(reviews))
+    facts = data_base.imdb_facts(split, len(vocab), pipeline, len(reviews))
     train = mode == "train"
     return make_stream(dataset, batch_size, batchify, train, workers, facts), vocab
 
@@ -360,7 +352,7 @@ def imdb_eval_data(
     """BERT's evaluation loader: the aclImdb ``test`` reviews (pos/ then neg/, as
     :func:`data.imdb.read_imdb` lists them) tokenized over ``vocab`` as the training loader
     does, batches of (token ids, token types, valid lengths, labels), the last one short."""
-    split, reviews = read_reviews(path, "infer")
+    split, reviews = selection.read_reviews(path, "infer")
     dataset, batchify = text_data(reviews, vocab, seq_len)
-    facts = imdb_facts(split, len(vocab), text_pipeline(seq_len))
+    facts = data_base.imdb_facts(split, len(vocab), text_pipeline(seq_len))
     return make_eval_data(dataset, batch_size, batchify, workers, max_samples, facts)

@@ -1,12 +1,12 @@
 """Real datasets through PyTorch DataLoaders, for the PyTorch path's ``spec.data`` runs: what
 differs from the MXNet path (:mod:`models.gluon_data`) over the scaffolding both share
-(:mod:`models.data_base`: the stream and evaluation bookkeeping, the facts recorded, which
-files and splits a run reads).
+(:mod:`models.data_base`: the stream and evaluation bookkeeping, the facts recorded; which
+files and splits a run reads is :mod:`data.selection`'s).
 
 SSD reads a VOCdevkit folder or a detection RecordIO file
 (:func:`data.loaders.open_detection_source`) as :class:`data.loaders.DetectionDataset` with
 GluonCV's SSD train or validation transform (:mod:`data.ssd_augment`); BERT reads an
-``aclImdb`` split (:func:`models.data_base.read_reviews`) and tokenizes each batch in the
+``aclImdb`` split (:func:`data.selection.read_reviews`) and tokenizes each batch in the
 loader workers (:class:`data.bert_text.BertTextEncoder`).
 
 Batches come from a ``torch.utils.data.DataLoader`` whose sampler never ends
@@ -31,6 +31,7 @@ from typing import Any, cast
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from data import selection
 from data.bert_text import BertTextEncoder
 from data.imdb import Review
 from data.loaders import (
@@ -45,15 +46,6 @@ from data.loaders import (
 from data.selection import DataError
 from data.ssd_augment import SsdTrainTransform, SsdValTransform
 from models import data_base
-from models.data_base import (
-    check_workers,
-    detection_input,
-    eval_facts,
-    eval_samples,
-    imdb_facts,
-    loader_facts,
-    read_reviews,
-)
 
 LOADER = "torch.utils.data.DataLoader"
 
@@ -195,7 +187,7 @@ def make_stream(
 ) -> BatchStream:
     """A :class:`BatchStream` of full batches over this rank's shard of ``dataset``
     (``size`` samples), shuffled each epoch when training, in order for inference."""
-    check_workers(workers)
+    data_base.check_workers(workers)
     rank, world_size = ranks
     shard = rank_shard(size, rank, world_size)
     loader = DataLoader(
@@ -208,7 +200,7 @@ def make_stream(
     )
     facts = {
         **facts,
-        **loader_facts(LOADER, batch_size, train, workers, pin_memory),
+        **data_base.loader_facts(LOADER, batch_size, train, workers, pin_memory),
         "rank": rank,
         "shard_samples": len(shard),
     }
@@ -228,8 +220,8 @@ def make_eval_data(
 ) -> EvalData:
     """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (``size`` samples):
     no shuffle, the last batch kept."""
-    check_workers(workers)
-    samples = eval_samples(size, max_samples)
+    data_base.check_workers(workers)
+    samples = data_base.eval_samples(size, max_samples)
     loader = DataLoader(
         Subset(dataset, range(samples)),
         batch_size=batch_size,
@@ -240,7 +232,7 @@ def make_eval_data(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
     )
-    facts = eval_facts(facts, samples, size, LOADER, batch_size, workers, pin_memory)
+    facts = data_base.eval_facts(facts, samples, size, LOADER, batch_size, workers, pin_memory)
     return EvalData(loader, facts, max_samples)
 
 
@@ -251,9 +243,9 @@ DETECTION_COLLATE = "images stacked; boxes, class ids, difficult padded with -1"
 
 def detection_source(path: str, mode: str) -> tuple[Any, dict[str, Any]]:
     """The detection images a run in ``mode`` reads from ``path`` (a ``.rec`` file whole, or
-    a VOCdevkit folder's splits; see :func:`models.data_base.detection_input`) and their
+    a VOCdevkit folder's splits; see :func:`data.selection.detection_input`) and their
     facts."""
-    found = detection_input(path, mode)
+    found = selection.detection_input(path, mode)
     if found.splits_text is None:
         source = open_detection_source(found.path)
         facts = found.facts("data.recordio.DetectionRecordFile")
@@ -372,7 +364,7 @@ def imdb_stream(
     """BERT's loader over an aclImdb split (train for training, test for inference):
     batches of :class:`TextTensors`, tokenized in the workers. Refuses a vocabulary with
     more tokens than the model's embedding has rows."""
-    split, reviews = read_reviews(path, mode)
+    split, reviews = selection.read_reviews(path, mode)
     encoder = BertTextEncoder(vocab_file, seq_len)
     if len(encoder.vocab) > model_vocab_size:
         raise DataError(
@@ -390,7 +382,7 @@ def imdb_stream(
         keyed=False,
         ranks=ranks,
         pin_memory=pin_memory,
-        facts=imdb_facts(split, len(encoder.vocab), text_pipeline(seq_len), len(reviews)),
+        facts=data_base.imdb_facts(split, len(encoder.vocab), text_pipeline(seq_len), len(reviews)),
     )
 
 
@@ -407,7 +399,7 @@ def imdb_eval_data(
     """BERT's evaluation loader: the aclImdb ``test`` reviews (pos/ then neg/, as
     :func:`data.imdb.read_imdb` lists them) tokenized as the training loader does, batches
     of :class:`TextTensors`, the last one short."""
-    split, reviews = read_reviews(path, "infer")
+    split, reviews = selection.read_reviews(path, "infer")
     encoder = BertTextEncoder(vocab_file, seq_len)
     return make_eval_data(
         review_samples(reviews),
@@ -417,5 +409,5 @@ def imdb_eval_data(
         workers=workers,
         max_samples=max_samples,
         pin_memory=pin_memory,
-        facts=imdb_facts(split, len(encoder.vocab), text_pipeline(seq_len)),
+        facts=data_base.imdb_facts(split, len(encoder.vocab), text_pipeline(seq_len)),
     )
