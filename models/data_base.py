@@ -209,8 +209,14 @@ class DataWorkload(Workload):
     (made in ``setup()``), the test split's loader, made by the first evaluation and kept for
     the next of as many samples, and the facts a record keeps of both."""
 
+    #: What one timed step contains in a run on a dataset, in place of ``step_description``
+    #: (None: the same step as without one).
+    data_step_description: str | None = None
+
     def __init__(self, spec: RunSpec) -> None:
         super().__init__(spec)
+        if spec.data is not None and self.data_step_description is not None:
+            self.step_description = self.data_step_description
         #: With ``spec.data``: the loader's batches, made in ``setup()``; none in a run that
         #: only evaluates on a path whose set-up reads no batch.
         self.batches: Batches | None = None

@@ -56,9 +56,6 @@ class BertQaTorch(BertTorch):
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = qa.SETTINGS) -> None:
         super().__init__(spec, settings)
-        self.step_description = (
-            type(self).data_step_description if spec.data else type(self).step_description
-        )
 
     def _open_dataset(self, model_vocab_size: int) -> None:
         """With ``spec.data`` (a folder of SQuAD v1.1's files): for training, the windows of
