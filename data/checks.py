@@ -24,7 +24,7 @@ from data.recordio import (
     split_label,
     unpack,
 )
-from data.selection import IMDB_SPLITS, DataError, voc_splits
+from data.selection import IMDB_SPLITS, DataError, detection_input
 from data.voc import VocError, find_devkit, parse_annotation, parse_splits, read_image
 
 _HEADER = struct.Struct("<II")
@@ -36,17 +36,12 @@ FILES_OF_AN_ID = (("image", "JPEGImages", ".jpg"), ("annotation", "Annotations",
 def check_detection(path: Path, mode: str) -> str:
     """A VOCdevkit folder or a ``.rec`` file a detection run in ``mode`` can read; what it
     holds, in a few words. Raises :class:`DataError` saying what is missing."""
-    if path.suffix == ".rec":
-        return check_record_file(path)
-    if not path.is_dir():
-        raise DataError(f"{path}: neither a VOCdevkit folder nor a .rec file")
-    try:
-        devkit = find_devkit(path)
-    except VocError as exc:
-        raise DataError(str(exc)) from None
-    splits = voc_splits(devkit, mode)
+    found = detection_input(str(path), mode)
+    if found.splits is None:
+        return check_record_file(found.path)
+    devkit = found.path
     images = 0
-    for folder, name in splits:
+    for folder, name in found.splits:
         listing = devkit / folder / "ImageSets" / "Main" / f"{name}.txt"
         ids = [x for x in listing.read_text().split() if x]
         if not ids:
@@ -63,7 +58,7 @@ def check_detection(path: Path, mode: str) -> str:
                     f"e.g. {first}"
                 )
         images += len(ids)
-    return f"{images} images in {'+'.join(f'{f}/{n}' for f, n in splits)}"
+    return f"{images} images in {found.splits_text}"
 
 
 def check_record_file(path: Path) -> str:

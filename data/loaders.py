@@ -18,8 +18,8 @@ index)``: the same sample gets the same augmentation in the same epoch whatever 
 of worker processes, and a different one the next epoch (the sampler lives in the main
 process, so persistent workers see the epoch change too).
 
-**Text.** :class:`ImdbDataset` holds ``(text, label)`` pairs; :class:`TextTensors` is a
-tokenized batch (``models.torch_data.TextCollate`` tokenizes in the loader's workers).
+**Text.** :class:`TextTensors` is a tokenized batch of ``(text, label)`` reviews
+(``models.torch_data.TextCollate`` tokenizes in the loader's workers).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from data.imdb import read_imdb
 from data.recordio import DetectionRecordFile
 from data.voc import DEFAULT_SPLITS, VocDetection
 
@@ -140,21 +139,6 @@ def collate_detection(
         torch.from_numpy(labels),
         torch.from_numpy(difficult),
     )
-
-
-class ImdbDataset(Dataset[tuple[str, int]]):
-    """``(text, label)`` of an IMDB split (:func:`data.imdb.read_imdb`)."""
-
-    def __init__(self, root: Path | str, split: str = "train", breaks: str = "keep") -> None:
-        reviews = read_imdb(root, split, breaks)
-        self.texts = [r.text for r in reviews]
-        self.labels = [r.label for r in reviews]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __getitem__(self, index: int) -> tuple[str, int]:
-        return self.texts[index], self.labels[index]
 
 
 class TextTensors(NamedTuple):

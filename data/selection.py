@@ -1,13 +1,18 @@
-"""What a run on a dataset reads, the same on every framework path: which VOC splits, which
-IMDB split, which vocabulary file. Framework-free, so the PyTorch and MXNet paths choose alike.
+"""What a run on a dataset reads, the same on every framework path: which VOC splits (of which
+folder, or a whole ``.rec``: :func:`detection_input`), which IMDB split and its reviews
+(:func:`read_reviews`), which vocabulary file. Framework-free, so the PyTorch and MXNet paths
+(and the checks before a run) choose alike.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from data.voc import DEFAULT_SPLITS, parse_splits
+from data.imdb import ImdbError, Review, read_imdb
+from data.voc import DEFAULT_SPLITS, VocError, find_devkit, parse_splits
 
 #: Split names each mode looks for in a VOC folder when the workshop's own are absent, in
 #: order: training on trainval (else train), inference on VOC's test set (else val); each
@@ -70,3 +75,54 @@ def copy_vocab(vocab: str | None, pretrained: str | None, directory: Path) -> li
         return []
     shutil.copyfile(source, directory / "vocab.txt")
     return ["vocab.txt"]
+
+
+@dataclass(frozen=True)
+class DetectionInput:
+    """What a detection run reads from its ``--data``: a ``.rec`` file whole (``splits``
+    None), or a VOCdevkit folder's splits (:func:`voc_splits`)."""
+
+    #: The ``.rec`` file, or the VOCdevkit folder.
+    path: Path
+    splits: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def splits_text(self) -> str | None:
+        """The splits as ``VOC2007/trainval+VOC2012/trainval`` (None for a ``.rec``)."""
+        if self.splits is None:
+            return None
+        return "+".join(f"{folder}/{name}" for folder, name in self.splits)
+
+    def facts(self, dataset: str) -> dict[str, Any]:
+        """``format``, the ``dataset`` class that reads it and, for VOC, the splits read."""
+        if self.splits_text is None:
+            return {"format": "recordio", "dataset": dataset}
+        return {"format": "voc", "dataset": dataset, "splits": self.splits_text}
+
+
+def detection_input(path: str, mode: str) -> DetectionInput:
+    """What a detection run in ``mode`` reads from ``path``: a ``.rec`` file, or the splits of
+    :func:`voc_splits` of a VOCdevkit folder."""
+    source = Path(path)
+    if source.suffix == ".rec":
+        return DetectionInput(source)
+    if not source.is_dir():
+        raise DataError(f"{path}: neither a VOCdevkit folder nor a .rec file")
+    try:
+        devkit = find_devkit(source)
+    except VocError as exc:
+        raise DataError(str(exc)) from None
+    return DetectionInput(devkit, voc_splits(devkit, mode))
+
+
+def read_reviews(path: str, mode: str) -> tuple[str, list[Review]]:
+    """The aclImdb split a run in ``mode`` reads (:data:`IMDB_SPLITS`) and its reviews, in
+    :func:`data.imdb.read_imdb`'s order; refuses a split without any."""
+    split = IMDB_SPLITS[mode]
+    try:
+        reviews = read_imdb(path, split)
+    except ImdbError as exc:
+        raise DataError(str(exc)) from None
+    if not reviews:
+        raise DataError(f"{path}: no reviews in {split}")
+    return split, reviews

@@ -13,6 +13,11 @@ samples, and :class:`BatchStream` hands its batches out endlessly, a new epoch a
 Evaluations read the test split through :class:`EvalData`: the same datasets and transforms
 (SSD's ``SSDDefaultValTransform``), in order, the last short batch kept, as GluonCV's
 validation loaders do, so that every test sample is scored once.
+
+What the PyTorch path (:mod:`models.torch_data`) does alike is in :mod:`models.data_base`
+(the stream and evaluation bookkeeping, the facts recorded) and :mod:`data.selection` (which
+files and splits a run reads). What is here is Gluon's: its loaders, datasets, transforms
+and NDArray batches.
 """
 
 from __future__ import annotations
@@ -29,22 +34,16 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from data.imdb import ImdbError, read_imdb
+from data import selection
+from data.imdb import Review
 from data.recordio import idx_path_for
-from data.selection import (
-    EVAL_LAST_BATCH,
-    IMDB_SPLITS,
-    DataError,
-    voc_splits,
-)
-from data.voc import VocError, find_devkit
+from data.selection import EVAL_LAST_BATCH, DataError
+from models import data_base
 
-#: What every loader here keeps its last, short batch for (GluonCV's choice for training):
-#: it starts the next epoch, so that every batch is full and shapes never change.
-LAST_BATCH = "rollover"
+LOADER = "mxnet.gluon.data.DataLoader"
 
 
-class BatchStream:
+class BatchStream(data_base.BatchStream):
     """Batches of a DataLoader without end: when an epoch ends the next one starts.
 
     ``next()`` returns once every array of the batch is ready: a batch from a worker
@@ -55,13 +54,13 @@ class BatchStream:
     """
 
     def __init__(self, loader: gluon.data.DataLoader, facts: dict[str, Any]) -> None:
+        super().__init__(facts)
         self.loader = loader
-        self.facts = facts
         #: Epochs begun, the first included.
         self.epochs = 0
         self._batches: Iterator[Any] | None = None
 
-    def next(self) -> tuple[mx.nd.NDArray, ...]:
+    def take(self) -> tuple[mx.nd.NDArray, ...]:
         while True:
             if self._batches is None:
                 self._batches = iter(self.loader)
@@ -78,34 +77,22 @@ class BatchStream:
             array.wait_to_read()
         return arrays
 
+    def progress(self) -> dict[str, Any]:
+        return {"epochs_started": self.epochs}
+
     def close(self) -> None:
-        """Stop the worker processes (Gluon's loader leaves that to its ``__del__``)."""
         close_loader(self.loader)
 
 
-class EvalData:
-    """A test split's loader for evaluations: each iteration is one pass over its samples
-    (at most ``max_samples``, the first ones), in order, the last batch short if it must be.
-    The loader and its worker processes are made once and serve every evaluation."""
+class EvalData(data_base.EvalData):
+    """A test split's DataLoader; its batches as tuples of NDArrays."""
 
-    def __init__(
-        self, loader: gluon.data.DataLoader, facts: dict[str, Any], max_samples: int | None
-    ) -> None:
-        self.loader = loader
-        #: ``split``, ``samples`` (read per pass), ``split_samples`` and the pipeline's facts.
-        self.facts = facts
-        self.max_samples = max_samples
+    loader: gluon.data.DataLoader
 
-    @property
-    def split(self) -> str:
-        return str(self.facts["split"])
-
-    def __iter__(self) -> Iterator[tuple[mx.nd.NDArray, ...]]:
-        for batch in self.loader:
-            yield tuple(batch)
+    def convert(self, batch: Any) -> tuple[mx.nd.NDArray, ...]:
+        return tuple(batch)
 
     def close(self) -> None:
-        """Stop the worker processes."""
         close_loader(self.loader)
 
 
@@ -118,16 +105,6 @@ def close_loader(loader: gluon.data.DataLoader) -> None:
         loader._worker_pool = None
 
 
-def first_samples(
-    dataset: gluon.data.Dataset, max_samples: int | None
-) -> tuple[gluon.data.Dataset, int]:
-    """The first ``max_samples`` samples of ``dataset`` (all without a limit) and their count."""
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"an evaluation reads at least one sample, not {max_samples}")
-    taken = dataset.take(max_samples)
-    return taken, len(taken)
-
-
 def make_eval_data(
     dataset: gluon.data.Dataset,
     batch_size: int,
@@ -137,90 +114,66 @@ def make_eval_data(
     facts: dict[str, Any],
 ) -> EvalData:
     """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (already transformed):
-    no shuffle, the last batch kept (:data:`EVAL_LAST_BATCH`)."""
-    split_samples = len(dataset)
-    dataset, samples = first_samples(dataset, max_samples)
+    no shuffle, the last batch kept."""
+    data_base.check_workers(workers)
+    samples = data_base.eval_samples(len(dataset), max_samples)
     loader = gluon.data.DataLoader(
-        dataset,
+        dataset.take(samples),
         batch_size=batch_size,
         shuffle=False,
         batchify_fn=batchify_fn,
         last_batch=EVAL_LAST_BATCH,
         num_workers=workers,
     )
-    facts = {
-        **facts,
-        "samples": samples,
-        "split_samples": split_samples,
-        **loader_facts(batch_size, False, workers),
-        "last_batch": EVAL_LAST_BATCH,
-    }
+    facts = data_base.eval_facts(facts, samples, len(dataset), LOADER, batch_size, workers, False)
     return EvalData(loader, facts, max_samples)
 
 
-def make_loader(
+def make_stream(
     dataset: gluon.data.Dataset,
     batch_size: int,
     batchify_fn: Callable[[list[Any]], Any],
     shuffle: bool,
     workers: int,
-) -> gluon.data.DataLoader:
-    """``gluon.data.DataLoader`` with full batches only (:data:`LAST_BATCH`)."""
-    return gluon.data.DataLoader(
+    facts: dict[str, Any],
+) -> BatchStream:
+    """A :class:`BatchStream` over a ``gluon.data.DataLoader`` of full batches only
+    (:data:`models.data_base.LAST_BATCH`)."""
+    data_base.check_workers(workers)
+    loader = gluon.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         batchify_fn=batchify_fn,
-        last_batch=LAST_BATCH,
+        last_batch=data_base.LAST_BATCH,
         num_workers=workers,
     )
-
-
-def loader_facts(batch_size: int, shuffle: bool, workers: int) -> dict[str, Any]:
-    return {
-        "loader": "mxnet.gluon.data.DataLoader",
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "last_batch": LAST_BATCH,
-        "num_workers": workers,
-        "pin_memory": False,
-    }
+    return BatchStream(
+        loader, {**facts, **data_base.loader_facts(LOADER, batch_size, shuffle, workers, False)}
+    )
 
 
 # -- detection ----------------------------------------------------------------------------------
 def detection_dataset(path: str, mode: str) -> tuple[gluon.data.Dataset, dict[str, Any]]:
-    """GluonCV's dataset for a ``.rec`` (its ``.idx`` beside it) or a VOC folder, and its
-    facts (``format``, ``samples``, the class and, for VOC, the splits read). Refuses a
-    missing or empty one."""
+    """GluonCV's dataset for a ``.rec`` (its ``.idx`` beside it) or a VOC folder (see
+    :func:`data.selection.detection_input`), and its facts (``format``, ``samples``, the
+    class and, for VOC, the splits read). Refuses a missing or empty one."""
     from gluoncv.data import RecordFileDetection, VOCDetection
 
     source = Path(path)
     if not source.exists():
         raise DataError(f"no dataset at {source}")
-    if source.suffix == ".rec":
+    found = selection.detection_input(path, mode)
+    if found.splits is None:
         if not idx_path_for(source).is_file():
             raise DataError(f"no index file {idx_path_for(source)} beside {source}")
         dataset = RecordFileDetection(str(source))
-        facts: dict[str, Any] = {
-            "format": "recordio",
-            "dataset": "gluoncv.data.RecordFileDetection",
-        }
-    elif source.is_dir():
-        try:
-            devkit = find_devkit(source)
-        except VocError as exc:
-            raise DataError(str(exc)) from None
-        splits = voc_splits(devkit, mode)
-        dataset = VOCDetection(str(devkit), splits=list(splits))
-        facts = {
-            "format": "voc",
-            "dataset": "gluoncv.data.VOCDetection",
-            "splits": "+".join(f"{folder}/{name}" for folder, name in splits),
-        }
+        facts = found.facts("gluoncv.data.RecordFileDetection")
     else:
-        raise DataError(f"{source}: neither a VOCdevkit folder nor a .rec file")
+        dataset = VOCDetection(str(found.path), splits=list(found.splits))
+        facts = found.facts("gluoncv.data.VOCDetection")
     if len(dataset) == 0:
-        raise DataError(f"{source}: no images ({facts.get('splits', 'empty index')})")
+        raise DataError(f"{source}: no images ({found.splits_text or 'empty index'})")
     return NamedErrors(dataset, facts["format"]), {**facts, "samples": len(dataset)}
 
 
@@ -251,6 +204,19 @@ class NamedErrors(gluon.data.Dataset):
         return str(data._image_path.format(*data._items[idx]))
 
 
+def val_pipeline(image_size: int) -> tuple[Any, Any, dict[str, str]]:
+    """``SSDDefaultValTransform``, the batchify of its (image, label padded with -1) pairs,
+    and their facts."""
+    from gluoncv.data.batchify import Pad, Stack, Tuple
+    from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
+
+    facts = {
+        "transform": f"gluoncv SSDDefaultValTransform({image_size}, {image_size})",
+        "batchify": "Tuple(Stack(), Pad(pad_val=-1))",
+    }
+    return SSDDefaultValTransform(image_size, image_size), Tuple(Stack(), Pad(pad_val=-1)), facts
+
+
 def ssd_stream(
     path: str,
     mode: str,
@@ -263,20 +229,18 @@ def ssd_stream(
     forward in train mode): ``SSDDefaultTrainTransform`` with the anchors, batches of
     (images, class targets, box targets), shuffled. Inference: ``SSDDefaultValTransform``,
     batches of (images, labels padded with -1), in order."""
-    from gluoncv.data.batchify import Pad, Stack, Tuple
-    from gluoncv.data.transforms.presets.ssd import (
-        SSDDefaultTrainTransform,
-        SSDDefaultValTransform,
-    )
+    from gluoncv.data.batchify import Stack, Tuple
+    from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 
     dataset, facts = detection_dataset(path, mode)
-    size = (image_size, image_size)
     train = mode == "train"
     if train:
         if anchors is None:
             raise ValueError("training targets need the network's anchors")
-        transform: Any = SSDDefaultTrainTransform(*size, anchors.as_in_context(mx.cpu()))
-        batchify = Tuple(Stack(), Stack(), Stack())
+        transform: Any = SSDDefaultTrainTransform(
+            image_size, image_size, anchors.as_in_context(mx.cpu())
+        )
+        batchify: Any = Tuple(Stack(), Stack(), Stack())
         facts["transform"] = (
             f"gluoncv SSDDefaultTrainTransform({image_size}, {image_size}, anchors): "
             "colour distortion, random expansion and crop, flip, resize, normalize; class "
@@ -284,31 +248,24 @@ def ssd_stream(
         )
         facts["batchify"] = "Tuple(Stack(), Stack(), Stack())"
     else:
-        transform = SSDDefaultValTransform(*size)
-        batchify = Tuple(Stack(), Pad(pad_val=-1))
-        facts["transform"] = f"gluoncv SSDDefaultValTransform({image_size}, {image_size})"
-        facts["batchify"] = "Tuple(Stack(), Pad(pad_val=-1))"
-    loader = make_loader(dataset.transform(transform), batch_size, batchify, train, workers)
-    return BatchStream(loader, {**facts, **loader_facts(batch_size, train, workers)})
+        transform, batchify, pipeline = val_pipeline(image_size)
+        facts.update(pipeline)
+    return make_stream(dataset.transform(transform), batch_size, batchify, train, workers, facts)
 
 
 def ssd_eval_data(
     path: str, image_size: int, batch_size: int, workers: int, max_samples: int | None = None
 ) -> EvalData:
     """SSD's evaluation loader as train_ssd.py's validation loader: the test split of a VOC
-    folder (VOC2007/test, else whatever test or val split it has; see :func:`voc_splits`)
-    or the whole ``.rec`` file, ``SSDDefaultValTransform`` (images resized to the input
-    size, their boxes with them), batches of (images, labels padded with -1: corners,
-    class, difficult), the last one short."""
-    from gluoncv.data.batchify import Pad, Stack, Tuple
-    from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
-
+    folder (VOC2007/test, else whatever test or val split it has; see
+    :func:`data.selection.voc_splits`) or the whole ``.rec`` file,
+    ``SSDDefaultValTransform`` (images resized to the input size, their boxes with them),
+    batches of (images, labels padded with -1: corners, class, difficult), the last one
+    short."""
     dataset, facts = detection_dataset(path, "infer")
     facts["split"] = facts.get("splits", Path(path).name)
-    facts["transform"] = f"gluoncv SSDDefaultValTransform({image_size}, {image_size})"
-    facts["batchify"] = "Tuple(Stack(), Pad(pad_val=-1))"
-    transform = SSDDefaultValTransform(image_size, image_size)
-    batchify = Tuple(Stack(), Pad(pad_val=-1))
+    transform, batchify, pipeline = val_pipeline(image_size)
+    facts.update(pipeline)
     return make_eval_data(
         dataset.transform(transform), batch_size, batchify, workers, max_samples, facts
     )
@@ -348,41 +305,40 @@ class BertExample:
         return ids, types, valid_length, np.float32(label)
 
 
+def text_data(
+    reviews: list[Review], vocab: Any, seq_len: int
+) -> tuple[gluon.data.Dataset, Callable[[list[Any]], Any]]:
+    """The reviews as the classifier's inputs (:class:`BertExample`) and their batchify."""
+    import gluonnlp as nlp
+
+    dataset = gluon.data.SimpleDataset([(r.text, r.label) for r in reviews])
+    stack = nlp.data.batchify.Stack(dtype="float32")
+    batchify = nlp.data.batchify.Tuple(stack, stack, stack, stack)
+    return dataset.transform(BertExample(vocab, seq_len)), batchify
+
+
+def text_pipeline(seq_len: int) -> dict[str, str]:
+    """How the reviews become the classifier's inputs, as the facts say it."""
+    return {
+        "transform": f"gluonnlp BERTSentenceTransform(max_seq_length={seq_len}, pad=True, "
+        "pair=False)",
+        "batchify": "Tuple(Stack(float32) x 4): token ids, token types, valid lengths, labels",
+    }
+
+
 def imdb_stream(
     path: str, mode: str, vocab_file: Path, seq_len: int, batch_size: int, workers: int
 ) -> tuple[BatchStream, Any]:
     """BERT's loader over an aclImdb split (train for training, test for inference) and the
     vocabulary; batches of (token ids, token types, valid lengths, labels), float32 as the
     classifier takes them."""
-    import gluonnlp as nlp
-
-    split = IMDB_SPLITS[mode]
-    try:
-        reviews = read_imdb(path, split)
-    except ImdbError as exc:
-        raise DataError(str(exc)) from None
-    if not reviews:
-        raise DataError(f"{path}: no reviews in {split}")
+    split, reviews = selection.read_reviews(path, mode)
     vocab = bert_vocab(vocab_file)
-    dataset = gluon.data.SimpleDataset([(r.text, r.label) for r in reviews])
-    stack = nlp.data.batchify.Stack(dtype="float32")
-    batchify = nlp.data.batchify.Tuple(stack, stack, stack, stack)
+    dataset, batchify = text_data(reviews, vocab, seq_len)
+    pipeline = {"tokenizer": "gluonnlp BERTTokenizer(lower=True)", **text_pipeline(seq_len)}
+    facts = data_base.imdb_facts(split, len(vocab), pipeline, len(reviews))
     train = mode == "train"
-    transform = BertExample(vocab, seq_len)
-    loader = make_loader(dataset.transform(transform), batch_size, batchify, train, workers)
-    facts = {
-        "format": "aclimdb",
-        "samples": len(reviews),
-        "split": split,
-        "labels": "1 for ratings >= 5 (pos/), 0 otherwise (neg/)",
-        "vocab_size": len(vocab),
-        "tokenizer": "gluonnlp BERTTokenizer(lower=True)",
-        "transform": f"gluonnlp BERTSentenceTransform(max_seq_length={seq_len}, pad=True, "
-        "pair=False)",
-        "batchify": "Tuple(Stack(float32) x 4): token ids, token types, valid lengths, labels",
-        **loader_facts(batch_size, train, workers),
-    }
-    return BatchStream(loader, facts), vocab
+    return make_stream(dataset, batch_size, batchify, train, workers, facts), vocab
 
 
 def imdb_eval_data(
@@ -396,27 +352,7 @@ def imdb_eval_data(
     """BERT's evaluation loader: the aclImdb ``test`` reviews (pos/ then neg/, as
     :func:`data.imdb.read_imdb` lists them) tokenized over ``vocab`` as the training loader
     does, batches of (token ids, token types, valid lengths, labels), the last one short."""
-    import gluonnlp as nlp
-
-    split = IMDB_SPLITS["infer"]
-    try:
-        reviews = read_imdb(path, split)
-    except ImdbError as exc:
-        raise DataError(str(exc)) from None
-    if not reviews:
-        raise DataError(f"{path}: no reviews in {split}")
-    dataset = gluon.data.SimpleDataset([(r.text, r.label) for r in reviews])
-    stack = nlp.data.batchify.Stack(dtype="float32")
-    batchify = nlp.data.batchify.Tuple(stack, stack, stack, stack)
-    facts = {
-        "format": "aclimdb",
-        "split": split,
-        "vocab_size": len(vocab),
-        "transform": f"gluonnlp BERTSentenceTransform(max_seq_length={seq_len}, pad=True, "
-        "pair=False)",
-        "batchify": "Tuple(Stack(float32) x 4): token ids, token types, valid lengths, labels",
-    }
-    transform = BertExample(vocab, seq_len)
-    return make_eval_data(
-        dataset.transform(transform), batch_size, batchify, workers, max_samples, facts
-    )
+    split, reviews = selection.read_reviews(path, "infer")
+    dataset, batchify = text_data(reviews, vocab, seq_len)
+    facts = data_base.imdb_facts(split, len(vocab), text_pipeline(seq_len))
+    return make_eval_data(dataset, batch_size, batchify, workers, max_samples, facts)

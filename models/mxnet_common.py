@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # isort: off
 from models.mxnet_env import (  # first: sets the environment MXNet reads when it loads
@@ -30,12 +30,8 @@ import numpy as np
 from mxnet import gluon
 
 from bench.run.loop import StepTimer
-from bench.run.workload import Workload
 from bench.schema.spec import ALL_GPUS, RunSpec
-from models.evaluation import EvalLoaders
-
-if TYPE_CHECKING:
-    from models.gluon_data import BatchStream, EvalData
+from models.data_base import DataWorkload
 
 #: Read by MXNet 1.9 (``dmlc::GetEnv``) when a hybridized graph with static_alloc and
 #: static_shape builds its engine segments, on its first call: each segment then runs
@@ -131,7 +127,7 @@ def run_contexts(spec: RunSpec) -> list[mx.Context]:
     return [mx.gpu(first + i) for i in range(count)]
 
 
-class MxnetWorkload(Workload):
+class MxnetWorkload(DataWorkload):
     """Base for the MXNet path."""
 
     #: How the workloads hybridize their networks.
@@ -167,12 +163,6 @@ class MxnetWorkload(Workload):
         else:
             self.amp = None
         mx.random.seed(spec.seed)
-        #: With ``spec.data``: the loader's batches, made in setup (see models.gluon_data);
-        #: none in an ``evaluate`` run, which only reads the test split.
-        self.batches: BatchStream | None = None
-        #: The test split's loader, made by the first evaluation (by setup in an
-        #: ``evaluate`` run) and kept for the next.
-        self.eval_loaders: EvalLoaders[EvalData] = EvalLoaders(self.make_eval_data)
 
     def _claim_fp32_math(self) -> str:
         mode = declared_fp32_math(self.spec.workload)
@@ -325,50 +315,8 @@ class MxnetWorkload(Workload):
                 return host.as_in_context(ctx)
         raise ValueError(f"an array in {host.context} was staged for none of the run's contexts")
 
-    def next_batch(self) -> tuple[mx.nd.NDArray, ...]:
-        """The loader's next global batch, on the host; the seconds the step waited for it
-        are appended to ``data_wait_s``."""
-        if self.batches is None:
-            raise RuntimeError(
-                "no batches to step through: the run reads no dataset (spec.data), setup() "
-                "has not run, or it only evaluates"
-            )
-        start = time.perf_counter()
-        batch = self.batches.next()
-        self.data_wait_s.append(time.perf_counter() - start)
-        return batch
-
-    def eval_data(self, max_samples: int | None) -> EvalData:
-        """The test split's loader for an evaluation of at most ``max_samples`` samples:
-        the one made before when it was for as many, else a new one."""
-        if self.spec.data is None:
-            raise RuntimeError("an evaluation reads the test split of a dataset: give spec.data")
-        return self.eval_loaders.get(max_samples)
-
-    def make_eval_data(self, max_samples: int | None) -> EvalData:
-        """A new loader over the test split of ``spec.data`` (see :meth:`eval_data`)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
-
-    def data_facts(self) -> dict[str, Any]:
-        evaluation = (
-            self.eval_loaders.current.facts if self.eval_loaders.current is not None else None
-        )
-        if self.batches is None:
-            # an evaluate run: what it read is the test split
-            return dict(evaluation) if evaluation is not None else {}
-        facts = {
-            **self.batches.facts,
-            "epochs_started": self.batches.epochs,
-            "copy": "each context's share of the host batch copied in the step",
-        }
-        if evaluation is not None:
-            facts["evaluation"] = dict(evaluation)
-        return facts
-
-    def teardown(self) -> None:
-        if self.batches is not None:
-            self.batches.close()
-        self.eval_loaders.close()
+    def batch_copy(self) -> str:
+        return "each context's share of the host batch copied in the step"
 
     def index_array(self, indices: Sequence[int]) -> mx.nd.NDArray:
         """A query's sample indices as an int64 NDArray in the run's context (for ``take``)."""

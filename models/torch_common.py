@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,14 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.run import builds
 from bench.run.loop import StepTimer
-from bench.run.workload import Workload
 from bench.schema.spec import RunSpec
 from models import torch_exec, torch_syncs
-from models.evaluation import EvalLoaders
+from models.data_base import DataWorkload
 from models.torch_ddp import Ranks
-
-if TYPE_CHECKING:
-    from models.torch_data import BatchStream, EvalData
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -53,7 +48,7 @@ def build_refusal(device: torch.device) -> str | None:
     )
 
 
-class TorchWorkload(Workload):
+class TorchWorkload(DataWorkload):
     """Base for the PyTorch path: sync, autocast and OOM handling in one place."""
 
     def __init__(self, spec: RunSpec) -> None:
@@ -81,10 +76,6 @@ class TorchWorkload(Workload):
         self.ddp: DistributedDataParallel | None = None
         #: The seed of the step's synthetic batch: each rank trains on its own samples.
         self.data_seed = spec.seed + (self.ranks.rank if self.ranks is not None else 0)
-        #: With ``spec.data``: the loader's batches (made in ``setup()``).
-        self.batches: BatchStream | None = None
-        #: The test split's loader, made by the first evaluation and kept for the next.
-        self.eval_loaders: EvalLoaders[EvalData] = EvalLoaders(self.make_eval_data)
         #: Host synchronizations of one step, counted after the window (``after_window``).
         self.host_syncs: dict[str, Any] = {"per_step": None, "reason": "not counted yet"}
 
@@ -93,39 +84,9 @@ class TorchWorkload(Workload):
         """This process's rank and the number of ranks (0 and 1 in one process)."""
         return (self.ranks.rank, self.ranks.world_size) if self.ranks is not None else (0, 1)
 
-    def next_batch(self) -> Any:
-        """The loader's next batch, on the host (pinned on CUDA); the seconds the step waited
-        for it are appended to ``data_wait_s``."""
-        if self.batches is None:
-            raise RuntimeError("the run reads no dataset (spec.data) or setup() has not run")
-        start = time.perf_counter()
-        batch = self.batches.next()
-        self.data_wait_s.append(time.perf_counter() - start)
-        return batch
-
-    def data_facts(self) -> dict[str, Any]:
-        evaluation = (
-            dict(current.facts) if (current := self.eval_loaders.current) is not None else None
-        )
-        if self.batches is None or (evaluation is not None and self.spec.scenario == "evaluate"):
-            # an evaluate run: what it measured is its pass over the test split
-            return evaluation or {}
+    def batch_copy(self) -> str:
         pinned = " (non-blocking, from pinned memory)" if self.device.type == "cuda" else ""
-        facts = {**self.batches.read_facts(), "copy": f"to the device in the step{pinned}"}
-        if evaluation is not None:
-            facts["evaluation"] = evaluation
-        return facts
-
-    def eval_data(self, max_samples: int | None) -> EvalData:
-        """The test split's loader for an evaluation of at most ``max_samples`` samples:
-        the one made before when it was for as many, else a new one."""
-        if self.spec.data is None:
-            raise RuntimeError("an evaluation reads the test split of a dataset: give spec.data")
-        return self.eval_loaders.get(max_samples)
-
-    def make_eval_data(self, max_samples: int | None) -> EvalData:
-        """A new loader over the test split of ``spec.data`` (see :meth:`eval_data`)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot evaluate accuracy")
+        return f"to the device in the step{pinned}"
 
     @contextlib.contextmanager
     def eval_mode(self, module: torch.nn.Module) -> Iterator[None]:
@@ -308,9 +269,7 @@ class TorchWorkload(Workload):
         return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
     def teardown(self) -> None:
-        if self.batches is not None:
-            self.batches.close()
-        self.eval_loaders.close()
+        super().teardown()
         if self.ranks is not None:
             self.ranks.close()
         if self.device.type == "cuda":

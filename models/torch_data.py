@@ -1,17 +1,21 @@
-"""Real datasets through PyTorch DataLoaders, for the PyTorch path's ``spec.data`` runs.
+"""Real datasets through PyTorch DataLoaders, for the PyTorch path's ``spec.data`` runs: what
+differs from the MXNet path (:mod:`models.gluon_data`) over the scaffolding both share
+(:mod:`models.data_base`: the stream and evaluation bookkeeping, the facts recorded; which
+files and splits a run reads is :mod:`data.selection`'s).
 
 SSD reads a VOCdevkit folder or a detection RecordIO file
 (:func:`data.loaders.open_detection_source`) as :class:`data.loaders.DetectionDataset` with
 GluonCV's SSD train or validation transform (:mod:`data.ssd_augment`); BERT reads an
-``aclImdb`` split (:class:`data.loaders.ImdbDataset`) and tokenizes each batch in the loader
-workers (:class:`data.bert_text.BertTextEncoder`).
+``aclImdb`` split (:func:`data.selection.read_reviews`) and tokenizes each batch in the
+loader workers (:class:`data.bert_text.BertTextEncoder`).
 
 Batches come from a ``torch.utils.data.DataLoader`` whose sampler never ends
 (:class:`EndlessSampler`): one epoch's keys follow the previous one's, so a short last batch
 takes its rest from the next epoch (GluonCV's ``last_batch="rollover"``, which the MXNet path
-uses), every batch is full (its images of one shape), and the workers' prefetching runs across epoch
-ends instead of draining there. Each data-parallel rank reads its own shard
-(:func:`rank_shard`, ``DistributedSampler``'s split).
+uses), every batch is full (its images of one shape), and the workers' prefetching runs across
+epoch ends instead of draining there. Each data-parallel rank reads its own shard
+(:func:`rank_shard`, ``DistributedSampler``'s split). A loader worker's error is raised with
+its own message first (:func:`worker_error`).
 
 Evaluations read the test split through :class:`EvalData` (:func:`ssd_eval_data`,
 :func:`imdb_eval_data`): the inference datasets and transforms, in order, the last batch
@@ -22,30 +26,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from data import selection
 from data.bert_text import BertTextEncoder
+from data.imdb import Review
 from data.loaders import (
     DetectionDataset,
     DetectionTensors,
     EpochSampler,
-    ImdbDataset,
     Sample,
     TextTensors,
     collate_detection,
     open_detection_source,
 )
-from data.selection import (
-    EVAL_LAST_BATCH,
-    IMDB_SPLITS,
-    DataError,
-    voc_splits,
-)
+from data.selection import DataError
 from data.ssd_augment import SsdTrainTransform, SsdValTransform
-from data.voc import VocError, find_devkit
+from models import data_base
 
 LOADER = "torch.utils.data.DataLoader"
 
@@ -120,7 +120,7 @@ def worker_error(exc: Exception) -> DataError | None:
     return DataError(f"{last.split(': ', 1)[-1]} ({first.split(' in ', 1)[-1]})")
 
 
-class BatchStream:
+class BatchStream(data_base.BatchStream):
     """The batches of a DataLoader over an :class:`EndlessSampler`, one after another.
 
     The loader's iterator (and its worker processes, which start prefetching at once) is
@@ -128,41 +128,47 @@ class BatchStream:
     """
 
     def __init__(self, loader: DataLoader[Any], facts: dict[str, Any], shard: int) -> None:
+        super().__init__(facts)
         self.loader = loader
-        self.facts = facts
         self.shard = shard
-        #: Batches handed out so far.
-        self.batches = 0
         self._iterator: Iterator[Any] | None = iter(loader)
 
-    def next(self) -> Any:
+    def take(self) -> Any:
         if self._iterator is None:
             raise RuntimeError("the batch stream is closed")
-        try:
-            batch = next(self._iterator)
-        except Exception as exc:
-            named = worker_error(exc)
-            if named is None:
-                raise
-            raise named from exc
-        self.batches += 1
-        return batch
+        return next(self._iterator)
 
-    def read_facts(self) -> dict[str, Any]:
-        """The loader's facts and how far this rank has read into its shard."""
+    def name_error(self, exc: Exception) -> Exception | None:
+        return worker_error(exc)
+
+    def progress(self) -> dict[str, Any]:
+        """The batches read and the epochs of this rank's shard they make."""
         samples = self.batches * int(self.facts["batch_size"])
-        return {
-            **self.facts,
-            "batches_read": self.batches,
-            "epochs_read": round(samples / self.shard, 3),
-        }
+        return {"batches_read": self.batches, "epochs_read": round(samples / self.shard, 3)}
 
     def close(self) -> None:
-        """Stop the worker processes now rather than when the iterator is collected."""
         iterator, self._iterator = self._iterator, None
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+        shutdown_workers(iterator)
+
+
+class EvalData(data_base.EvalData):
+    """A test split's DataLoader (its worker processes persistent, kept between passes)."""
+
+    loader: DataLoader[Any]
+
+    def name_error(self, exc: Exception) -> Exception | None:
+        return worker_error(exc)
+
+    def close(self) -> None:
+        shutdown_workers(getattr(self.loader, "_iterator", None))
+        self.loader._iterator = None
+
+
+def shutdown_workers(iterator: Any) -> None:
+    """Stop a DataLoader iterator's worker processes now rather than when it is collected."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def make_stream(
@@ -181,8 +187,7 @@ def make_stream(
 ) -> BatchStream:
     """A :class:`BatchStream` of full batches over this rank's shard of ``dataset``
     (``size`` samples), shuffled each epoch when training, in order for inference."""
-    if workers < 0:
-        raise ValueError(f"loader workers must be 0 or more, not {workers}")
+    data_base.check_workers(workers)
     rank, world_size = ranks
     shard = rank_shard(size, rank, world_size)
     loader = DataLoader(
@@ -193,58 +198,13 @@ def make_stream(
         num_workers=workers,
         pin_memory=pin_memory,
     )
-    loader_facts = {
-        "loader": LOADER,
-        "batch_size": batch_size,
-        "shuffle": train,
-        "last_batch": "rollover",
-        "num_workers": workers,
-        "pin_memory": pin_memory,
+    facts = {
+        **facts,
+        **data_base.loader_facts(LOADER, batch_size, train, workers, pin_memory),
         "rank": rank,
         "shard_samples": len(shard),
     }
-    return BatchStream(loader, {**facts, **loader_facts}, len(shard))
-
-
-class EvalData:
-    """A test split's loader for evaluations: each iteration is one pass over its samples
-    (at most ``max_samples``, the first ones), in order, the last batch short if it must be.
-    The loader (and its worker processes, kept between passes) is made once and serves
-    every evaluation."""
-
-    def __init__(
-        self, loader: DataLoader[Any], facts: dict[str, Any], max_samples: int | None
-    ) -> None:
-        self.loader = loader
-        #: ``split``, ``samples`` (read per pass), ``split_samples`` and the pipeline's facts.
-        self.facts = facts
-        self.max_samples = max_samples
-
-    @property
-    def split(self) -> str:
-        return str(self.facts["split"])
-
-    @property
-    def samples(self) -> int:
-        """The samples one pass reads."""
-        return int(self.facts["samples"])
-
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            yield from self.loader
-        except Exception as exc:
-            named = worker_error(exc)
-            if named is None:
-                raise
-            raise named from exc
-
-    def close(self) -> None:
-        """Stop the persistent worker processes, if any."""
-        iterator = getattr(self.loader, "_iterator", None)
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
-        self.loader._iterator = None
+    return BatchStream(loader, facts, len(shard))
 
 
 def make_eval_data(
@@ -259,12 +219,9 @@ def make_eval_data(
     facts: dict[str, Any],
 ) -> EvalData:
     """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (``size`` samples):
-    no shuffle, the last batch kept (:data:`EVAL_LAST_BATCH`)."""
-    if workers < 0:
-        raise ValueError(f"loader workers must be 0 or more, not {workers}")
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"an evaluation reads at least one sample, not {max_samples}")
-    samples = size if max_samples is None else min(size, max_samples)
+    no shuffle, the last batch kept."""
+    data_base.check_workers(workers)
+    samples = data_base.eval_samples(size, max_samples)
     loader = DataLoader(
         Subset(dataset, range(samples)),
         batch_size=batch_size,
@@ -275,43 +232,33 @@ def make_eval_data(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
     )
-    facts = {
-        **facts,
-        "samples": samples,
-        "split_samples": size,
-        "loader": LOADER,
-        "batch_size": batch_size,
-        "shuffle": False,
-        "last_batch": EVAL_LAST_BATCH,
-        "num_workers": workers,
-        "pin_memory": pin_memory,
-    }
+    facts = data_base.eval_facts(facts, samples, size, LOADER, batch_size, workers, pin_memory)
     return EvalData(loader, facts, max_samples)
 
 
 # -- detection ----------------------------------------------------------------------------------
+#: How a detection batch is put together, as the facts say it.
+DETECTION_COLLATE = "images stacked; boxes, class ids, difficult padded with -1"
+
+
 def detection_source(path: str, mode: str) -> tuple[Any, dict[str, Any]]:
     """The detection images a run in ``mode`` reads from ``path`` (a ``.rec`` file whole, or
-    a VOCdevkit folder's splits of :func:`voc_splits`) and their facts."""
-    source_path = Path(path)
-    facts: dict[str, Any]
-    if source_path.suffix == ".rec":
-        source: Any = open_detection_source(source_path)
-        facts = {"format": "recordio", "dataset": "data.recordio.DetectionRecordFile"}
-    elif source_path.is_dir():
-        try:
-            devkit = find_devkit(source_path)
-        except VocError as exc:
-            raise DataError(str(exc)) from None
-        splits = voc_splits(devkit, mode)
-        text = "+".join(f"{folder}/{name}" for folder, name in splits)
-        source = open_detection_source(devkit, text)
-        facts = {"format": "voc", "dataset": "data.voc.VocDetection", "splits": text}
+    a VOCdevkit folder's splits; see :func:`data.selection.detection_input`) and their
+    facts."""
+    found = selection.detection_input(path, mode)
+    if found.splits_text is None:
+        source = open_detection_source(found.path)
+        facts = found.facts("data.recordio.DetectionRecordFile")
     else:
-        raise DataError(f"{path}: neither a VOCdevkit folder nor a .rec file")
+        source = open_detection_source(found.path, found.splits_text)
+        facts = found.facts("data.voc.VocDetection")
     if len(source) == 0:
-        raise DataError(f"{path}: no images ({facts.get('splits', 'empty record file')})")
+        raise DataError(f"{path}: no images ({found.splits_text or 'empty record file'})")
     return source, facts
+
+
+def val_transform_text(image_size: int) -> str:
+    return f"SsdValTransform({image_size}, {image_size}): resize, normalize"
 
 
 def ssd_stream(
@@ -339,8 +286,8 @@ def ssd_stream(
         )
     else:
         transform = SsdValTransform(image_size, image_size)
-        facts["transform"] = f"SsdValTransform({image_size}, {image_size}): resize, normalize"
-    facts["collate"] = "images stacked; boxes, class ids, difficult padded with -1"
+        facts["transform"] = val_transform_text(image_size)
+    facts["collate"] = DETECTION_COLLATE
     return make_stream(
         DetectionDataset(source, transform, seed=seed),
         len(source),
@@ -366,14 +313,14 @@ def ssd_eval_data(
     pin_memory: bool,
 ) -> EvalData:
     """SSD's evaluation loader: the test split of a VOC folder (VOC2007/test, else whatever
-    test or val split it has; see :func:`voc_splits`) or the whole ``.rec`` file, with the
-    validation transform (images resized to the input size, their boxes with them), batches
-    of :class:`DetectionTensors` (boxes, class ids, difficult flags padded with -1), the
-    last one short."""
+    test or val split it has; see :func:`data.selection.voc_splits`) or the whole ``.rec``
+    file, with the validation transform (images resized to the input size, their boxes with
+    them), batches of :class:`DetectionTensors` (boxes, class ids, difficult flags padded
+    with -1), the last one short."""
     source, facts = detection_source(path, "infer")
     facts["split"] = facts.get("splits", Path(path).name)
-    facts["transform"] = f"SsdValTransform({image_size}, {image_size}): resize, normalize"
-    facts["collate"] = "images stacked; boxes, class ids, difficult padded with -1"
+    facts["transform"] = val_transform_text(image_size)
+    facts["collate"] = DETECTION_COLLATE
     return make_eval_data(
         DetectionDataset(source, SsdValTransform(image_size, image_size)),
         len(source),
@@ -387,6 +334,20 @@ def ssd_eval_data(
 
 
 # -- text ---------------------------------------------------------------------------------------
+def text_pipeline(seq_len: int) -> dict[str, str]:
+    """How the reviews become the model's inputs, as the facts say it."""
+    return {
+        "tokenizer": "tokenizers BertWordPieceTokenizer(lowercase=True)",
+        "transform": f"[CLS] tokens [SEP] truncated and padded to {seq_len}, one segment",
+    }
+
+
+def review_samples(reviews: list[Review]) -> Dataset[tuple[str, int]]:
+    """``(text, label)`` of each review: a list, which a DataLoader indexes as a map-style
+    dataset."""
+    return cast("Dataset[tuple[str, int]]", [(r.text, r.label) for r in reviews])
+
+
 def imdb_stream(
     path: str,
     mode: str,
@@ -403,38 +364,25 @@ def imdb_stream(
     """BERT's loader over an aclImdb split (train for training, test for inference):
     batches of :class:`TextTensors`, tokenized in the workers. Refuses a vocabulary with
     more tokens than the model's embedding has rows."""
-    split = IMDB_SPLITS[mode]
-    dataset = ImdbDataset(path, split)
-    if len(dataset) == 0:
-        raise DataError(f"{path}: no reviews in {split}")
+    split, reviews = selection.read_reviews(path, mode)
     encoder = BertTextEncoder(vocab_file, seq_len)
     if len(encoder.vocab) > model_vocab_size:
         raise DataError(
             f"{vocab_file} has {len(encoder.vocab)} tokens, more than the model's "
             f"{model_vocab_size} embeddings"
         )
-    train = mode == "train"
-    facts = {
-        "format": "aclimdb",
-        "samples": len(dataset),
-        "split": split,
-        "labels": "1 for ratings >= 5 (pos/), 0 otherwise (neg/)",
-        "vocab_size": len(encoder.vocab),
-        "tokenizer": "tokenizers BertWordPieceTokenizer(lowercase=True)",
-        "transform": f"[CLS] tokens [SEP] truncated and padded to {seq_len}, one segment",
-    }
     return make_stream(
-        dataset,
-        len(dataset),
+        review_samples(reviews),
+        len(reviews),
         TextCollate(encoder),
         batch_size=batch_size,
         workers=workers,
-        train=train,
+        train=mode == "train",
         seed=seed,
         keyed=False,
         ranks=ranks,
         pin_memory=pin_memory,
-        facts=facts,
+        facts=data_base.imdb_facts(split, len(encoder.vocab), text_pipeline(seq_len), len(reviews)),
     )
 
 
@@ -451,25 +399,15 @@ def imdb_eval_data(
     """BERT's evaluation loader: the aclImdb ``test`` reviews (pos/ then neg/, as
     :func:`data.imdb.read_imdb` lists them) tokenized as the training loader does, batches
     of :class:`TextTensors`, the last one short."""
-    split = IMDB_SPLITS["infer"]
-    dataset = ImdbDataset(path, split)
-    if len(dataset) == 0:
-        raise DataError(f"{path}: no reviews in {split}")
+    split, reviews = selection.read_reviews(path, "infer")
     encoder = BertTextEncoder(vocab_file, seq_len)
-    facts = {
-        "format": "aclimdb",
-        "split": split,
-        "vocab_size": len(encoder.vocab),
-        "tokenizer": "tokenizers BertWordPieceTokenizer(lowercase=True)",
-        "transform": f"[CLS] tokens [SEP] truncated and padded to {seq_len}, one segment",
-    }
     return make_eval_data(
-        dataset,
-        len(dataset),
+        review_samples(reviews),
+        len(reviews),
         TextCollate(encoder),
         batch_size=batch_size,
         workers=workers,
         max_samples=max_samples,
         pin_memory=pin_memory,
-        facts=facts,
+        facts=data_base.imdb_facts(split, len(encoder.vocab), text_pipeline(seq_len)),
     )

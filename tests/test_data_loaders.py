@@ -14,15 +14,15 @@ from data.bert_text import BertTextEncoder
 from data.loaders import (
     DetectionDataset,
     EpochSampler,
-    ImdbDataset,
     collate_detection,
     open_detection_source,
 )
 from data.recordio import DetectionRecordFile
 from data.samples import SAMPLE_VOCAB, make_imdb, make_voc_record, write_vocab
+from data.selection import read_reviews
 from data.ssd_augment import SsdTrainTransform, SsdValTransform
 from data.voc import VocDetection
-from models.torch_data import TextCollate
+from models.torch_data import TextCollate, review_samples
 
 SIZE = 64
 
@@ -114,8 +114,9 @@ def test_fixed_object_rows() -> None:
 def test_imdb_batches_are_tokenized(root: Path) -> None:
     ids = {t: i for i, t in enumerate(SAMPLE_VOCAB)}
     encoder = BertTextEncoder(root / "vocab.txt", seq_len=8)
-    dataset = ImdbDataset(root, "test")
-    assert [dataset[i][1] for i in range(len(dataset))] == [1, 0]
+    _, reviews = read_reviews(str(root), "infer")
+    dataset = review_samples(reviews)
+    assert [label for _, label in dataset] == [1, 0]  # the test split: pos/ then neg/
     loader = DataLoader(dataset, batch_size=2, collate_fn=TextCollate(encoder), num_workers=1)
     batches = list(loader)
     assert len(batches) == 1
@@ -128,8 +129,8 @@ def test_imdb_batches_are_tokenized(root: Path) -> None:
     assert batch.valid_length.tolist() == [7, 8]
     assert batch.labels.tolist() == [1, 0]
     assert batch.attention_mask.dtype == torch.int64
-    train = ImdbDataset(root)  # the train split by default
-    assert sorted(train[i][1] for i in range(len(train))) == [0, 0, 1, 1]
+    split, train = read_reviews(str(root), "train")
+    assert split == "train" and sorted(r.label for r in train) == [0, 0, 1, 1]
 
 
 @pytest.mark.gpu

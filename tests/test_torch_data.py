@@ -17,17 +17,11 @@ from bench.schema.record import RunRecord
 from bench.schema.spec import RunSpec
 from data.loaders import EpochSampler
 from data.samples import make_imdb, make_voc_record, write_vocab
+from data.selection import DataError, voc_splits
 from data.voc import VocDetection
 from models.bert import config as bert
 from models.bert.torch import BertTorch
-from models.torch_data import (
-    DataError,
-    EndlessSampler,
-    imdb_stream,
-    rank_shard,
-    ssd_stream,
-    voc_splits,
-)
+from models.torch_data import EndlessSampler, imdb_stream, rank_shard, ssd_stream
 
 OPTIONS = dict(progress=False, telemetry_interval_s=None)
 SMALL = bert.BertShape(hidden=64, layers=2, heads=2, intermediate=128, max_positions=64)

@@ -76,8 +76,6 @@ class BertGluon(MxnetWorkload):
         self.library: tuple[mx.nd.NDArray, ...] | None = None
         #: With ``spec.data``: the vocabulary of its ``vocab.txt`` (made in setup).
         self.vocab: nlp.vocab.BERTVocab | None = None
-        if spec.data is not None:
-            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         with quiet_undecided_type():

@@ -133,8 +133,6 @@ class BertTorch(TorchWorkload):
         #: Whether the staged batch (or sample library) has no padding, from its host copy.
         self.mask_full = False
         self.library_full: np.ndarray | None = None
-        if spec.data is not None:
-            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         spec, shape = self.spec, self.settings.shape

@@ -56,9 +56,6 @@ class BertQaTorch(BertTorch):
 
     def __init__(self, spec: RunSpec, settings: bert.BertSettings = qa.SETTINGS) -> None:
         super().__init__(spec, settings)
-        self.step_description = (
-            type(self).data_step_description if spec.data else type(self).step_description
-        )
 
     def _open_dataset(self, model_vocab_size: int) -> None:
         """With ``spec.data`` (a folder of SQuAD v1.1's files): for training, the windows of
@@ -76,7 +73,7 @@ class BertQaTorch(BertTorch):
         _, features = read_features(spec.data, "train", vocab, spec.seq_len)
         if int(features.input_ids.max(initial=0)) >= model_vocab_size:
             raise ValueError(f"{vocab} has ids beyond the model's {model_vocab_size} embeddings")
-        self.batches = FeatureStream(features, spec.batch, spec.seed)  # type: ignore[assignment]
+        self.batches = FeatureStream(features, spec.batch, spec.seed)
 
     def seeded(self, spec: RunSpec, count: int) -> dict[str, np.ndarray]:
         host = seeded_qa(spec, self.settings.shape, count)

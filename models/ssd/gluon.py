@@ -109,8 +109,6 @@ class SsdGluon(MxnetWorkload):
         super().__init__(spec)
         self.learning_rate = learning_rate
         self.library: mx.nd.NDArray | None = None
-        if spec.data is not None:
-            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         with quiet_undecided_type():

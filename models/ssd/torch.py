@@ -71,8 +71,6 @@ class SsdTorch(TorchWorkload):
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = self.fp32_math == "tf32"
         self.library: torch.Tensor | None = None
-        if spec.data is not None:
-            self.step_description = self.data_step_description
 
     def setup(self) -> None:
         spec = self.spec
