@@ -16,20 +16,18 @@ from typing import Any, NoReturn
 from bench.analysis import table
 from bench.analysis.compare import CompareError
 from bench.analysis.pricing import PricingError
-from bench.commands import data, machine, results, runs, sla_search
+from bench.commands import data, machine, results, runs, serve, sla_search
 from bench.commands.exits import EXIT_FAILED_RUN as EXIT_FAILED_RUN
 from bench.commands.exits import EXIT_OK as EXIT_OK
 from bench.commands.exits import EXIT_SIGINT as EXIT_SIGINT
 from bench.commands.exits import EXIT_SIGTERM as EXIT_SIGTERM
 from bench.commands.exits import EXIT_USAGE as EXIT_USAGE
-from bench.commands.spec_flags import latency_ms
 from bench.datasets import DataError
 from bench.fleet import cli as fleet_cli
 from bench.run import runner
 from bench.run.store import OutputError, describe
 from bench.schema.record import ResultError, RunRecord
 from bench.schema.spec import SpecError
-from bench.serve import cli as serve_cli
 
 #: What argparse takes for a negative number (a value, not an option) when an option is
 #: followed by it: its own patterns, and durations with a unit such as ``-1ms``.
@@ -57,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.register(sub)
     sla_search.register(sub)
     runs.register_suite(sub)
-    serve_cli.add_parser(sub, latency_ms)
+    serve.register(sub)
     machine.register(sub)
     results.register(sub)
     fleet_cli.register(sub)
@@ -70,7 +68,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "eval": runs.cmd_run,
     "sla": sla_search.cmd_sla,
     "suite": runs.cmd_suite,
-    "serve": serve_cli.cmd_serve,
+    "serve": serve.cmd_serve,
     "env": machine.cmd_env,
     "monitor": machine.cmd_monitor,
     "compare": results.cmd_compare,

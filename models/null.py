@@ -11,7 +11,9 @@ def _no_flops(_spec: object) -> tuple[float | None, str]:
     return 0.0, "the null workload does no arithmetic"
 
 
-INFO = WorkloadInfo(name="null", flops=_no_flops, harness_overhead=True)
+INFO = WorkloadInfo(
+    name="null", flops=_no_flops, harness_overhead=True, served="models.null_served:SERVED"
+)
 
 
 class NullWorkload(Workload):

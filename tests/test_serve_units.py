@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cli import main
-from bench.run import envinfo
+from bench.cli import build_parser, main
+from bench.run import envinfo, registry
 from bench.run.registry import run_label
 from bench.run.sla import SlaPoint, SlaResult
 from bench.run.store import new_record
+from bench.run.workload import WorkloadInfo
 from bench.schema.record import Outcome, RunRecord, ScenarioFacts
 from bench.schema.spec import RunSpec, SpecError
 from bench.serve import compare, launcher, stats
 from bench.serve.endpoint import Endpoint, check_connect
 from bench.serve.server import stub_library_path
-from models import served
+from models.bert.served import FEATURES
 
 # -- the spec -------------------------------------------------------------------------------
 
@@ -179,8 +180,34 @@ def test_serving_the_network_needs_an_explicit_flag(capsys: pytest.CaptureFixtur
 
 
 def test_mxnet_is_not_served() -> None:
-    with pytest.raises(SpecError, match="torch and onnxruntime"):
+    with pytest.raises(SpecError, match="serves the torch and onnxruntime paths, not mxnet$"):
         launcher.check_spec(RunSpec(workload="bert", backend="mxnet"))
+    with pytest.raises(SpecError, match="no onnxruntime implementation of workload 'null'"):
+        launcher.check_spec(RunSpec(workload="null", backend="onnxruntime"))
+
+
+def test_what_is_served_is_what_the_workloads_declare() -> None:
+    assert registry.served_workload_names() == ("ssd", "bert", "null")
+    with pytest.raises(SpecError, match="serves the ssd, bert and null workloads, not bert-qa$"):
+        launcher.check_spec(RunSpec(workload="bert-qa"))
+    with pytest.raises(SpecError, match="'bert-qa' is not served"):
+        registry.served_form("bert-qa")
+
+
+#: A workload added by its registry entries alone, served in the null workload's form.
+ECHO = WorkloadInfo(name="echo", flops=lambda _: (0.0, ""), served="models.null_served:SERVED")
+
+
+def test_a_new_workload_is_served_by_its_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.WORKLOAD_INFO, "echo", f"{__name__}:ECHO")
+    monkeypatch.setitem(
+        registry.REGISTRY, ("echo", "torch"), registry.Entry("models.null:NullWorkload")
+    )
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--workload", "echo"]).workload == "echo"
+    launcher.check_spec(RunSpec(workload="echo"))
+    form = registry.served_form("echo")
+    assert form.sample_arrays(RunSpec(workload="echo"), 2)["x"].shape == (2, 1)
 
 
 def test_the_stub_finds_this_interpreters_libpython_first() -> None:
@@ -197,18 +224,21 @@ def test_the_client_sends_the_samples_the_in_process_path_stages() -> None:
     from data.synthetic import detection_batch, text_batch
 
     spec = RunSpec(workload="bert", seq_len=16, seed=3)
-    arrays = served.sample_arrays(spec, 5)
+    bert = registry.served_form("bert")
+    arrays = bert.sample_arrays(spec, 5)
     text = text_batch(5, 16, seed=3)
-    for name in served.BERT_FEATURES:
+    for name in FEATURES:
         np.testing.assert_array_equal(arrays[name], getattr(text, name))
-    sig = served.signature(spec)
-    assert [t.name for t in sig.inputs] == list(served.BERT_FEATURES)
+    sig = bert.signature(spec)
+    assert [t.name for t in sig.inputs] == list(FEATURES)
     assert all(arrays[t.name].shape[1:] == t.shape for t in sig.inputs)
 
     ssd = RunSpec(workload="ssd", image_size=64, seed=1)
-    images = served.sample_arrays(ssd, 2)["images"]
+    form = registry.served_form("ssd")
+    images = form.sample_arrays(ssd, 2)["images"]
     np.testing.assert_array_equal(images, detection_batch(2, 64, seed=1).images)
-    assert images.shape[1:] == served.signature(ssd).inputs[0].shape
+    assert images.shape[1:] == form.signature(ssd).inputs[0].shape
+    assert [t.name for t in form.signature(ssd).outputs] == ["ids", "scores", "boxes"]
 
 
 def test_the_null_sleeper_echoes_its_input() -> None:
@@ -216,7 +246,7 @@ def test_the_null_sleeper_echoes_its_input() -> None:
 
     workload = NullWorkload(RunSpec(workload="null", device="cpu"))
     workload.setup()
-    fn = served.infer_fn(workload)
+    fn = registry.served_form("null").infer_fn(workload)
     x = np.arange(3, dtype=np.float32)[:, None]
     np.testing.assert_array_equal(fn({"x": x})["y"], x)
 

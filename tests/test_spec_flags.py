@@ -142,6 +142,40 @@ def test_sla_runs_the_server_scenario_and_suite_overrides_only_what_is_given():
     assert given_flags(build_parser().parse_args(["suite", "quick"]), "suite") == {}
 
 
+#: `bench serve`'s options as the users know them: the option and its default.
+SERVE_OPTIONS = {
+    "--workload": None,
+    "--backend": "torch",
+    "--max-batch": 8,
+    "--precision": "fp32",
+    "--device": "auto",
+    "--seq-len": 128,
+    "--image-size": 512,
+    "--seed": 0,
+    "--pretrained": None,
+    "--queue-delay": 2.0,
+    "--instances": 1,
+    "--port": 8000,
+    "--host": "127.0.0.1",
+    "--allow-remote": False,
+    "--model-name": None,
+    "--service-time": 0.0,
+}
+
+
+def test_serve_builds_the_served_models_spec_from_the_spec_fields_options():
+    assert _options("serve") == SERVE_OPTIONS
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    choices = {a.option_strings[0]: a.choices for a in sub.choices["serve"]._actions}
+    assert choices["--workload"] == ("ssd", "bert", "null")
+    assert choices["--precision"] == ("fp32", "fp16", "bf16")  # no auto: the model's own
+    spec = RunSpec(**_parse("serve", "--workload=bert", "--max-batch=4", "--seq-len=16"))
+    assert spec == RunSpec(workload="bert", mode="infer", batch=4, seq_len=16)
+    assert RunSpec(**_parse("serve", "--workload=null")).batch == 8
+    with pytest.raises(SystemExit):  # bert-qa declares no served form
+        build_parser().parse_args(["serve", "--workload=bert-qa"])
+
+
 def test_the_registry_lists_workloads_and_backends_in_their_usual_order():
     assert registry.workload_names() == ("ssd", "bert", "bert-qa", "null")
     assert registry.backend_names() == ("torch", "mxnet", "onnxruntime")

@@ -1,5 +1,6 @@
-"""The options of the commands that start runs, generated from :class:`RunSpec`'s field
-metadata (:class:`bench.schema.spec.Flag`), and the spec fields read back from parsed options.
+"""The options of the commands that start runs or serve a model, generated from
+:class:`RunSpec`'s field metadata (:class:`bench.schema.spec.Flag`), and the spec fields read
+back from parsed options.
 
 A field's default is its option's default, so each default is declared once, in the spec;
 a command's own defaults and fixed values are in the same metadata.
@@ -72,6 +73,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "workloads": registry.workload_names,
     "backends": registry.backend_names,
+    "served_workloads": registry.served_workload_names,
 }
 
 
@@ -100,6 +102,7 @@ def add_spec_flags(
     for f, flag in spec_flags():
         if command not in flag.commands:
             continue
+        flag = flag.for_command(command)
         if flag.group not in groups:
             groups[flag.group] = parser.add_argument_group(flag.group)
         container = groups[flag.group]

@@ -27,8 +27,9 @@ ENVIRONMENTS = {"main": ".venv", "mxnet": ".venv-mxnet", "serve": ".venv-serve"}
 #: The environment of ``bench serve``'s server and of the endpoint client (PyTriton and
 #: tritonclient need numpy < 2).
 SERVE_ENV = "serve"
-#: The served form of each workload (signature, sample library, the bound callable).
-SERVED = "models.served"
+#: The backends whose paths the serve environment holds: ``bench serve`` serves a workload
+#: that declares its served form (``WorkloadInfo.served``) on these.
+SERVED_BACKENDS = ("torch", "onnxruntime")
 #: A run against an endpoint: its client workload and the checks before it starts (the
 #: served path sits above the runner, which reaches it only through these names).
 ENDPOINT_WORKLOAD = "bench.serve.endpoint:EndpointWorkload"
@@ -157,6 +158,11 @@ def backend_names() -> tuple[str, ...]:
     return tuple(b for b in FRAMEWORK_INFO if b in names) + tuple(sorted(names - {*FRAMEWORK_INFO}))
 
 
+def served_workload_names() -> tuple[str, ...]:
+    """The workloads that declare a served form, in :func:`workload_names`' order."""
+    return tuple(w for w in workload_names() if workload_info(w).served is not None)
+
+
 def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
     """The implementation of ``workload`` on ``backend`` (refusing unknown names, a missing
     pair, and a mode it does not run)."""
@@ -205,6 +211,15 @@ def workload_info(workload: str) -> WorkloadInfo:
     if target is None:
         raise SpecError(f"unknown workload {workload!r}")
     return _load_info(target)
+
+
+def served_form(workload: str) -> Any:
+    """The ``models.served.ServedForm`` workload ``workload`` declares."""
+    target = workload_info(workload).served
+    if target is None:
+        served = ", ".join(served_workload_names())
+        raise SpecError(f"workload {workload!r} is not served (served: {served})")
+    return load(target)
 
 
 @functools.cache

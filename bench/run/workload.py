@@ -75,6 +75,11 @@ class WorkloadInfo:
     #: Whether a run on a dataset tokenizes with a WordPiece vocabulary: ``--vocab``, or
     #: ``vocab.txt`` in the ``--pretrained`` directory.
     needs_vocab: bool = False
+    #: How ``bench serve`` serves the workload: an import string of its
+    #: ``models.served.ServedForm`` (the tensors on the Open Inference Protocol, the sample
+    #: library a client sends, the callable a server binds), in a module that imports no
+    #: framework at module level. None: the workload is not served.
+    served: str | None = None
 
     def shape_value(self, spec: RunSpec) -> int | None:
         return int(getattr(spec, self.shape.field)) if self.shape is not None else None

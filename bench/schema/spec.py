@@ -64,6 +64,9 @@ _EVERY = _ONE_RUN | {"suite"}
 _RUN = frozenset({"run"})
 _RUN_EVAL = frozenset({"run", "eval"})
 _RUN_SLA = frozenset({"run", "sla"})
+#: ``serve`` builds the spec of the model it serves from the options that say which model.
+_SERVE = frozenset({"serve"})
+_MODEL = _ONE_RUN | _SERVE
 #: Help sections, and the commands their options belong to.
 _LOADGEN_TITLE = "LoadGen scenarios"
 _ACCURACY_TITLE = "accuracy (scenarios evaluate and to-accuracy)"
@@ -74,6 +77,15 @@ _ACCURACY: dict[str, Any] = {"group": _ACCURACY_TITLE, "commands": _RUN}
 #: ``--duration`` nor ``--iters``: LoadGen's minimum duration, to-accuracy's training time
 #: (``bench sla`` and ``bench eval`` have their own).
 SCENARIO_DEFAULT_DURATION_S = 10.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What differs in one command's option of a :class:`Flag` (None: the flag's own)."""
+
+    help: str | None = None
+    name: str | None = None
+    choices: tuple[str, ...] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,8 @@ class Flag:
     help: str
     #: The option; None: ``--`` and the field's name with dashes.
     name: str | None = None
-    #: Allowed values, or the name of a list the registry keeps (``workloads``, ``backends``).
+    #: Allowed values, or the name of a list the registry keeps (``workloads``, ``backends``,
+    #: ``served_workloads``).
     choices: tuple[str, ...] | str | None = None
     #: The name of the parser that reads the text, where the field's type is not enough.
     parse: str | None = None
@@ -103,6 +116,21 @@ class Flag:
     commands: frozenset[str] = _ONE_RUN
     defaults: Mapping[str, Any] = field(default_factory=dict)
     required: frozenset[str] = frozenset()
+    #: A command's own form of the option where it differs (``bench serve``'s batch is
+    #: ``--max-batch``, the largest batch Triton forms).
+    variants: Mapping[str, Variant] = field(default_factory=dict)
+
+    def for_command(self, command: str) -> Flag:
+        """The flag as ``command`` offers it: its variant's values in place of these."""
+        variant = self.variants.get(command)
+        if variant is None:
+            return self
+        changes = {
+            f.name: value
+            for f in dataclasses.fields(variant)
+            if (value := getattr(variant, f.name)) is not None
+        }
+        return dataclasses.replace(self, **changes)
 
 
 #: The metadata key of a field's :class:`Flag`.
@@ -124,18 +152,36 @@ class RunSpec:
     scenario they are the test's minimum query count or minimum duration instead.
     """
 
-    workload: str = field(metadata={FLAG: Flag("the model", choices="workloads")})
-    backend: str = _flag("torch", "the framework path", choices="backends")
-    mode: str = _flag("infer", "train or infer", choices=MODES, commands=_RUN)
-    batch: int = _flag(1, "samples per step, per GPU with several", defaults={"eval": 16})
+    workload: str = field(
+        metadata={
+            FLAG: Flag(
+                "the model",
+                choices="workloads",
+                commands=_MODEL,
+                variants={"serve": Variant(choices="served_workloads")},
+            )
+        }
+    )
+    backend: str = _flag("torch", "the framework path", choices="backends", commands=_MODEL)
+    mode: str = _flag(
+        "infer", "train or infer", choices=MODES, commands=_RUN, defaults={"serve": "infer"}
+    )
+    batch: int = _flag(
+        1,
+        "samples per step, per GPU with several",
+        commands=_MODEL,
+        defaults={"eval": 16, "serve": 8},
+        variants={"serve": Variant(name="--max-batch", help="largest batch Triton forms")},
+    )
     precision: str = _flag(
         "fp32",
         "auto: bf16 where the GPU and backend have it (compute capability 8.0+), else fp16; "
         "fp32 on the CPU",
         choices=(*PRECISIONS, AUTO_PRECISION),
-        commands=_EVERY,
+        commands=_EVERY | _SERVE,
+        variants={"serve": Variant(help="the served model's precision", choices=PRECISIONS)},
     )
-    device: str = _flag("auto", "auto, cpu, cuda or cuda:N", commands=_EVERY)
+    device: str = _flag("auto", "auto, cpu, cuda or cuda:N", commands=_EVERY | _SERVE)
     warmup: int = _flag(5, "warm-up iterations", commands=_EVERY, defaults={"eval": 0})
     iters: int | None = _flag(
         20,
@@ -152,13 +198,18 @@ class RunSpec:
         commands=_EVERY,
         defaults={"sla": 5.0},  # an SLA search's runs: LoadGen's early stopping sets the count
     )
-    seq_len: int = _flag(128, "BERT sequence length")
-    image_size: int = _flag(512, "SSD input side in pixels")
+    seq_len: int = _flag(128, "BERT sequence length", commands=_MODEL)
+    image_size: int = _flag(512, "SSD input side in pixels", commands=_MODEL)
     include_h2d: bool = _flag(
         False, "time the host-to-device copy of the batch in every step", commands=_EVERY
     )
-    seed: int = _flag(0, "seed of the synthetic batch and weights", commands=_RUN_SLA)
-    pretrained: str | None = _flag(None, "load weights from this local directory")
+    seed: int = _flag(
+        0,
+        "seed of the synthetic batch and weights",
+        commands=_RUN_SLA | _SERVE,
+        variants={"serve": Variant(help="seed of the weights, as in bench run")},
+    )
+    pretrained: str | None = _flag(None, "load weights from this local directory", commands=_MODEL)
     scenario: str = _flag(
         "loop",
         "loop: a fixed loop of steps; single-stream, multi-stream, server, offline: MLPerf "

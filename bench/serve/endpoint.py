@@ -221,7 +221,7 @@ async def check(spec: RunSpec) -> None:
                 f"the server at {endpoint.address} serves no ready model named {endpoint.model!r}"
             )
         metadata = await client.metadata()
-        signature = registry.load(f"{registry.SERVED}:signature")(spec)
+        signature = registry.served_form(spec.workload).signature(spec)
         served = {t["name"] for t in metadata.get("inputs", [])}
         wanted = {t.name for t in signature.inputs}
         if served != wanted:
@@ -447,7 +447,7 @@ class EndpointWorkload(Workload):
         raise NotImplementedError("an endpoint run is driven by LoadGen")
 
     def stage_samples(self, count: int) -> None:
-        self.library = registry.load(f"{registry.SERVED}:sample_arrays")(self.spec, count)
+        self.library = registry.served_form(self.spec.workload).sample_arrays(self.spec, count)
 
     def infer_samples(self, indices: Sequence[int]) -> int:
         """The warm-up: the samples at ``indices`` sent one request each, all in flight."""

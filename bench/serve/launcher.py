@@ -35,8 +35,6 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 600.0
 #: After SIGTERM, how long Triton gets to unload the model and exit.
 STOP_GRACE_S = 20.0
-#: Backends whose models the serve environment holds.
-SERVED_BACKENDS = ("torch", "onnxruntime")
 
 
 class ServeError(RuntimeError):
@@ -66,12 +64,23 @@ def check_ports_free(host: str, wanted: tuple[int, ...]) -> None:
 
 
 def check_spec(spec: RunSpec) -> None:
-    """What can be served: SSD and BERT on torch or onnxruntime (and the null sleeper)."""
-    if spec.workload != "null" and spec.backend not in SERVED_BACKENDS:
-        raise SpecError(
-            f"bench serve serves the {' and '.join(SERVED_BACKENDS)} paths, not {spec.backend}"
-        )
+    """What can be served: a workload that declares its served form, on a backend whose path
+    the serve environment holds (:data:`bench.run.registry.SERVED_BACKENDS`)."""
     registry.lookup(spec.workload, spec.backend, "infer")
+    if spec.backend not in registry.SERVED_BACKENDS:
+        raise SpecError(
+            f"bench serve serves the {_listed(registry.SERVED_BACKENDS)} paths, not {spec.backend}"
+        )
+    if registry.workload_info(spec.workload).served is None:
+        raise SpecError(
+            f"bench serve serves the {_listed(registry.served_workload_names())} workloads, "
+            f"not {spec.workload}"
+        )
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    """``a, b and c``."""
+    return " and ".join(filter(None, (", ".join(names[:-1]), names[-1])))
 
 
 @dataclass
@@ -164,7 +173,7 @@ def make_config(
         raise SpecError(f"--queue-delay must be between 0 and 10 s, not {queue_delay_ms:g} ms")
     if not 1 <= instances <= 64:
         raise SpecError(f"--instances must be between 1 and 64, not {instances}")
-    if service_ms and spec.workload != "null":
+    if service_ms and not registry.workload_info(spec.workload).harness_overhead:
         raise SpecError("a fixed service time applies to the null workload only")
     http, grpc, metrics = ports(port)
     check_ports_free(host, (http, grpc, metrics))

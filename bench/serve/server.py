@@ -77,14 +77,13 @@ def serve(config: ServeConfig) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     spec = RunSpec.from_dict(config.spec)
     entry = registry.lookup(spec.workload, spec.backend, spec.mode)
-    served = "models.served"
-    signature = registry.load(f"{served}:signature")(spec)
-    make_fn = registry.load(f"{served}:infer_fn")
+    form = registry.served_form(spec.workload)
+    signature = form.signature(spec)
     functions = []
     for _ in range(config.instances):
         workload = registry.workload_class(entry)(spec)
         workload.setup()
-        fn = make_fn(workload, config.service_s)
+        fn = form.infer_fn(workload, config.service_s)
         functions.append(batch(_named(fn)))
 
     triton_config = TritonConfig(

@@ -110,4 +110,5 @@ INFO = WorkloadInfo(
     },
     data_check="data.checks:check_reviews_run",
     needs_vocab=True,
+    served="models.bert.served:SERVED",
 )

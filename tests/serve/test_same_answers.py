@@ -15,7 +15,6 @@ from bench.run import registry
 from bench.schema.spec import RunSpec
 from bench.serve import launcher
 from bench.serve.endpoint import Client, Endpoint
-from models import served
 from tests.serve.conftest import free_ports, group_gone
 
 SAMPLES = 6
@@ -24,8 +23,9 @@ SAMPLES = 6
 def _served(spec: RunSpec, url: str, *, together: bool) -> list[dict[str, np.ndarray]]:
     """Each sample's outputs from the server, sent all at once (the server batches them) or
     one after another."""
-    arrays = served.sample_arrays(spec, SAMPLES)
-    names = [t.name for t in served.signature(spec).outputs]
+    form = registry.served_form(spec.workload)
+    arrays = form.sample_arrays(spec, SAMPLES)
+    names = [t.name for t in form.signature(spec).outputs]
 
     async def ask() -> list[Any]:
         client = Client(Endpoint.parse(url))

@@ -1,4 +1,5 @@
-"""``bench serve``: its options and command."""
+"""``bench serve``: its options and command. The served model's options are the spec's own
+(:mod:`bench.commands.spec_flags`); the server's are declared here."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import signal
 import sys
 from typing import Any
 
+from bench.commands.spec_flags import add_spec_flags, latency_ms, spec_fields
 from bench.run import runner
-from bench.run.registry import backend_names, run_label
-from bench.schema.spec import PRECISIONS, RunSpec
+from bench.run.registry import run_label
+from bench.schema.spec import RunSpec, SpecError
 from bench.serve import launcher
 
 #: Addresses that reach only this machine.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def add_parser(sub: Any, latency: Any) -> None:
-    """The ``serve`` subcommand; ``latency`` parses ``2ms``-style durations."""
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``serve``."""
     p = sub.add_parser(
         "serve",
         help="serve a workload's model from Triton Inference Server (PyTriton)",
@@ -26,18 +28,10 @@ def add_parser(sub: Any, latency: Any) -> None:
         "batcher; print its gRPC and HTTP endpoints once the model is ready and serve until "
         "SIGINT or SIGTERM. Benchmark it with bench run/sla --endpoint.",
     )
-    p.add_argument("--workload", required=True, choices=("ssd", "bert", "null"))
-    p.add_argument("--backend", default="torch", choices=backend_names())
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length")
-    p.add_argument("--image-size", type=int, default=512, help="SSD input side in pixels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights (as bench run)")
-    p.add_argument("--pretrained", help="load weights from this local directory")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch Triton forms")
+    add_spec_flags(p, "serve")
     p.add_argument(
         "--queue-delay",
-        type=latency,
+        type=latency_ms,
         default=2.0,
         help="how long Triton's batcher may hold a request to fill a batch (default 2ms)",
     )
@@ -57,38 +51,25 @@ def add_parser(sub: Any, latency: Any) -> None:
     p.add_argument("--model-name", help="the served model's name (default: the workload)")
     p.add_argument(
         "--service-time",
-        type=latency,
+        type=latency_ms,
         default=0.0,
         help="null workload only: a fixed time per batch (a sleeper, for tests)",
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bench.schema.spec import SpecError
-
     if args.host not in LOOPBACK_HOSTS and not args.allow_remote:
         raise SpecError(
             f"--host {args.host} would serve the network: add --allow-remote to mean it"
         )
-    spec = RunSpec(
-        workload=args.workload,
-        backend=args.backend,
-        mode="infer",
-        batch=args.max_batch,
-        precision=args.precision,
-        device=args.device,
-        seq_len=args.seq_len,
-        image_size=args.image_size,
-        seed=args.seed,
-        pretrained=args.pretrained,
-    )
+    spec = RunSpec(**spec_fields(args, "serve"))
     launcher.check_spec(spec)
     spec = runner.prepare(spec)
     config = launcher.make_config(
         spec,
         host=args.host,
         port=args.port,
-        max_batch=args.max_batch,
+        max_batch=spec.batch,
         queue_delay_ms=args.queue_delay,
         instances=args.instances,
         model=args.model_name,
