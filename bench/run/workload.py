@@ -75,6 +75,10 @@ class WorkloadInfo:
     #: Whether a run on a dataset tokenizes with a WordPiece vocabulary: ``--vocab``, or
     #: ``vocab.txt`` in the ``--pretrained`` directory.
     needs_vocab: bool = False
+    #: The datasets ``bench data download`` fetches for this workload: name -> import string
+    #: of a ``data.sources.Source``, in a module that imports no numpy (the CLI loads each
+    #: to write its help). Workloads that read the same dataset name the same Source.
+    datasets: Mapping[str, str] = field(default_factory=dict)
 
     def shape_value(self, spec: RunSpec) -> int | None:
         return int(getattr(spec, self.shape.field)) if self.shape is not None else None

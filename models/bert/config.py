@@ -110,4 +110,5 @@ INFO = WorkloadInfo(
     },
     data_check="data.checks:check_reviews_run",
     needs_vocab=True,
+    datasets={"imdb": "data.imdb:SOURCE", "bert-vocab": "data.sources:BERT_VOCAB"},
 )

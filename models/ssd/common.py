@@ -109,4 +109,5 @@ INFO = WorkloadInfo(
         "mxnet": (("ssd_512_resnet50_v1_voc*.params",),),
     },
     data_check="data.checks:check_detection_run",
+    datasets={"voc": "data.sources:VOC"},
 )
