@@ -1,15 +1,14 @@
 """The workshop's real datasets: fetch, pack and inspect them (``bench data``, whose options
 are in :mod:`bench.commands.data`).
 
-- ``bench data download {voc,imdb,bert-vocab} [--cache DIR]``: the public archives (Pascal
-  VOC 2007 trainval and test and 2012 trainval; the aclImdb archive; BERT-base uncased's
-  ``vocab.txt``), resumable (an interrupted download leaves ``NAME.part``, and the next
-  call asks the server for the rest with an HTTP Range request), checked against the size
-  and digest stated below, then unpacked beside them. Offline, or with a server that cannot
-  be reached, it says so and exits 2; a file whose digest does not match is removed and
-  refused (exit 2).
-- ``bench data download squad``: SQuAD v1.1's ``train-v1.1.json`` and ``dev-v1.1.json``
-  into ``squad-v1.1/`` of the cache (plain JSON, checked the same way; nothing to unpack).
+- ``bench data download NAME [--cache DIR]``: the public files of a dataset some workload
+  declares (``WorkloadInfo.datasets``, each a ``data.sources.Source``: Pascal VOC 2007
+  trainval and test and 2012 trainval; the aclImdb archive; BERT-base uncased's
+  ``vocab.txt``; SQuAD v1.1's train and dev JSON into ``squad-v1.1/``), resumable (an
+  interrupted download leaves ``NAME.part``, and the next call asks the server for the rest
+  with an HTTP Range request), checked against the size and digest the Source states, then
+  the tar archives unpacked beside them. Offline, or with a server that cannot be reached,
+  it says so and exits 2; a file whose digest does not match is removed and refused (exit 2).
 - ``bench data prepare voc --from DIR --out FILE.rec``: pack VOC splits into RecordIO
   (``data.recordio``; no framework needed); ``bench data prepare imdb --from DIR``: check
   an aclImdb folder and count its reviews.
@@ -19,6 +18,10 @@ The default cache is ``results/cache/data`` in the checkout, beside the ONNX exp
 ``results/cache/onnx``: one ignored place for everything the harness fetches or derives,
 found without configuration; ``--cache`` points elsewhere (a shared disk) to keep one copy
 for several checkouts.
+
+The download is our own rather than pooch's: pooch streams each file into a temporary file
+that it removes when the transfer fails, and asks for no byte range, so a 2 GB VOC archive
+cut off at 90% would start again from zero.
 
 Nothing here imports numpy at module load (the CLI stays light); the commands that read
 datasets import the ``data`` readers when they run.
@@ -36,10 +39,12 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from bench.run import registry
+from data.sources import Archive, Source
 
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "results" / "cache" / "data"
 #: ``data.voc.DEFAULT_SPLITS`` (not imported: loading the CLI imports no numpy).
@@ -52,102 +57,23 @@ class DataError(Exception):
     """A dataset that cannot be fetched, packed or read; the message says why."""
 
 
-@dataclass(frozen=True)
-class Archive:
-    """One file to fetch: where from, its size in bytes and its digest (``md5:HEX`` or
-    ``sha256:HEX``: the digests their publishers and common loaders state), and whether
-    it is a tar archive to unpack."""
-
-    name: str
-    url: str
-    digest: str
-    size: int
-    unpack: bool = True
-
-
-@dataclass(frozen=True)
-class Source:
-    archives: tuple[Archive, ...]
-    #: What to point the readers at once fetched, relative to the cache.
-    result: str
-    about: str
+def sources() -> dict[str, Source]:
+    """Every dataset ``bench data download`` fetches: those the registry's workloads declare
+    (``WorkloadInfo.datasets``), each once, in the workloads' order (voc, imdb, bert-vocab,
+    squad)."""
+    targets: dict[str, str] = {}
+    for workload in registry.workload_names():
+        for name, target in registry.workload_info(workload).datasets.items():
+            if targets.setdefault(name, target) != target:
+                raise TypeError(f"dataset {name!r} is declared as {targets[name]} and {target}")
+    return {name: _source(target) for name, target in targets.items()}
 
 
-_VOC = "https://thor.robots.ox.ac.uk/pascal/VOC"
-_SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
-SOURCES: dict[str, Source] = {
-    # MD5 digests as torchvision's VOC dataset states them; sizes as the server reports.
-    "voc": Source(
-        (
-            Archive(
-                "VOCtrainval_06-Nov-2007.tar",
-                f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar",
-                "md5:c52e279531787c972589f7e41ab4ae64",
-                460_032_000,
-            ),
-            Archive(
-                "VOCtest_06-Nov-2007.tar",
-                f"{_VOC}/voc2007/VOCtest_06-Nov-2007.tar",
-                "md5:b6e924de25625d8de591ea690078ad9f",
-                451_020_800,
-            ),
-            Archive(
-                "VOCtrainval_11-May-2012.tar",
-                f"{_VOC}/voc2012/VOCtrainval_11-May-2012.tar",
-                "md5:6cd6e144f989b92b3379bac3b3de84fd",
-                1_999_639_040,
-            ),
-        ),
-        "VOCdevkit",
-        "Pascal VOC 2007 trainval+test and 2012 trainval (2.9 GB)",
-    ),
-    "imdb": Source(
-        (
-            Archive(
-                "aclImdb_v1.tar.gz",
-                "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
-                "md5:7c2ac02c03563afcf9b574c7e56c153a",
-                84_125_825,
-            ),
-        ),
-        "aclImdb",
-        "IMDB movie reviews, 25k train / 25k test (84 MB)",
-    ),
-    "bert-vocab": Source(
-        (
-            Archive(
-                "bert-base-uncased-vocab.txt",
-                "https://huggingface.co/bert-base-uncased/resolve/main/vocab.txt",
-                "sha256:07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-                231_508,
-                unpack=False,
-            ),
-        ),
-        "bert-base-uncased-vocab.txt",
-        "BERT-base uncased WordPiece vocabulary, 30,522 tokens",
-    ),
-    # SHA-256 digests and sizes of the files the SQuAD site serves; both into one folder,
-    # which bert-qa's --data takes
-    "squad": Source(
-        tuple(
-            Archive(f"squad-v1.1/{name}", f"{_SQUAD}/{name}", digest, size, unpack=False)
-            for name, digest, size in (
-                (
-                    "train-v1.1.json",
-                    "sha256:3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
-                    30_288_272,
-                ),
-                (
-                    "dev-v1.1.json",
-                    "sha256:95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
-                    4_854_279,
-                ),
-            )
-        ),
-        "squad-v1.1",
-        "SQuAD v1.1 train and dev questions (35 MB)",
-    ),
-}
+def _source(target: str) -> Source:
+    source = registry.load(target)
+    if not isinstance(source, Source):
+        raise TypeError(f"{target} is not a data.sources.Source")
+    return source
 
 
 def _say(message: str) -> None:
@@ -290,7 +216,7 @@ def download(
 ) -> Path:
     """Fetch (resuming), verify and unpack ``dataset``'s archives into ``cache``; the path
     to point the readers at."""
-    source = SOURCES[dataset]
+    source = sources()[dataset]
     for archive in source.archives:
         path = fetch(archive, cache, timeout)
         _say(f"{archive.name}: {archive.size:,} bytes, {archive.digest.split(':')[0]} verified")

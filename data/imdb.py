@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.sources import Archive, Source
+
 SPLITS = ("train", "test")
 LABELS = {"pos": 1, "neg": 0}
 #: Reviews per split in the public archive.
@@ -29,6 +31,20 @@ SPLIT_SIZE = 25_000
 BREAK_MODES = ("keep", "space")
 _NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+#: The public archive (``bench data download imdb``).
+SOURCE = Source(
+    (
+        Archive(
+            "aclImdb_v1.tar.gz",
+            "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+            "md5:7c2ac02c03563afcf9b574c7e56c153a",
+            84_125_825,
+        ),
+    ),
+    "aclImdb",
+    "IMDB movie reviews, 25k train / 25k test (84 MB)",
+)
 
 
 class ImdbError(ValueError):

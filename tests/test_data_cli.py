@@ -17,9 +17,12 @@ import pytest
 
 from bench import datasets
 from bench.cli import main
-from bench.datasets import Archive, DataError, Source, fetch
+from bench.datasets import DataError, fetch
+from bench.run import registry
+from bench.run.workload import WorkloadInfo
 from data.recordio import DetectionRecordFile
 from data.samples import make_imdb, make_voc, write_vocab
+from data.sources import Archive, Source
 
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -139,9 +142,15 @@ def test_a_checksum_mismatch_is_refused_and_removed(server, tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
+def _replace(monkeypatch: pytest.MonkeyPatch, name: str, source: Source) -> None:
+    """The declared datasets, with ``name`` fetched from ``source`` instead."""
+    table = {**datasets.sources(), name: source}
+    monkeypatch.setattr(datasets, "sources", lambda: table)
+
+
 def _offline(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     source = Source((Archive("aclImdb_v1.tar.gz", url, "md5:00", 10),), "aclImdb", "test")
-    monkeypatch.setitem(datasets.SOURCES, "imdb", source)
+    _replace(monkeypatch, "imdb", source)
 
 
 def test_offline_is_a_one_line_error_and_exit_2(
@@ -178,7 +187,7 @@ def test_download_unpacks_once(
     source = Source(
         (Archive("aclImdb_v1.tar.gz", f"{url}/aclImdb_v1.tar.gz", digest, size),), "aclImdb", ""
     )
-    monkeypatch.setitem(datasets.SOURCES, "imdb", source)
+    _replace(monkeypatch, "imdb", source)
     cache = tmp_path / "cache"
     for _ in range(2):
         assert main(["data", "download", "imdb", "--cache", str(cache)]) == 0
@@ -193,13 +202,72 @@ def test_download_unpacks_once(
 
 
 def test_the_built_in_sources() -> None:
-    assert sorted(datasets.SOURCES) == ["bert-vocab", "imdb", "squad", "voc"]
-    for source in datasets.SOURCES.values():
+    assert list(datasets.sources()) == ["voc", "imdb", "bert-vocab", "squad"]
+    for source in datasets.sources().values():
         for a in source.archives:
             algorithm, _, digest = a.digest.partition(":")
             assert len(digest) == hashlib.new(algorithm).digest_size * 2 and a.size > 0
     assert datasets.VOC_TRAIN_SPLITS == __import__("data.voc").voc.DEFAULT_SPLITS
     assert datasets.DEFAULT_CACHE.parts[-3:] == ("results", "cache", "data")
+
+
+#: A made-up workload that reads a made-up dataset; the test that serves it sets the Source.
+TOY_INFO = WorkloadInfo(
+    name="toy", flops=lambda spec: (None, "unknown"), datasets={"toy-text": f"{__name__}:TOY"}
+)
+TOY = Source((), "toy", "")
+#: A made-up workload that names IMDB with a Source of its own.
+CLASHING_INFO = WorkloadInfo(
+    name="toy", flops=lambda spec: (None, "unknown"), datasets={"imdb": f"{__name__}:TOY"}
+)
+
+
+def _register_toy(monkeypatch: pytest.MonkeyPatch, info: str = "TOY_INFO") -> None:
+    monkeypatch.setitem(
+        registry.REGISTRY, ("toy", "torch"), registry.Entry("models.null:NullWorkload")
+    )
+    monkeypatch.setitem(registry.WORKLOAD_INFO, "toy", f"{__name__}:{info}")
+
+
+def test_a_dataset_declared_only_by_a_new_workload_is_offered_and_fetched(
+    server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A workload that only the registry and its WorkloadInfo know brings its dataset to
+    ``bench data download``: its choices, its help and the download itself."""
+    url, state = server
+    toy = Source((archive(url, name="toy/file.bin", unpack=False),), "toy", "a toy corpus")
+    monkeypatch.setattr(f"{__name__}.TOY", toy)
+    with pytest.raises(SystemExit) as refused:
+        main(["data", "download", "toy-text"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'toy-text'" in capsys.readouterr().err
+
+    _register_toy(monkeypatch)
+    assert list(datasets.sources()) == ["voc", "imdb", "bert-vocab", "squad", "toy-text"]
+    assert datasets.sources()["toy-text"] == toy
+    with pytest.raises(SystemExit) as shown:
+        main(["data", "download", "--help"])
+    assert shown.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "{bert-vocab,imdb,squad,toy-text,voc}" in help_text
+    assert "squad: SQuAD v1.1 train and dev questions (35 MB). toy-text: a toy corpus." in (
+        help_text
+    )
+    cache = tmp_path / "cache"
+    assert main(["data", "download", "toy-text", "--cache", str(cache)]) == 0
+    assert capsys.readouterr().out == f"{cache / 'toy'}\n"
+    assert (cache / "toy" / "file.bin").read_bytes() == CONTENT
+    assert state.requests == [None]
+
+
+def test_one_dataset_name_is_one_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workloads that read the same dataset name the same Source (bert and bert-qa share
+    bert-vocab); a name declared with two Sources is refused."""
+    bert, bert_qa = registry.workload_info("bert"), registry.workload_info("bert-qa")
+    assert bert.datasets["bert-vocab"] == bert_qa.datasets["bert-vocab"]
+    _register_toy(monkeypatch, "CLASHING_INFO")
+    with pytest.raises(TypeError, match="dataset 'imdb' is declared as data.imdb:SOURCE and"):
+        datasets.sources()
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, list[str], str]:

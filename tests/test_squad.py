@@ -233,7 +233,7 @@ def test_download_squad_offline_exits_2(
     assert re.match(r"bench: error: cannot reach rajpurkar\.github\.io", err)
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cache").exists()
-    names = [a.name for a in datasets.SOURCES["squad"].archives]
+    names = [a.name for a in datasets.sources()["squad"].archives]
     assert names == ["squad-v1.1/train-v1.1.json", "squad-v1.1/dev-v1.1.json"]
 
 

@@ -22,14 +22,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "an IMDB folder, and show what a dataset path holds.",
     )
     actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    sources = datasets.sources()
     d = actions.add_parser(
         "download",
         help="fetch and unpack a dataset (resumable, checksummed)",
         description="Download a dataset's public archives into the cache (resuming an "
         "interrupted download), check their size and digest, and unpack them. "
-        + " ".join(f"{k}: {s.about}." for k, s in datasets.SOURCES.items()),
+        + " ".join(f"{k}: {s.about}." for k, s in sources.items()),
     )
-    d.add_argument("dataset", choices=sorted(datasets.SOURCES))
+    d.add_argument("dataset", choices=sorted(sources))
     d.add_argument(
         "--cache", type=Path, default=datasets.DEFAULT_CACHE, help="default: results/cache/data"
     )

@@ -80,6 +80,10 @@ class WorkloadInfo:
     #: library a client sends, the callable a server binds), in a module that imports no
     #: framework at module level. None: the workload is not served.
     served: str | None = None
+    #: The datasets ``bench data download`` fetches for this workload: name -> import string
+    #: of a ``data.sources.Source``, in a module that imports no numpy (the CLI loads each
+    #: to write its help). Workloads that read the same dataset name the same Source.
+    datasets: Mapping[str, str] = field(default_factory=dict)
 
     def shape_value(self, spec: RunSpec) -> int | None:
         return int(getattr(spec, self.shape.field)) if self.shape is not None else None

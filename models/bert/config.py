@@ -111,4 +111,5 @@ INFO = WorkloadInfo(
     data_check="data.checks:check_reviews_run",
     needs_vocab=True,
     served="models.bert.served:SERVED",
+    datasets={"imdb": "data.imdb:SOURCE", "bert-vocab": "data.sources:BERT_VOCAB"},
 )

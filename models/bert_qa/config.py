@@ -43,4 +43,5 @@ INFO = WorkloadInfo(
     checkpoint=bert.INFO.checkpoint,
     data_check="data.squad:check_squad_run",
     needs_vocab=True,
+    datasets={"squad": "data.sources:SQUAD", "bert-vocab": "data.sources:BERT_VOCAB"},
 )

@@ -110,4 +110,5 @@ INFO = WorkloadInfo(
     },
     data_check="data.checks:check_detection_run",
     served="models.ssd.served:SERVED",
+    datasets={"voc": "data.sources:VOC"},
 )
