@@ -23,14 +23,23 @@ SERVE_VENV  := .venv-serve
 SERVE_BIN   := $(SERVE_VENV)/bin
 SERVE_STAMP := $(SERVE_VENV)/.setup-$(KIND)
 SUITE  ?= quick
+# The main test suite's xdist workers: the usable cores, at most 8.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 8 ? 8 : n )))
+# One suite per environment; `make test` runs them at once.
+TEST_SUITES := test-main test-serve test-mxnet test-fleet
+ENVS = $(STAMP) $(MX_STAMP) $(FLEET_STAMP) $(SERVE_STAMP)
+# Side by side (-j), each target's output printed whole as it ends (-O), every one run even
+# when another fails (-k): make still fails, naming the failed target.
+PARALLEL = $(MAKE) --no-print-directory -j -k --output-sync=target
 OUT    ?= out/gpu-check
 REPORT_OUT ?= out/report
 
-.PHONY: help setup setup-fleet setup-serve fleet-tools bench test lint format overhead gpu-check bench-pytest bench-serving report clean
+.PHONY: help setup setup-all setup-fleet setup-serve fleet-tools bench test $(TEST_SUITES) ci lint format overhead gpu-check bench-pytest bench-serving report clean
 
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
-	@echo "make test       set up, then run the test suite"
+	@echo "make test       set up, then run the test suites (the four environments' at once)"
+	@echo "make ci         make test and make lint at once (.ci/run)"
 	@echo "make setup-fleet  .venv-fleet, the environment of bench fleet (SkyPilot)"
 	@echo "make setup-serve  .venv-serve, the environment of bench serve and --endpoint runs"
 	@echo "make lint       ruff check, format check and mypy (strict on bench/)"
@@ -44,24 +53,32 @@ help:
 
 setup: $(STAMP) $(MX_STAMP)
 
+# The four environments, installed side by side.
+setup-all:
+	@$(PARALLEL) $(ENVS)
+
+# pip installs with --no-compile: Python compiles to bytecode what is imported, when first
+# imported; compiling every module at install time (about 40,000 files in the four
+# environments, most never imported) costs more than a minute of CPU.
+
 # On a GPU machine PyTorch goes in first (here and in .venv-serve), in the CUDA build whose
 # kernels run on every GPU nvidia-smi lists (bench/run/builds.py: cu126 on a V100, cu130 from
 # Turing on); the extras then keep it. The CPU set-up takes torch as pyproject.toml allows.
 TORCH_FIRST = $(if $(HAS_GPU),build=$$(nvidia-smi --query-gpu=compute_cap --format=csv$(comma)noheader \
-	  | $(PYTHON) bench/run/builds.py torch-pip) && $(1)/python -m pip install -q $$build)
+	  | $(PYTHON) bench/run/builds.py torch-pip) && $(1)/python -m pip install -q --no-compile $$build)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-compile --upgrade pip
 	$(call TORCH_FIRST,$(BIN))
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-compile -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.setup-*
 	touch $@
 
 $(MX_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(MX_VENV)
-	$(MX_BIN)/python -m pip install -q --upgrade pip
-	$(MX_BIN)/python -m pip install -q -e ".[mxnet-$(KIND),dev]"
+	$(MX_BIN)/python -m pip install -q --no-compile --upgrade pip
+	$(MX_BIN)/python -m pip install -q --no-compile -e ".[mxnet-$(KIND),dev]"
 	rm -f $(MX_VENV)/.setup-*
 	touch $@
 
@@ -79,27 +96,43 @@ fleet-tools:
 
 $(FLEET_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(FLEET_VENV)
-	$(FLEET_BIN)/python -m pip install -q --upgrade pip
-	$(FLEET_BIN)/python -m pip install -q -e ".[fleet,report,dev]"
+	$(FLEET_BIN)/python -m pip install -q --no-compile --upgrade pip
+	$(FLEET_BIN)/python -m pip install -q --no-compile -e ".[fleet,report,dev]"
 	touch $@
 
 setup-serve: $(SERVE_STAMP)
 
 $(SERVE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
-	$(SERVE_BIN)/python -m pip install -q --upgrade pip
+	$(SERVE_BIN)/python -m pip install -q --no-compile --upgrade pip
 	$(call TORCH_FIRST,$(SERVE_BIN))
-	$(SERVE_BIN)/python -m pip install -q -e ".[serve,torch,onnx-$(KIND),dev]"
+	$(SERVE_BIN)/python -m pip install -q --no-compile -e ".[serve,torch,onnx-$(KIND),dev]"
 	rm -f $(SERVE_VENV)/.setup-*
 	touch $@
 
 bench: setup
 	$(BIN)/bench suite $(SUITE)
 
-test: setup setup-fleet setup-serve
-	$(BIN)/python -m pytest --durations=15
+# The environments install side by side; the suites start once all four are there (tests of
+# one reach the others: the MXNet parity probes, the backends `bench suite` finds, endpoint
+# runs). The main suite runs in TEST_WORKERS xdist workers, a module to a worker at a time
+# (module fixtures built once), the modules with `slow` tests first (tests/conftest.py).
+test:
+	@$(PARALLEL) $(TEST_SUITES)
+
+ci:
+	@$(PARALLEL) $(TEST_SUITES) lint
+
+test-main: $(ENVS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+
+test-serve: $(ENVS)
 	$(SERVE_BIN)/python -m pytest tests/serve -m "not slow"
+
+test-mxnet: $(ENVS)
 	$(MX_BIN)/python -m pytest tests/mxnet
+
+test-fleet: $(ENVS) fleet-tools
 	$(FLEET_BIN)/python -m pytest tests/fleet
 
 lint: setup

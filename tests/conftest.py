@@ -1,10 +1,23 @@
-import pytest
+import os
 
-from bench.telemetry.devices import default_gpus
+# One OpenMP thread per process: `make test` runs test processes side by side (xdist workers,
+# the worker processes they start, the other environments' suites). With a thread per core
+# in each, an OpenMP team waits, spinning, for threads that other processes hold off the
+# cores, and a CPU test takes up to ten times as long. Set before any framework loads; an
+# explicit OMP_NUM_THREADS still wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+from bench.telemetry.devices import default_gpus  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu`-marked tests cleanly where no NVIDIA GPU is visible."""
+    """Skip `gpu`-marked tests cleanly where no NVIDIA GPU is visible; run the modules that
+    hold `slow` tests first, so that parallel workers (`-n`, one module each at a time) do
+    not end on one of them while the others stand idle."""
+    slow_files = {item.path for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
     if default_gpus():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi found none)")

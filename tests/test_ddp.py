@@ -1,6 +1,7 @@
 """Data-parallel training through the harness on the CPU: two gloo ranks started by torchrun,
 as `bench run --device cpu --gpus 2` starts them. Real models, small shapes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from bench.run import runner
+from bench.run.distributed import rank_result_path
 from bench.run.registry import run_label
 from bench.run.store import load_record
 from bench.schema.record import RunRecord
@@ -27,6 +29,7 @@ def run_ranks(spec: RunSpec, out: Path) -> RunRecord:
     return record
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "spec",
     [
@@ -71,6 +74,18 @@ def _ranks_of(pid: int) -> list[psutil.Process]:
     return out
 
 
+def _set_up(rank: psutil.Process) -> bool:
+    """Whether a rank's checkpoint record (its hand-off file, which the worker writes at
+    each stage) has the workload's facts: set-up is over and the window next."""
+    result = Path([arg for arg in rank.cmdline() if arg.endswith(".json")][-1])  # after the spec
+    checkpoint = rank_result_path(result, int(rank.environ()["RANK"]))
+    try:
+        return json.loads(checkpoint.read_text()).get("workload") is not None
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_run_with_an_error_and_no_process_left(tmp_path):
     cmd = [
         sys.executable,
@@ -108,7 +123,10 @@ def test_a_killed_rank_ends_the_run_with_an_error_and_no_process_left(tmp_path):
             time.sleep(0.5)
             victims = _ranks_of(proc.pid)
         assert len(victims) == 2, "two ranks started"
-        time.sleep(15)  # into set-up or the window
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(_set_up(v) for v in victims):
+            time.sleep(0.5)
+        assert all(_set_up(v) for v in victims), "both ranks set up"  # into the window
         everyone = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         rank1 = next(v for v in victims if v.environ().get("RANK") == "1")
         killed_at = time.monotonic()

@@ -4,6 +4,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
 
@@ -15,6 +17,7 @@ def test_unknown_option_exits_2(tmp_path):
     assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
 
 
+@pytest.mark.slow
 def test_script_runs_a_suite_on_the_cpu_and_packs_its_results(tmp_path):
     out = tmp_path / "check"
     proc = subprocess.run(

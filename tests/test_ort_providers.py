@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,15 @@ SMALL = bert.BertSettings(
 )
 
 
+def _profiles() -> set[Path]:
+    """The onnxruntime profiles this process has in the temporary directory (named with its
+    pid: other processes, parallel test workers among them, write theirs there too)."""
+    return set(Path(tempfile.gettempdir()).glob(f"gpu-bench-ort-profile-{os.getpid()}-*"))
+
+
 # -- the provider chain, from data --------------------------------------------------------
+
+
 def test_auto_on_a_gpu_with_tensorrt_loadable() -> None:
     plan = choose_providers("auto", "cuda:0", GPU_BUILD, LOADS)
     assert plan.chain == (TRT, CUDA, CPU) and not plan.left_out
@@ -272,7 +281,7 @@ def test_a_workload_records_providers_and_nodes(tmp_path: Path) -> None:
         workload="bert", backend="onnxruntime", device="cpu", batch=2, seq_len=16, warmup=0
     )
     wl = BertOnnx(spec, cache_dir=tmp_path, settings=SMALL)
-    before = set(Path(tempfile.gettempdir()).glob("gpu-bench-ort-profile-*"))
+    before = _profiles()
     wl.setup()
     details = wl.details()
     assert details["provider"] == CPU and details["providers"] == [CPU]
@@ -281,7 +290,7 @@ def test_a_workload_records_providers_and_nodes(tmp_path: Path) -> None:
     counts, ops = details["nodes_by_provider"], details["placement"]["ops_by_provider"]
     assert list(counts) == [CPU] and counts[CPU] == sum(ops[CPU].values()) > 0
     assert ops[CPU]["Attention"] == 2  # the fused graph's nodes, as the session ran them
-    assert set(Path(tempfile.gettempdir()).glob("gpu-bench-ort-profile-*")) == before
+    assert _profiles() == before
     assert wl.step().shape == (2, 2)
 
 
@@ -296,14 +305,14 @@ def test_a_dropped_provider_fails_the_session(
     assert wl.plan.chain == (CUDA, CPU) and wl.fp32_math == bert.INFO.fp32_math["onnxruntime"]
     model = tmp_path / "small.onnx"
     model.write_bytes(_small_model())
-    before = set(Path(tempfile.gettempdir()).glob("gpu-bench-ort-profile-*"))
+    before = _profiles()
     with (
         pytest.warns(UserWarning, match="not in available provider names"),
         pytest.raises(ProviderError, match="did not register CUDAExecutionProvider"),
     ):
         wl.session(model)
     gc.collect()  # the refused session is gone, and left no profile behind
-    assert set(Path(tempfile.gettempdir()).glob("gpu-bench-ort-profile-*")) == before
+    assert _profiles() == before
 
 
 def test_a_session_that_fails_to_load_leaves_no_profile(tmp_path: Path) -> None:
@@ -311,12 +320,12 @@ def test_a_session_that_fails_to_load_leaves_no_profile(tmp_path: Path) -> None:
     wl = BertOnnx(spec, cache_dir=tmp_path, settings=SMALL)
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    before = set(Path(tempfile.gettempdir()).glob("gpu-bench-ort-profile-*"))
+    before = _profiles()
     with pytest.raises(Exception, match="INVALID_PROTOBUF") as caught:
         wl.session(bad)
     assert not isinstance(caught.value, ProviderError)  # a bad model is not a provider problem
     gc.collect()
-    assert set(Path(tempfile.gettempdir()).glob("gpu-bench-ort-profile-*")) == before
+    assert _profiles() == before
 
 
 @pytest.mark.parametrize(

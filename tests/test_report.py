@@ -78,6 +78,7 @@ def report(runs, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_report_files(report):
     names = sorted(p.name for p in report.iterdir())
     assert names == [
@@ -109,6 +110,7 @@ def _chromium() -> str | None:
     not _chromium() and not os.environ.get("CI"),
     reason="Chromium is not installed (.ci/run installs it)",
 )
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium(report, tmp_path):
     exe = _chromium()
     assert exe, "CI must have Chromium: .ci/run installs it"
@@ -150,6 +152,7 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
     not _chromium() and not os.environ.get("CI"),
     reason="Chromium is not installed (.ci/run installs it)",
 )
+@pytest.mark.slow
 def test_the_decision_table_is_on_the_first_screen(report, tmp_path):
     """Laid out by Chromium at 1400 px wide, the decision table ends within the first
     1,000 px: a copy of the page writes the table's bottom edge into the DOM it dumps."""

@@ -155,6 +155,7 @@ def test_an_empty_voc_split_is_an_error_record(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_ssd_on_their_shards_of_a_voc_folder(root: Path, tmp_path: Path):
     spec = RunSpec(
         workload="ssd",

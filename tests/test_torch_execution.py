@@ -237,6 +237,7 @@ def test_profile_on_the_cpu_returns_operators_by_self_time() -> None:
 # -- compile ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compiled_bert_inference_matches_eager() -> None:
     eager = BertTorch(bert_spec(mode="infer"), bert.BertSettings(shape=TINY))
     eager.setup()
@@ -259,6 +260,7 @@ def test_compiled_bert_inference_matches_eager() -> None:
     assert (kernel is None) == (details["attention_kernel_note"] is not None)
 
 
+@pytest.mark.slow
 def test_compiled_bert_training_follows_eager_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     no_dropout(monkeypatch)
     settings = bert.BertSettings(shape=TINY, learning_rate=1e-3, warmup_steps=1)
@@ -282,6 +284,7 @@ def test_compiled_bert_training_follows_eager_steps(monkeypatch: pytest.MonkeyPa
     assert compiled.execution_details()["compile"] == "default"
 
 
+@pytest.mark.slow
 def test_compiled_ssd_inference_matches_eager() -> None:
     eager = SsdTorch(ssd_spec(mode="infer"))
     eager.setup()

@@ -22,6 +22,7 @@ SPECS = [
 ROUNDS, WARMUP = (30, 5) if GPU else (3, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=[run_label(s) for s in SPECS])
 def test_workload_step(benchmark, spec):
     workload = registry.load(registry.lookup(spec.workload, spec.backend).target)(spec)
