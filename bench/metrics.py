@@ -85,12 +85,6 @@ class MapResult:
     mean: float
     names: tuple[str, ...] | None = None
 
-    def by_name(self) -> dict[str, float]:
-        """``{class name: AP}`` (class ids as names when none were given), then ``mAP``."""
-        names = self.names or ()
-        table = {names[i] if i < len(names) else str(i): ap for i, ap in enumerate(self.per_class)}
-        return {**table, "mAP": self.mean}
-
 
 class Voc07MApMetric:
     """Accumulate detections and ground truth over batches; :meth:`result` gives VOC07 mAP.

@@ -116,11 +116,6 @@ def check_reviews_run(path: Path, mode: str, scenario: str) -> None:
     check_reviews(path, mode)
 
 
-def check_vocab(path: Path) -> None:
-    if not path.is_file():
-        raise DataError(f"vocabulary file {path} does not exist")
-
-
 # -- every file: bench data verify ----------------------------------------------------------
 @dataclass(frozen=True)
 class Finding:

@@ -197,13 +197,6 @@ class RecordReader:
         return {**self.__dict__, "_file": None, "_pid": -1}
 
 
-def iter_records(rec_path: Path | str) -> Iterator[bytes]:
-    """Every record of a ``.rec`` in file order (no index needed)."""
-    with open(rec_path, "rb") as stream:
-        while (record := read_record(stream)) is not None:
-            yield record
-
-
 class IRHeader(NamedTuple):
     """MXNet's image record header. ``label`` is a float, or float32 labels (``flag`` > 0)."""
 

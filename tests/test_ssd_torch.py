@@ -17,7 +17,7 @@ from bench.schema.spec import RunSpec
 from data.synthetic import detection_batch
 from models import torch_common
 from models.ssd import common as ssd_common
-from models.ssd.torch import PRETRAINED_FILE, SsdTorch, count_forward_flops
+from models.ssd.torch import PRETRAINED_FILE, SsdTorch
 from models.ssd.torch_box import (
     decode_boxes,
     detect,
@@ -439,3 +439,16 @@ def test_fp32_math_on_cuda_is_tf32_as_declared(monkeypatch: pytest.MonkeyPatch) 
     assert cudnn.allow_tf32 is True
     assert gpu.fp32_math == ssd_common.INFO.fp32_math["torch"] == "tf32"
     assert ssd_common.INFO.uses_tf32(spec)
+
+
+def count_forward_flops(image_size: int) -> float:
+    """Forward FLOPs of the network for one image, counted on the meta device (the check on
+    the analytic count that every path reports)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = SSD512ResNet50().eval()
+        x = torch.empty(1, 3, image_size, image_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    return float(counter.get_total_flops())

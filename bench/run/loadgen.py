@@ -164,14 +164,6 @@ def _summary_ms(values_s: Sequence[float]) -> dict[str, float] | None:
     }
 
 
-def loadgen_result(facts: ScenarioFacts | None) -> LoadgenResult | None:
-    """The typed LoadGen result of a record's scenario section (None: not a LoadGen run)."""
-    result = facts.result if facts is not None else None
-    if not result or not isinstance(result.get("loadgen"), dict):
-        return None
-    return LoadgenResult.from_dict(result["loadgen"])
-
-
 def verdict_line(result: LoadgenResult) -> str:
     """LoadGen's verdict and its reasons, one line."""
     if result.valid:

@@ -316,19 +316,6 @@ def update_map(
     )
 
 
-def count_forward_flops(image_size: int) -> float:
-    """Forward FLOPs of the network for one image, counted on the meta device (a check on
-    the analytic count that every path reports)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        net = SSD512ResNet50().eval()
-        x = torch.empty(1, 3, image_size, image_size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x)
-    return float(counter.get_total_flops())
-
-
 def load_pretrained(directory: str) -> dict[str, torch.Tensor]:
     """The state dict at ``directory/PRETRAINED_FILE``; FileNotFoundError naming it if absent."""
     path = os.path.join(directory, PRETRAINED_FILE)
