@@ -34,12 +34,11 @@ PARALLEL = $(MAKE) --no-print-directory -j -k --output-sync=target
 OUT    ?= out/gpu-check
 REPORT_OUT ?= out/report
 
-.PHONY: help setup setup-all setup-fleet setup-serve fleet-tools bench test $(TEST_SUITES) ci lint format overhead gpu-check bench-pytest bench-serving report clean
+.PHONY: help setup setup-all setup-fleet setup-serve fleet-tools bench test $(TEST_SUITES) lint format overhead gpu-check bench-pytest bench-serving report clean
 
 help:
 	@echo "make bench      set up, then run the '$(SUITE)' suite and print its table"
 	@echo "make test       set up, then run the test suites (the four environments' at once)"
-	@echo "make ci         make test and make lint at once (.ci/run)"
 	@echo "make setup-fleet  .venv-fleet, the environment of bench fleet (SkyPilot)"
 	@echo "make setup-serve  .venv-serve, the environment of bench serve and --endpoint runs"
 	@echo "make lint       ruff check, format check and mypy (strict on bench/)"
@@ -119,9 +118,6 @@ bench: setup
 # (module fixtures built once), the modules with `slow` tests first (tests/conftest.py).
 test:
 	@$(PARALLEL) $(TEST_SUITES)
-
-ci:
-	@$(PARALLEL) $(TEST_SUITES) lint
 
 test-main: $(ENVS)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
