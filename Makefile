@@ -119,17 +119,24 @@ bench: setup
 test:
 	@$(PARALLEL) $(TEST_SUITES)
 
+# One OpenMP thread per test process: the suites run side by side (xdist workers, the worker
+# processes they start, the other environments' suites). With a thread per core in each, an
+# OpenMP team waits, spinning, for threads that other processes hold off the cores, and a CPU
+# test takes up to ten times as long. An OMP_NUM_THREADS already set wins. (Benchmarks, such
+# as `make bench-pytest`, keep the machine's default.)
+ONE_THREAD = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
+
 test-main: $(ENVS)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+	$(ONE_THREAD) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test-serve: $(ENVS)
-	$(SERVE_BIN)/python -m pytest tests/serve -m "not slow"
+	$(ONE_THREAD) $(SERVE_BIN)/python -m pytest tests/serve -m "not slow"
 
 test-mxnet: $(ENVS)
-	$(MX_BIN)/python -m pytest tests/mxnet
+	$(ONE_THREAD) $(MX_BIN)/python -m pytest tests/mxnet
 
 test-fleet: $(ENVS) fleet-tools
-	$(FLEET_BIN)/python -m pytest tests/fleet
+	$(ONE_THREAD) $(FLEET_BIN)/python -m pytest tests/fleet
 
 lint: setup
 	$(BIN)/ruff check .

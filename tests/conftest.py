@@ -1,15 +1,6 @@
-import os
+import pytest
 
-# One OpenMP thread per process: `make test` runs test processes side by side (xdist workers,
-# the worker processes they start, the other environments' suites). With a thread per core
-# in each, an OpenMP team waits, spinning, for threads that other processes hold off the
-# cores, and a CPU test takes up to ten times as long. Set before any framework loads; an
-# explicit OMP_NUM_THREADS still wins.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import pytest  # noqa: E402
-
-from bench.telemetry.devices import default_gpus  # noqa: E402
+from bench.telemetry.devices import default_gpus
 
 
 def pytest_collection_modifyitems(config, items):
