@@ -163,14 +163,19 @@ def served_workload_names() -> tuple[str, ...]:
     return tuple(w for w in workload_names() if workload_info(w).served is not None)
 
 
-def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
-    """The implementation of ``workload`` on ``backend`` (refusing unknown names, a missing
-    pair, and a mode it does not run)."""
+def check_names(workload: str, backend: str) -> None:
+    """Refuse a workload or a backend the registry does not know, naming the choices."""
     if all(w != workload for w, _ in REGISTRY):
         choices = ", ".join(workload_names())
         raise SpecError(f"unknown workload {workload!r}: choose from {choices}")
     if all(b != backend for _, b in REGISTRY):
         raise SpecError(f"unknown backend {backend!r}: choose from {', '.join(backend_names())}")
+
+
+def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
+    """The implementation of ``workload`` on ``backend`` (refusing unknown names, a missing
+    pair, and a mode it does not run)."""
+    check_names(workload, backend)
     entry = REGISTRY.get((workload, backend))
     if entry is None:
         have = sorted(b for (w, b) in REGISTRY if w == workload)
