@@ -110,11 +110,6 @@ class EvalData(ABC):
     def split(self) -> str:
         return str(self.facts["split"])
 
-    @property
-    def samples(self) -> int:
-        """The samples one pass reads."""
-        return int(self.facts["samples"])
-
     def __iter__(self) -> Iterator[Any]:
         with named_errors(self.name_error):
             for batch in self.loader:
