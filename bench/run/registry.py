@@ -6,8 +6,8 @@ Entries are import strings. Implementations are resolved only inside the worker 
 that runs them, so a missing or conflicting framework never breaks the harness or another
 backend; workload facts come from framework-free modules. This module's loader is the only
 way ``bench`` reaches ``models``. It imports nothing above the spec and the workload
-interface, so the run records and labels build on it; scenarios load from its table in
-:func:`bench.run.scenarios.scenario_for`.
+interface, so the run labels (and the store's record names) build on it; scenarios load
+from its table in :func:`bench.run.scenarios.scenario_for`.
 """
 
 from __future__ import annotations
