@@ -128,11 +128,6 @@ class EvalData(ABC):
         """Stop the loader's worker processes."""
 
 
-def check_workers(workers: int) -> None:
-    if workers < 0:
-        raise ValueError(f"loader workers must be 0 or more, not {workers}")
-
-
 def eval_samples(size: int, max_samples: int | None) -> int:
     """How many of a split's ``size`` samples an evaluation reads: the first ``max_samples``
     (all without a limit)."""
