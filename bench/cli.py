@@ -17,11 +17,7 @@ from bench.analysis import table
 from bench.analysis.compare import CompareError
 from bench.analysis.pricing import PricingError
 from bench.commands import data, machine, results, runs, serve, sla_search
-from bench.commands.exits import EXIT_FAILED_RUN as EXIT_FAILED_RUN
-from bench.commands.exits import EXIT_OK as EXIT_OK
-from bench.commands.exits import EXIT_SIGINT as EXIT_SIGINT
-from bench.commands.exits import EXIT_SIGTERM as EXIT_SIGTERM
-from bench.commands.exits import EXIT_USAGE as EXIT_USAGE
+from bench.commands.exits import EXIT_FAILED_RUN, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from bench.datasets import DataError
 from bench.fleet import cli as fleet_cli
 from bench.run import runner

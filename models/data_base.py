@@ -110,11 +110,6 @@ class EvalData(ABC):
     def split(self) -> str:
         return str(self.facts["split"])
 
-    @property
-    def samples(self) -> int:
-        """The samples one pass reads."""
-        return int(self.facts["samples"])
-
     def __iter__(self) -> Iterator[Any]:
         with named_errors(self.name_error):
             for batch in self.loader:
@@ -131,11 +126,6 @@ class EvalData(ABC):
     @abstractmethod
     def close(self) -> None:
         """Stop the loader's worker processes."""
-
-
-def check_workers(workers: int) -> None:
-    if workers < 0:
-        raise ValueError(f"loader workers must be 0 or more, not {workers}")
 
 
 def eval_samples(size: int, max_samples: int | None) -> int:

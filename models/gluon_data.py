@@ -115,7 +115,6 @@ def make_eval_data(
 ) -> EvalData:
     """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (already transformed):
     no shuffle, the last batch kept."""
-    data_base.check_workers(workers)
     samples = data_base.eval_samples(len(dataset), max_samples)
     loader = gluon.data.DataLoader(
         dataset.take(samples),
@@ -139,7 +138,6 @@ def make_stream(
 ) -> BatchStream:
     """A :class:`BatchStream` over a ``gluon.data.DataLoader`` of full batches only
     (:data:`models.data_base.LAST_BATCH`)."""
-    data_base.check_workers(workers)
     loader = gluon.data.DataLoader(
         dataset,
         batch_size=batch_size,

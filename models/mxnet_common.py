@@ -96,7 +96,7 @@ def quiet_undecided_type() -> Iterator[None]:
         yield
 
 
-#: The newest CUDA build of MXNet 1.9.1 on PyPI (its GPU limit is in bench/registry.py).
+#: The newest CUDA build of MXNet 1.9.1 on PyPI (its GPU limit is in bench/run/registry.py).
 NEWEST_MXNET_CUDA = "cu117"
 
 #: The kvstore that sums gradients across a run's contexts, as GluonCV's and GluonNLP's

@@ -187,7 +187,6 @@ def make_stream(
 ) -> BatchStream:
     """A :class:`BatchStream` of full batches over this rank's shard of ``dataset``
     (``size`` samples), shuffled each epoch when training, in order for inference."""
-    data_base.check_workers(workers)
     rank, world_size = ranks
     shard = rank_shard(size, rank, world_size)
     loader = DataLoader(
@@ -220,7 +219,6 @@ def make_eval_data(
 ) -> EvalData:
     """:class:`EvalData` over the first ``max_samples`` of ``dataset`` (``size`` samples):
     no shuffle, the last batch kept."""
-    data_base.check_workers(workers)
     samples = data_base.eval_samples(size, max_samples)
     loader = DataLoader(
         Subset(dataset, range(samples)),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run.store import load_record, new_record, write_record
+from bench.run.store import load_record, load_records, new_record, write_record
 from bench.schema.gpu import GpuInfo
 from bench.schema.record import (
     SCHEMA_VERSION,
@@ -138,3 +138,27 @@ def test_unreadable_files_name_the_file(tmp_path):
     bad.write_text("{truncated")
     with pytest.raises(ResultError, match=str(bad)):
         load_record(bad)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("workload", "resnet", "unknown workload 'resnet': choose from ssd, bert, bert-qa, null"),
+        ("backend", "tensorflow", "unknown backend 'tensorflow': choose from torch, mxnet, "),
+    ],
+)
+def test_a_record_of_a_workload_or_backend_this_harness_lacks_is_skipped(
+    tmp_path, field, value, message
+):
+    """The spec leaves names to the registry; a stored run it does not know is malformed
+    here (a table could not show it), and the others still load."""
+    good = write_record(full_record(), tmp_path)
+    data = full_record().to_dict()
+    data["spec"][field] = value
+    bad = tmp_path / f"{data['run_id']}.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ResultError, match=f"{bad}: malformed result record: {message}"):
+        load_record(bad)
+    skipped: list[str] = []
+    assert [p for p, _ in load_records([tmp_path], strict=False, skipped=skipped)] == [good]
+    assert len(skipped) == 1 and message in skipped[0]

@@ -3,6 +3,7 @@ per spec field, the spec's defaults, and the spec read back from the parsed opti
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -62,12 +63,15 @@ RUN_OPTIONS = {
 }
 
 
+def _command(command: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices[command]
+
+
 def _options(command: str) -> dict[str, object]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
     return {
         s: a.default
-        for a in sub.choices[command]._actions
+        for a in _command(command)._actions
         for s in a.option_strings
         if s.startswith("--") and s != "--help"
     }
@@ -129,6 +133,8 @@ def test_eval_is_run_with_the_evaluate_scenario_and_its_own_defaults():
     assert (spec.scenario, spec.mode, spec.batch, spec.warmup) == ("evaluate", "infer", 16, 0)
     options = _options("eval")
     assert "--scenario" not in options and "--random-weights" in options
+    helps = {a.dest: a.help for a in _command("eval")._actions}
+    assert helps["data"].startswith("the dataset whose test split is scored")  # no synthetic
     with pytest.raises(SystemExit):  # --data is required
         build_parser().parse_args(["eval", "--workload=bert"])
 

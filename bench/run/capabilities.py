@@ -70,7 +70,7 @@ def _check_compile(spec: RunSpec, entry: Entry) -> None:
     own = dict.fromkeys(e.own_graph for es in by_backend.values() for e in es if e.own_graph)
     plural = "s" if len(compiling) > 1 else ""
     raise SpecError(
-        f"compile applies to the {_words(compiling)} backend{plural}: {spec.backend} builds "
+        f"compile applies to the {words(compiling)} backend{plural}: {spec.backend} builds "
         f"its own graph ({', '.join(own)})"
     )
 
@@ -86,7 +86,7 @@ def _check_ranks(spec: RunSpec, entry: Entry) -> None:
     if spec.backend in backends and spec.workload in workloads:
         raise SpecError(f"{spec.backend} runs {spec.workload} on one device: drop --gpus")
     raise SpecError(
-        f"--gpus runs the {_words(backends)} paths of {_words(workloads)}, not "
+        f"--gpus runs the {words(backends)} paths of {words(workloads)}, not "
         f"{spec.workload} on {spec.backend}"
     )
 
@@ -121,7 +121,7 @@ def _check_data(spec: RunSpec, entry: Entry, info: WorkloadInfo) -> None:
         workloads = [w for w in registry.workload_names() if any(w == rw for rw, _ in readers)]
         backends = [b for b in registry.backend_names() if any(b == rb for _, rb in readers)]
         raise SpecError(
-            f"--data runs {_words(workloads)} on {_words(backends)}, not {spec.workload} on "
+            f"--data runs {words(workloads)} on {words(backends)}, not {spec.workload} on "
             f"{spec.backend}"
         )
     from data.selection import DataError  # the dataset layer: only for runs on a dataset
@@ -163,6 +163,6 @@ def _backend_entries() -> dict[str, list[Entry]]:
     return entries
 
 
-def _words(names: Sequence[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
+def words(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: the names in a sentence."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

@@ -6,8 +6,8 @@ Entries are import strings. Implementations are resolved only inside the worker 
 that runs them, so a missing or conflicting framework never breaks the harness or another
 backend; workload facts come from framework-free modules. This module's loader is the only
 way ``bench`` reaches ``models``. It imports nothing above the spec and the workload
-interface, so the run records and labels build on it; scenarios load from its table in
-:func:`bench.run.scenarios.scenario_for`.
+interface, so the run labels (and the store's record names) build on it; scenarios load
+from its table in :func:`bench.run.scenarios.scenario_for`.
 """
 
 from __future__ import annotations
@@ -163,14 +163,19 @@ def served_workload_names() -> tuple[str, ...]:
     return tuple(w for w in workload_names() if workload_info(w).served is not None)
 
 
-def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
-    """The implementation of ``workload`` on ``backend`` (refusing unknown names, a missing
-    pair, and a mode it does not run)."""
+def check_names(workload: str, backend: str) -> None:
+    """Refuse a workload or a backend the registry does not know, naming the choices."""
     if all(w != workload for w, _ in REGISTRY):
         choices = ", ".join(workload_names())
         raise SpecError(f"unknown workload {workload!r}: choose from {choices}")
     if all(b != backend for _, b in REGISTRY):
         raise SpecError(f"unknown backend {backend!r}: choose from {', '.join(backend_names())}")
+
+
+def lookup(workload: str, backend: str, mode: str | None = None) -> Entry:
+    """The implementation of ``workload`` on ``backend`` (refusing unknown names, a missing
+    pair, and a mode it does not run)."""
+    check_names(workload, backend)
     entry = REGISTRY.get((workload, backend))
     if entry is None:
         have = sorted(b for (w, b) in REGISTRY if w == workload)

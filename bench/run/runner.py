@@ -22,7 +22,6 @@ from typing import Any, TextIO
 from bench.run import builds, capabilities, envinfo, registry
 from bench.run.capabilities import check_save_weights
 from bench.run.distributed import merge, rank_result_path, torchrun_command, torchrun_failure
-from bench.run.options import DEFAULT_OUT as DEFAULT_OUT
 from bench.run.options import RunOptions as RunOptions
 from bench.run.processes import python_for, stop_group
 from bench.run.registry import run_label

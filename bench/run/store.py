@@ -9,9 +9,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from bench.run import registry
 from bench.run.registry import run_label
 from bench.schema.record import Environment, ResultError, RunRecord
-from bench.schema.spec import RunSpec
+from bench.schema.spec import RunSpec, SpecError
 
 RUN_FILE_GLOB = "[0-9]*T[0-9]*Z_*.json"
 
@@ -76,14 +77,20 @@ def write_record(record: RunRecord, out_dir: Path) -> Path:
 
 
 def load_record(path: Path) -> RunRecord:
+    """The record in ``path``; ResultError if it is no record, or one of a workload or
+    backend this harness does not know (its tables could not show it)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path}: not a readable JSON file ({exc})") from exc
     try:
-        return RunRecord.from_dict(data)
+        record = RunRecord.from_dict(data)
+        registry.check_names(record.spec.workload, record.spec.backend)
+    except SpecError as exc:
+        raise ResultError(f"{path}: malformed result record: {exc}") from exc
     except ResultError as exc:
         raise ResultError(f"{path}: {exc}") from exc
+    return record
 
 
 def result_files(paths: Iterable[Path]) -> Iterator[Path]:

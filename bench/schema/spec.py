@@ -315,6 +315,12 @@ class RunSpec:
         parse="dataset",
         commands=_RUN_EVAL,
         required=frozenset({"eval"}),
+        variants={
+            "eval": Variant(
+                help="the dataset whose test split is scored: a VOC folder or RecordIO .rec "
+                "(ssd), aclImdb (bert), SQuAD's folder or dev-v1.1.json (bert-qa)"
+            )
+        },
     )
     #: 0: load in the training process.
     loader_workers: int = _flag(2, "loader processes with --data", commands=_RUN_EVAL)

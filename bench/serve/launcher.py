@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.run import envinfo, registry
+from bench.run.capabilities import words
 from bench.run.processes import stop_group
 from bench.schema.spec import RunSpec, SpecError
 from bench.serve.endpoint import project_env, serve_python
@@ -69,18 +70,13 @@ def check_spec(spec: RunSpec) -> None:
     registry.lookup(spec.workload, spec.backend, "infer")
     if spec.backend not in registry.SERVED_BACKENDS:
         raise SpecError(
-            f"bench serve serves the {_listed(registry.SERVED_BACKENDS)} paths, not {spec.backend}"
+            f"bench serve serves the {words(registry.SERVED_BACKENDS)} paths, not {spec.backend}"
         )
     if registry.workload_info(spec.workload).served is None:
         raise SpecError(
-            f"bench serve serves the {_listed(registry.served_workload_names())} workloads, "
+            f"bench serve serves the {words(registry.served_workload_names())} workloads, "
             f"not {spec.workload}"
         )
-
-
-def _listed(names: tuple[str, ...]) -> str:
-    """``a, b and c``."""
-    return " and ".join(filter(None, (", ".join(names[:-1]), names[-1])))
 
 
 @dataclass
