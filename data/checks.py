@@ -28,8 +28,6 @@ from data.selection import IMDB_SPLITS, DataError, detection_input
 from data.voc import VocError, find_devkit, parse_annotation, parse_splits, read_image
 
 _HEADER = struct.Struct("<II")
-#: The files each image id of a VOC split list needs.
-FILES_OF_AN_ID = (("image", "JPEGImages", ".jpg"), ("annotation", "Annotations", ".xml"))
 
 
 # -- the quick check before a run -----------------------------------------------------------

@@ -26,8 +26,6 @@ from data.sources import Archive, Source
 
 SPLITS = ("train", "test")
 LABELS = {"pos": 1, "neg": 0}
-#: Reviews per split in the public archive.
-SPLIT_SIZE = 25_000
 BREAK_MODES = ("keep", "space")
 _NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
