@@ -16,7 +16,6 @@ from typing import Any
 from bench.run.loop import (
     Measurement,
     PhaseMarks,
-    StepEnd,
     WarmUp,
     synchronized_window,
     warm_up,
@@ -168,18 +167,19 @@ class _Training:
             return self.steps >= spec.iters
         return spec.duration_s is not None and self.train_s >= spec.duration_s
 
-    def after_step(self, end: StepEnd) -> float | None:
+    def after_step(self, steps: int, step_s: float, end: float, elapsed_s: float) -> float | None:
         """Count the step, evaluate when due; None ends the window (the target reached or
-        the spec's iterations or training time spent)."""
+        the spec's iterations or training time spent). The :data:`~bench.run.loop.AfterStep`
+        of a to-accuracy window."""
         self.steps += 1
-        self.train_s += end.step_s
+        self.train_s += step_s
         done = self._done()
         if self.steps < self.next_eval and not done:
-            return end.now
+            return end
         self.next_eval = self._next_eval()
         result = self.workload.evaluate(self.spec.eval_samples)
         now = self.clock()
-        self.eval_s += now - end.now
+        self.eval_s += now - end
         point = {
             "step": self.steps,
             "samples": self.steps * self.workload.samples_per_step,

@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, NoReturn, Protocol, TextIO
+from typing import Any, NoReturn, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -124,7 +124,7 @@ def measure(
         sync,
         clock=clock,
         mark=mark,
-        after=lambda end: None if window.done(end.steps, end.elapsed_s) else end.now,
+        after=window.resume_at,
     )
     window.bar.close()
     return Measurement(
@@ -229,6 +229,10 @@ class _Window:
         over = elapsed_s >= bound
         return self.agree(over) if self.agree is not None else over
 
+    def resume_at(self, steps: int, step_s: float, now: float, elapsed_s: float) -> float | None:
+        """:data:`AfterStep` of a plain window: None when it is done, else ``now``."""
+        return None if self.done(steps, elapsed_s) else now
+
 
 def _bar_for(
     progress: bool, iters: int | None, duration_s: float | None, label: str, stream: TextIO
@@ -289,22 +293,12 @@ def warm_up(
     return WarmUp(start, seconds, first_step_s, prepare_s)
 
 
-class StepEnd(NamedTuple):
-    """Where the window stands after one of its steps."""
-
-    #: Steps timed so far.
-    steps: int
-    #: This step's time.
-    step_s: float
-    #: The clock at the step's end, and that less the window's start.
-    now: float
-    elapsed_s: float
-
-
-#: After each step of a synchronized window: None ends the window, else the clock reading
-#: the next step is timed from: ``end.now``, or later where untimed work (an evaluation)
-#: ran after the step.
-AfterStep = Callable[[StepEnd], float | None]
+#: ``after(steps, step_s, now, elapsed_s)``, called after each step of a synchronized
+#: window with the steps timed so far, this step's time, the clock at its end and that less
+#: the window's start: None ends the window, else the clock reading the next step is timed
+#: from: ``now``, or later where untimed work (an evaluation) ran after the step. Plain
+#: arguments, no record per step: the call is inside the timed loop.
+AfterStep = Callable[[int, float, float, float], float | None]
 
 
 def synchronized_window(
@@ -330,7 +324,7 @@ def synchronized_window(
         sync()
         now = clock()
         latencies.append(now - t0)
-        resume = after(StepEnd(len(latencies), now - t0, now, now - start))
+        resume = after(len(latencies), now - t0, now, now - start)
         if resume is None:
             break
         t0 = resume
